@@ -1,0 +1,224 @@
+"""Configuration: frozen dataclasses validated at construction.
+
+YAML files and dotted ``--section.field=value`` overrides are only loaders: they build a
+plain dict that :func:`build_config` turns into a :class:`Config`. Any bad value fails here,
+at start, with one :class:`ConfigError` naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Suite facts from LIBERO's evaluation protocol (max steps per episode).
+SUITE_MAX_STEPS = {
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
+SOURCES = ("demo", "real", "imagined")
+RENDERERS = ("egl", "osmesa")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong. The message names the field and the allowed values."""
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{name}={value!r} is not allowed: {allowed}")
+
+
+def _check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        _fail(name, value, "choose one of " + ", ".join(map(str, allowed)))
+
+
+def _check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        _fail(name, value, f"must lie in [{lo_s}, {hi_s}]")
+
+
+def default_cache_dir() -> str:
+    """Where datasets and checkpoints live (outside git). Override with MBPO_RAY_CACHE."""
+    return os.environ.get("MBPO_RAY_CACHE", str(Path("~/.cache/mbpo-ray").expanduser()))
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """One LIBERO task as an environment with chunked execution."""
+
+    suite: str = "libero_spatial"
+    task_id: int = 0
+    image_size: int = 128
+    chunk_size: int = 10
+    settle_steps: int = 10
+    max_steps: int = 0  # 0 = the suite's own limit from LIBERO's evaluation protocol
+    renderer: str = "egl"
+
+    def __post_init__(self) -> None:
+        _check_choice("env.suite", self.suite, SUITE_MAX_STEPS)
+        n_tasks = 90 if self.suite == "libero_90" else 10
+        _check_range("env.task_id", self.task_id, 0, n_tasks - 1)
+        _check_range("env.image_size", self.image_size, 16, 512)
+        _check_range("env.chunk_size", self.chunk_size, 1, 100)
+        _check_range("env.settle_steps", self.settle_steps, 0, 100)
+        _check_range("env.max_steps", self.max_steps, 0, 10_000)
+        _check_choice("env.renderer", self.renderer, RENDERERS)
+
+    @property
+    def horizon(self) -> int:
+        """Max env steps per episode after the settle steps."""
+        return self.max_steps or SUITE_MAX_STEPS[self.suite]
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Scripted pick-and-place expert reading privileged simulator state."""
+
+    noise_std: float = 0.05  # std of Gaussian noise added to the translation command (normalised units)
+    waypoint_tolerance: float = 0.02  # metres
+    gain: float = 10.0  # action = clip(gain * position error, -1, 1)
+
+    def __post_init__(self) -> None:
+        _check_range("expert.noise_std", self.noise_std, 0.0, 1.0)
+        _check_range("expert.waypoint_tolerance", self.waypoint_tolerance, 0.002, 0.1)
+        _check_range("expert.gain", self.gain, 0.1, 100.0)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Demonstration collection with the scripted expert."""
+
+    episodes: int = 4
+    workers: int = 2
+    first_init_state: int = 0  # episodes use init states first_init_state, +1, ... (mod 50)
+    seed: int = 0
+    keep_failures: bool = False  # failed expert episodes are dropped from demonstration stores
+
+    def __post_init__(self) -> None:
+        _check_range("collect.episodes", self.episodes, 1, 100_000)
+        _check_range("collect.workers", self.workers, 1, 512)
+        _check_range("collect.first_init_state", self.first_init_state, 0, 49)
+
+
+@dataclass(frozen=True)
+class Config:
+    cache_dir: str = field(default_factory=default_cache_dir)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """Coerce a YAML/CLI value to the annotated type, or fail naming the field."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        tp = args[0]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(name, value, "must be true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(name, value, "must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(name, value, "must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            _fail(name, value, "must be a string")
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown field {where}{unknown[0]}; allowed fields: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _from_dict(tp, value, name)
+        else:
+            kwargs[key] = _coerce(name, value, tp)
+    return cls(**kwargs)
+
+
+def parse_overrides(args: typing.Sequence[str]) -> dict[str, Any]:
+    """Turn ``["--env.suite=libero_goal", "collect.workers=4"]`` into a nested dict."""
+    out: dict[str, Any] = {}
+    for arg in args:
+        text = arg[2:] if arg.startswith("--") else arg
+        if "=" not in text:
+            raise ConfigError(f"override {arg!r} must look like --section.field=value")
+        key, raw = text.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {arg!r} conflicts with another override of {part}")
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at top level")
+    return data
+
+
+def build_config(
+    path: str | os.PathLike | None = None,
+    overrides: typing.Sequence[str] | dict[str, Any] = (),
+) -> Config:
+    """YAML file (optional) + dotted overrides -> validated :class:`Config`."""
+    data = load_yaml(path) if path else {}
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    return _from_dict(Config, _merge(data, extra), "")
