@@ -1,0 +1,1 @@
+"""Ray actors, one role per file: env runners (real LIBERO), world-model workers, evaluators."""

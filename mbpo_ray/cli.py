@@ -1,0 +1,282 @@
+"""``mbpo-ray``: the command line.
+
+Every command takes ``--config FILE`` and dotted overrides such as ``--env.image_size=64``;
+explicit flags (``--suite``, ``--episodes``, ...) are shorthands for the same fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mbpo_ray.config import Config, ConfigError, build_config, parse_overrides
+from mbpo_ray.envs.libero_env import EnvError
+from mbpo_ray.replay.schema import ReplayError
+
+# flag name -> dotted config field
+SHORTHANDS = {
+    "suite": "env.suite",
+    "task": "env.task_id",
+    "image_size": "env.image_size",
+    "chunk_size": "env.chunk_size",
+    "episodes": "collect.episodes",
+    "workers": "collect.workers",
+    "seed": "collect.seed",
+    "noise": "expert.noise_std",
+}
+
+
+def _config(args: argparse.Namespace, extra: list[str]) -> Config:
+    overrides: dict[str, Any] = parse_overrides(extra)
+    for flag, dotted in SHORTHANDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            section, name = dotted.split(".")
+            overrides.setdefault(section, {})[name] = value
+    return build_config(getattr(args, "config", None), overrides)
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ep", dynamic_ncols=True, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+def _init_ray(num_cpus: int) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+
+
+def _collect_parallel(cfg: Config, uri: str, on_episode) -> list[dict]:
+    """Episodes spread over env-runner actors; each actor takes the next episode when free."""
+    import ray
+
+    from actors.env_runner import make_env_runners
+    from mbpo_ray.collect import episode_plan
+
+    plan = episode_plan(cfg)
+    workers = min(cfg.collect.workers, len(plan))
+    _init_ray(max(workers, os.cpu_count() or 1))
+    runners = make_env_runners(cfg.to_dict(), uri, workers)
+    pending: dict[Any, Any] = {}
+    results = []
+    try:
+        for runner in runners:
+            if plan:
+                pending[runner.expert_episode.remote(*plan.pop(0))] = runner
+        while pending:
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            runner = pending.pop(ready)
+            results.append(ray.get(ready))
+            on_episode(results[-1])
+            if plan:
+                pending[runner.expert_episode.remote(*plan.pop(0))] = runner
+    finally:
+        ray.get([r.close.remote() for r in runners])
+        for r in runners:
+            ray.kill(r)
+    return sorted(results, key=lambda r: r["index"])
+
+
+def collect(cfg: Config, uri: str) -> list[dict]:
+    import dataclasses
+
+    from mbpo_ray.collect import collect_local, store_spec
+    from mbpo_ray.replay import ReplayStore
+
+    store = ReplayStore.create(uri, store_spec(cfg))
+    bar = _progress(cfg.collect.episodes, f"collect {cfg.env.suite}/{cfg.env.task_id}")
+    wins = [0]
+
+    def on_episode(r) -> None:
+        r = r if isinstance(r, dict) else dataclasses.asdict(r)
+        wins[0] += r["success"]
+        bar.update(1)
+        bar.set_postfix(expert_success=f"{wins[0]}/{bar.n}")
+
+    try:
+        if cfg.collect.workers > 1:
+            results = _collect_parallel(cfg, uri, on_episode)
+        else:
+            results = [dataclasses.asdict(r) for r in collect_local(cfg, store, on_episode)]
+    finally:
+        bar.close()
+    return results
+
+
+def cmd_collect(args, extra) -> int:
+    cfg = _config(args, extra)
+    t0 = time.time()
+    results = collect(cfg, args.out)
+    kept = sum(r["episode_id"] is not None for r in results)
+    wins = sum(r["success"] for r in results)
+    print(f"expert solved {wins}/{len(results)} episodes; stored {kept} in {args.out} "
+          f"({time.time() - t0:.0f} s)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- import / replay
+
+
+def cmd_import(args, extra) -> int:
+    from mbpo_ray.replay import ReplayStore, StoreSpec
+    from mbpo_ray.replay.libero_hdf5 import iter_hdf5_episodes
+
+    for path in args.files:
+        if not Path(path).is_file():
+            raise ReplayError(f"{path}: no such file")
+    store = ReplayStore.create(args.out, StoreSpec(image_size=args.image_size, chunk_size=args.chunk_size))
+    n = 0
+    bar = _progress(None, "import")
+    for path in args.files:
+        for batch in iter_hdf5_episodes(store, path, args.suite, args.task):
+            store.append(batch)
+            n += 1
+            bar.update(1)
+    bar.close()
+    print(f"imported {n} episodes from {len(args.files)} file(s) into {args.out}")
+    return 0
+
+
+def format_info(info: dict[str, Any]) -> str:
+    lines = [
+        f"store         {info['uri']}",
+        f"episodes      {info['episodes']}",
+        f"transitions   {info['transitions']} chunks of {info['chunk_size']} actions "
+        f"({info['env_steps']} env steps)",
+        f"success rate  {info['success_rate']:.1%}",
+        f"images        {info['image_size']}x{info['image_size']} head + wrist",
+        f"bytes         {info['bytes'] / 2**20:.1f} MiB in {info['files']} file(s)",
+        "sources       " + ", ".join(f"{k}: {v}" for k, v in info["sources"].items()),
+        "tasks         " + ", ".join(f"{k}: {v} ep" for k, v in info["tasks"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def cmd_replay_info(args, extra) -> int:
+    from mbpo_ray.replay import ReplayStore
+
+    info = ReplayStore.open(args.store).info()
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def cmd_replay_show(args, extra) -> int:
+    from mbpo_ray.replay import ReplayStore
+    from mbpo_ray.replay.viz import save_episode_strip
+
+    store = ReplayStore.open(args.store)
+    out = save_episode_strip(store, args.episode, args.out, max_frames=args.max_frames, scale=args.scale)
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def cmd_run(args, extra) -> int:
+    """The main job on the embedded default config (``make run``)."""
+    from mbpo_ray.replay import ReplayStore
+    from mbpo_ray.replay.viz import save_episode_strip
+
+    cfg = _config(args, extra)
+    run_dir = Path(cfg.cache_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    uri = str(run_dir / "replay")
+    print(f"run directory: {run_dir}")
+    results = collect(cfg, uri)
+    store = ReplayStore.open(uri)
+    print(format_info(store.info()))
+    if store.episodes:
+        png = save_episode_strip(store, 0, run_dir / "episode0.png")
+        print(f"episode 0 (head and wrist frames): {png}")
+    else:
+        print(f"the expert solved none of {len(results)} episodes; nothing to show")
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mbpo-ray", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", help="YAML config file (configs/*.yaml); dotted overrides win over it")
+        return sp
+
+    c = with_config(sub.add_parser("collect", help="scripted-expert demonstrations on real LIBERO"))
+    c.add_argument("--suite")
+    c.add_argument("--task", type=int)
+    c.add_argument("--episodes", type=int)
+    c.add_argument("--workers", type=int, help="> 1: parallel env-runner Ray actors")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--noise", type=float, help="expert action noise std")
+    c.add_argument("--image-size", type=int, dest="image_size")
+    c.add_argument("--out", required=True, help="replay store path or URI (created if missing)")
+    c.set_defaults(func=cmd_collect)
+
+    i = sub.add_parser("import-libero-hdf5", help="official LIBERO demo HDF5 files -> replay store")
+    i.add_argument("files", nargs="+")
+    i.add_argument("--out", required=True)
+    i.add_argument("--suite", help="default: from the file name")
+    i.add_argument("--task", type=int, help="default: from the file name")
+    i.add_argument("--image-size", type=int, default=128, dest="image_size")
+    i.add_argument("--chunk-size", type=int, default=10, dest="chunk_size")
+    i.set_defaults(func=cmd_import)
+
+    r = sub.add_parser("replay", help="inspect a replay store")
+    rsub = r.add_subparsers(dest="replay_command", required=True)
+    ri = rsub.add_parser("info", help="episodes, transitions, tasks, success rate, bytes")
+    ri.add_argument("store")
+    ri.add_argument("--json", action="store_true")
+    ri.set_defaults(func=cmd_replay_info)
+    rs = rsub.add_parser("show", help="PNG strip of one episode's head and wrist frames")
+    rs.add_argument("store")
+    rs.add_argument("--episode", default="0", help="position (0-based) or episode id")
+    rs.add_argument("--out", required=True)
+    rs.add_argument("--max-frames", type=int, default=16, dest="max_frames")
+    rs.add_argument("--scale", type=int, default=1)
+    rs.set_defaults(func=cmd_replay_show)
+
+    run = with_config(sub.add_parser("run", help="the main job on the embedded default config"))
+    run.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if not (a.startswith("--") and "=" in a)]
+    if bad:
+        parser.error(f"unrecognised arguments: {' '.join(bad)} (config overrides look like --env.suite=NAME)")
+    try:
+        return args.func(args, extra)
+    except (ConfigError, ReplayError, EnvError) as exc:
+        print(f"mbpo-ray: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mbpo-ray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

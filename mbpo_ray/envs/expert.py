@@ -1,0 +1,270 @@
+"""Scripted pick-and-place expert that reads privileged simulator state.
+
+The expert emits the same 7-dim action a teleoperator would: an OSC pose delta (3 translation,
+3 rotation, each in [-1, 1]) and a gripper command (-1 open, +1 close). It is a state machine over
+waypoints:
+
+``approach`` (above the grasp point) -> ``descend`` -> ``grasp`` (close for a fixed number of
+steps) -> ``lift`` -> ``carry`` (the *object's* measured position over the target) -> ``lower``
+-> ``release`` -> ``retreat`` -> ``done``.
+
+A missed grasp (fingers closed on nothing, or the object not rising with the hand) reopens the
+gripper and starts again from ``approach``.
+
+Grasp poses come from the object's own collision geometry, read fresh from the simulator each
+step: wide objects (bowls) are taken by the rim on the side whose wall lies across the fingers'
+closing axis; narrow objects are taken from above around their centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from mbpo_ray.config import ExpertConfig
+from mbpo_ray.envs.libero_env import EnvError, LiberoEnv
+
+# Geometry and timing constants (metres / env steps), measured on LIBERO with the Panda gripper.
+WIDE_OBJECT = 0.075  # objects wider than this (in both x and y) are grasped by the rim
+RIM_GRIP_DEPTH = 0.018  # grasp point below the rim's top edge
+TOP_GRIP_DEPTH = 0.03  # grasp point below a narrow object's top
+MIN_GRIP_HEIGHT = 0.012  # never put the grasp point lower than this above the object's bottom
+APPROACH_HEIGHT = 0.10  # approach waypoint above the grasp point
+CARRY_CLEARANCE = 0.08  # object's bottom above the higher of its start and the target's top
+PLACE_HEIGHT = 0.015  # object's bottom above the target's top when the lowering ends
+CLOSE_STEPS = 14  # gripper closing steps before lifting
+OPEN_STEPS = 6  # gripper opening steps after placing
+GRIPPER_EMPTY = 0.002  # finger opening at or below this after closing means a miss
+ROT_GAIN = 1.0  # rotation command per radian of orientation error (action 1 = 0.5 rad)
+MIN_COMMAND = 0.25  # smallest translation command while outside the waypoint tolerance
+MAX_RETRIES = 2
+
+PHASES = ("approach", "descend", "grasp", "lift", "carry", "lower", "release", "retreat", "done")
+SUPPORTED_RELATIONS = ("on", "in")
+
+
+def parse_goal(env: LiberoEnv) -> tuple[str, str, str]:
+    """(relation, object, target) of a single pick-and-place goal, or raise :class:`EnvError`."""
+    goal = env.raw.parsed_problem["goal_state"]
+    if len(goal) != 1 or len(goal[0]) != 3 or goal[0][0].lower() not in SUPPORTED_RELATIONS:
+        raise EnvError(
+            f"scripted expert supports one goal ('on'|'in', object, target); task goal is {goal!r}"
+        )
+    relation, obj, target = goal[0]
+    if obj not in env.raw.obj_body_id:
+        raise EnvError(f"goal object {obj!r} is not a movable object of this task")
+    return relation.lower(), obj, target
+
+
+def _body_geoms(model, body_id: int) -> list[int]:
+    """Collision geoms of a body and all bodies below it."""
+    below = {body_id}
+    for b in range(model.nbody):
+        parent = b
+        while parent not in below and parent != 0:
+            parent = model.body_parentid[parent]
+        if parent in below:
+            below.add(b)
+    return [
+        g
+        for g in range(model.ngeom)
+        if model.geom_bodyid[g] in below and (model.geom_contype[g] or model.geom_conaffinity[g])
+    ]
+
+
+def _geom_boxes(sim, geoms: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """World centres (N, 3) and world half-extents (N, 3) of box-like geoms."""
+    centres = np.array([sim.data.geom_xpos[g] for g in geoms])
+    halves = []
+    for g in geoms:
+        rot = sim.data.geom_xmat[g].reshape(3, 3)
+        size = np.asarray(sim.model.geom_size[g], dtype=np.float64)
+        if sim.model.geom_type[g] in (2, 3, 5):  # sphere, capsule, cylinder: radius, half-length
+            size = np.array([size[0], size[0], size[1] if sim.model.geom_type[g] != 2 else size[0]])
+        halves.append(np.abs(rot) @ size)
+    return centres, np.array(halves)
+
+
+class ScriptedExpert:
+    """Waypoint state machine for one-object pick-and-place, with Gaussian translation noise."""
+
+    def __init__(self, cfg: ExpertConfig, rng: np.random.Generator):
+        self.cfg = cfg
+        self.rng = rng
+        self._phase = "done"
+        self.relation = self.obj = self.target = ""
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, env: LiberoEnv) -> None:
+        """Read the goal and the settled hand pose; start at ``approach``."""
+        self.relation, self.obj, self.target = parse_goal(env)
+        sim = env.raw.sim
+        self._obj_geoms = _body_geoms(sim.model, env.raw.obj_body_id[self.obj])
+        if not self._obj_geoms:
+            raise EnvError(f"object {self.obj!r} has no collision geometry")
+        self._hold_quat = np.array(env.raw._observables["robot0_eef_quat"].obs, dtype=np.float64)
+        self._phase, self._count, self._retries = "approach", 0, 0
+        self._side, self._hist = None, []
+        self._start_bottom = self._object_box(env)[0][2]
+        self._grasp = self._grasp_point(env)
+        self._hang = np.zeros(3)  # object position minus hand position while carried
+        self._carry_z = 0.0
+
+    def act(self, env: LiberoEnv) -> np.ndarray:
+        """One action (7,) in [-1, 1] for the current state; advances the phase."""
+        target, gripper = self._step_phase(env)
+        eef = self._eef(env)
+        if target is None:
+            move = np.zeros(3)
+        else:
+            move = self.cfg.gain * (target - eef)
+            norm = np.linalg.norm(move)
+            floor = MIN_COMMAND if np.linalg.norm(target - eef) > self.cfg.waypoint_tolerance / 2 else 0.0
+            if 0 < norm < floor:
+                move *= floor / norm
+            move = np.clip(move, -1.0, 1.0)
+        if self.cfg.noise_std > 0:
+            move = move + self.rng.normal(0.0, self.cfg.noise_std, size=3)
+        action = np.concatenate([move, self._rotation(env), [gripper]])
+        return np.clip(action, -1.0, 1.0)
+
+    # ------------------------------------------------------------------ state machine
+    def _enter(self, phase: str) -> None:
+        self._phase, self._count = phase, 0
+
+    def _step_phase(self, env: LiberoEnv) -> tuple[np.ndarray | None, float]:
+        """Waypoint (hand position, or None to hold still) and gripper command of this step."""
+        eef, tol = self._eef(env), self.cfg.waypoint_tolerance
+        self._count += 1
+        if self._phase == "approach":
+            self._grasp = self._grasp_point(env)
+            goal = self._grasp + [0.0, 0.0, APPROACH_HEIGHT]
+            if np.linalg.norm(goal[:2] - eef[:2]) < tol and abs(goal[2] - eef[2]) < 2 * tol:
+                self._enter("descend")
+            return goal, -1.0
+        if self._phase == "descend":
+            self._grasp = self._grasp_point(env)
+            if np.linalg.norm(self._grasp - eef) < tol / 2 or self._stalled(eef):
+                self._enter("grasp")
+            return self._grasp, -1.0
+        if self._phase == "grasp":
+            if self._count >= CLOSE_STEPS:
+                self._after_close(env)
+            return None, 1.0
+        if self._phase == "lift":
+            goal = np.array([*self._grasp[:2], self._carry_z])
+            if self._count > 4 and self._object_box(env)[0][2] < self._start_bottom + 0.01 and self._stalled(eef):
+                self._miss()
+            elif eef[2] > self._carry_z - tol:
+                self._enter("carry")
+            return goal, 1.0
+        if self._phase == "carry":
+            offset = self._placement_error(env)
+            if np.linalg.norm(offset[:2]) < tol / 2 and self._count > 3:
+                self._enter("lower")
+            return np.array([*(eef[:2] + offset[:2]), self._carry_z]), 1.0
+        if self._phase == "lower":
+            offset = self._placement_error(env)
+            goal = eef + offset
+            if env.success or offset[2] > -0.004 or (self._count > 5 and self._stalled(eef)):
+                self._enter("release")
+            return goal, 1.0
+        if self._phase == "release":
+            if self._count >= OPEN_STEPS:
+                self._retreat_goal = eef + [0.0, 0.0, APPROACH_HEIGHT]
+                self._enter("retreat")
+            return None, -1.0
+        if self._phase == "retreat":
+            if np.linalg.norm(self._retreat_goal - eef) < tol:
+                self._enter("done")
+            return self._retreat_goal, -1.0
+        return None, -1.0
+
+    def _after_close(self, env: LiberoEnv) -> None:
+        """After closing: a miss restarts the approach, a hold sets the carry height and lifts."""
+        opening = float(np.sum(np.abs(env.raw._observables["robot0_gripper_qpos"].obs)))
+        if opening <= GRIPPER_EMPTY:
+            self._miss()
+            return
+        bottom = self._object_box(env)[0][2]
+        _, target_top = self._target_xy_top(env)
+        clear_bottom = max(self._start_bottom, target_top) + CARRY_CLEARANCE
+        self._carry_z = self._eef(env)[2] + (clear_bottom - bottom)
+        self._enter("lift")
+
+    def _miss(self) -> None:
+        self._retries += 1
+        self._enter("approach" if self._retries <= MAX_RETRIES else "done")
+
+    def _stalled(self, eef: np.ndarray, steps: int = 4, dist: float = 0.002) -> bool:
+        """True when the hand moved less than ``dist`` over the last ``steps`` calls."""
+        hist = getattr(self, "_hist", [])
+        hist = [*hist[-(steps - 1):], eef.copy()] if steps > 1 else [eef.copy()]
+        self._hist = hist
+        return len(hist) == steps and np.linalg.norm(hist[-1] - hist[0]) < dist
+
+    def _placement_error(self, env: LiberoEnv) -> np.ndarray:
+        """How far the object must move: xy to the target's centre, z to just above its top."""
+        target_xy, target_top = self._target_xy_top(env)
+        pos = env.raw.sim.data.body_xpos[env.raw.obj_body_id[self.obj]]
+        bottom = self._object_box(env)[0][2]
+        return np.array([*(target_xy - pos[:2]), target_top + PLACE_HEIGHT - bottom])
+
+    # ------------------------------------------------------------------ geometry
+    def _eef(self, env: LiberoEnv) -> np.ndarray:
+        return np.array(env.raw._observables["robot0_eef_pos"].obs, dtype=np.float64)
+
+    def _rotation(self, env: LiberoEnv) -> np.ndarray:
+        """Rotation command that holds the hand's orientation from the start of the episode."""
+        cur = Rotation.from_quat(env.raw._observables["robot0_eef_quat"].obs)
+        err = (Rotation.from_quat(self._hold_quat) * cur.inv()).as_rotvec()
+        return np.clip(ROT_GAIN * err, -1.0, 1.0)
+
+    def _object_box(self, env: LiberoEnv) -> tuple[np.ndarray, np.ndarray]:
+        """World axis-aligned bounding box (low corner, high corner) of the goal object."""
+        centres, halves = _geom_boxes(env.raw.sim, self._obj_geoms)
+        return (centres - halves).min(axis=0), (centres + halves).max(axis=0)
+
+    def _target_xy_top(self, env: LiberoEnv) -> tuple[np.ndarray, float]:
+        """Centre (x, y) of the target and the height of its top surface."""
+        raw, sim = env.raw, env.raw.sim
+        if self.target in raw.obj_body_id:
+            bid = raw.obj_body_id[self.target]
+            centres, halves = _geom_boxes(sim, _body_geoms(sim.model, bid))
+            return np.array(sim.data.body_xpos[bid][:2]), float((centres + halves)[:, 2].max())
+        sid = sim.model.site_name2id(self.target)
+        pos = np.array(sim.data.site_xpos[sid])
+        return pos[:2], float(pos[2])
+
+    def _grasp_point(self, env: LiberoEnv) -> np.ndarray:
+        """Where the hand closes: on the rim for wide objects, around the top for narrow ones."""
+        centres, halves = _geom_boxes(env.raw.sim, self._obj_geoms)
+        low, high = (centres - halves).min(axis=0), (centres + halves).max(axis=0)
+        mid = (low + high) / 2
+        if min(high[:2] - low[:2]) <= WIDE_OBJECT:
+            z = max(high[2] - TOP_GRIP_DEPTH, low[2] + MIN_GRIP_HEIGHT)
+            return np.array([mid[0], mid[1], z])
+        rel = centres[:, :2] - mid[:2]
+        side = self._rim_side(env, mid)
+        k = int(np.argmax(side * rel[:, 1] - np.abs(rel[:, 0])))
+        top = centres[k, 2] + halves[k, 2]
+        return np.array([centres[k, 0], centres[k, 1], max(top - RIM_GRIP_DEPTH, low[2] + MIN_GRIP_HEIGHT)])
+
+    def _rim_side(self, env: LiberoEnv, mid: np.ndarray) -> float:
+        """+1 or -1: the y side of a wide object whose outside has the most free room."""
+        if getattr(self, "_side", None) is None:
+            others = [
+                env.raw.sim.data.body_xpos[bid][:2]
+                for name, bid in env.raw.obj_body_id.items()
+                if name != self.obj
+            ]
+            room = {}
+            for s in (1.0, -1.0):
+                probe = mid[:2] + [0.0, s * 0.09]
+                room[s] = min((np.linalg.norm(probe - p) for p in others), default=1.0)
+            self._side = max(room, key=room.get)
+        return self._side

@@ -1,0 +1,130 @@
+"""Import the official LIBERO demonstration HDF5 layout into a replay store.
+
+Layout (one file per task, ``<task_name>_demo.hdf5``)::
+
+    data/                      (attrs such as problem_info are not needed)
+    data/demo_i/actions        (T, 7) float
+    data/demo_i/rewards        (T,)   sparse, 1 at success
+    data/demo_i/dones          (T,)
+    data/demo_i/states         (T, D) flattened MuJoCo states (optional)
+    data/demo_i/obs/agentview_rgb    (T, S, S, 3) uint8, raw renderer orientation (upside down)
+    data/demo_i/obs/eye_in_hand_rgb  (T, S, S, 3) uint8, same
+    data/demo_i/obs/ee_pos (T, 3), ee_ori (T, 3), gripper_states (T, 2)
+
+``obs[t]`` is observed before ``actions[t]``. A demo becomes chunk rows starting at steps
+0, H, 2H, ...; chunk ``j`` holds ``actions[jH : min(jH+H, T-1)]`` and the terminal row holds
+``obs[T-1]``: the effect of the very last action is never observed in the file, so that one action
+is dropped. The demo's final success (``dones[-1]``/``rewards[-1]``) is put on its last chunk.
+Frames are rotated exactly as the live environment's frames (see ``mbpo_ray.envs.libero_env``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from mbpo_ray.envs.libero_env import Observation, upright
+from mbpo_ray.replay.episode import EpisodeBuilder
+from mbpo_ray.replay.schema import ReplayError
+from mbpo_ray.replay.store import ReplayStore
+
+REQUIRED = ("actions", "obs/agentview_rgb", "obs/eye_in_hand_rgb", "obs/ee_pos", "obs/ee_ori", "obs/gripper_states")
+
+
+def task_from_filename(path: str) -> tuple[str, int] | None:
+    """(suite, task id) whose LIBERO task name matches ``<task_name>_demo.hdf5``, if any."""
+    from libero.libero import benchmark
+
+    stem = re.sub(r"_demo$", "", Path(path).stem)
+    suites = benchmark.get_benchmark_dict()
+    for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"):
+        names = suites[suite]().get_task_names()
+        if stem in names:
+            return suite, names.index(stem)
+    return None
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    if frames.shape[1] == size and frames.shape[2] == size:
+        return frames
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
+
+
+def _demo_batch(store: ReplayStore, demo, name: str, meta: dict) -> pa.RecordBatch:
+    missing = [k for k in REQUIRED if k not in demo]
+    if missing:
+        raise ReplayError(f"{name}: missing datasets {missing}; expected the official LIBERO demo layout")
+    actions = np.asarray(demo["actions"], dtype=np.float32)
+    t_len = len(actions)
+    if t_len < 2 or actions.shape[1] != store.spec.action_dim:
+        raise ReplayError(f"{name}: actions have shape {actions.shape}; need (T>=2, {store.spec.action_dim})")
+    size = store.spec.image_size
+    head = _resize(np.asarray(demo["obs/agentview_rgb"]), size)
+    wrist = _resize(np.asarray(demo["obs/eye_in_hand_rgb"]), size)
+    proprio = np.concatenate(
+        [np.asarray(demo["obs/ee_pos"]), np.asarray(demo["obs/ee_ori"]), np.asarray(demo["obs/gripper_states"])],
+        axis=1,
+    ).astype(np.float32)
+    for key, arr in (("agentview_rgb", head), ("eye_in_hand_rgb", wrist), ("proprio", proprio)):
+        if len(arr) != t_len:
+            raise ReplayError(f"{name}: obs/{key} has {len(arr)} steps but actions have {t_len}")
+    states = np.asarray(demo["states"]) if "states" in demo else None
+    success = bool(np.asarray(demo["dones"])[-1]) if "dones" in demo else False
+    if "rewards" in demo:
+        success = success or bool(np.asarray(demo["rewards"])[-1] > 0)
+
+    def obs(t: int) -> Observation:
+        return Observation(head=upright(head[t]), wrist=upright(wrist[t]), proprio=proprio[t])
+
+    b = EpisodeBuilder(store.spec, source="demo", **meta)
+    h, last = store.spec.chunk_size, t_len - 1
+    starts = list(range(0, last, h))
+    for j, t in enumerate(starts):
+        final = j == len(starts) - 1
+        b.add_chunk(
+            obs(t),
+            actions[t : min(t + h, last)],
+            reward=float(final and success),
+            success=final and success,
+            done=final,
+            sim_state=None if states is None else states[t],
+        )
+    return b.finish(obs(last), None if states is None else states[last])
+
+
+def iter_hdf5_episodes(
+    store: ReplayStore, path: str, suite: str | None = None, task_id: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Yield one record batch per demo in ``path`` (episodes in demo index order)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ReplayError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with f:
+        if "data" not in f:
+            raise ReplayError(f"{path}: no 'data' group; expected the official LIBERO demo layout")
+        data = f["data"]
+        if suite is None or task_id is None:
+            found = task_from_filename(path)
+            if found is None:
+                raise ReplayError(
+                    f"{path}: cannot tell the LIBERO task from the file name; pass --suite and --task"
+                )
+            suite, task_id = (suite or found[0]), (found[1] if task_id is None else task_id)
+        from mbpo_ray.envs.libero_env import task_info
+
+        instruction = task_info(suite, task_id)[1]  # the benchmark's wording, as the live env uses
+        demos = sorted((k for k in data if k.startswith("demo_")), key=lambda k: int(k.split("_")[1]))
+        if not demos:
+            raise ReplayError(f"{path}: 'data' holds no demo_i groups")
+        meta = dict(suite=suite, task_id=task_id, instruction=instruction)
+        for k in demos:
+            yield _demo_batch(store, data[k], f"{path}:data/{k}", meta)
