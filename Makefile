@@ -1,0 +1,61 @@
+# mbpo-ray: `make run` and `make test` set up everything they need (Debian rendering libraries,
+# a virtual environment with the CPU build of torch first, then the project) and then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch goes in first so nothing pulls a multi-GB CUDA build; point TORCH_PIP_ARGS at another
+# index (e.g. --index-url https://download.pytorch.org/whl/cpu) where no local CPU wheel exists.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | md5sum | cut -c1-12)
+PYTEST_ARGS ?=
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
+
+.PHONY: install sysdeps run test test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory sysdeps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# Headless MuJoCo rendering through Mesa EGL (llvmpipe on a CPU machine).
+sysdeps:
+	@if ! ldconfig -p | grep -q 'libEGL_mesa.so'; then \
+	  echo "installing Mesa EGL for headless rendering (libegl1 libegl-mesa0 libgl1-mesa-dri)"; \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri; \
+	fi
+
+# The main job on the embedded default config.
+run: install
+	$(BIN)/mbpo-ray run
+
+# Fast tier: real local Ray cluster and real LIBERO for a few steps (about 5 minutes here).
+test: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Everything, including minutes-long expert rollouts.
+test-all: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+# Benchmarks write JSON + PNG into benchmarks/results/.
+bench: install
+	$(BIN)/python benchmarks/env_render.py
+	$(BIN)/python benchmarks/replay_store.py
+	$(BIN)/python benchmarks/expert_success.py --suite libero_spatial --tasks 0-9 --init-states 20 --workers 2
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

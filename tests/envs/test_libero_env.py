@@ -1,0 +1,110 @@
+"""The chunked LIBERO environment on the real simulator (a few chunk steps)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mbpo_ray.config import EnvConfig
+from mbpo_ray.envs import EnvError, LiberoEnv
+from mbpo_ray.envs.libero_env import upright
+
+pytestmark = pytest.mark.libero
+S = 64
+
+
+@pytest.fixture(scope="module")
+def env():
+    with LiberoEnv(EnvConfig(suite="libero_spatial", task_id=0, image_size=S)) as e:
+        yield e
+
+
+def count_renders(env) -> list[str]:
+    """Record every camera the simulator renders from now on (wraps the real render call)."""
+    calls: list[str] = []
+    sim = env.raw.sim
+    real = sim.render
+
+    def render(*args, **kwargs):
+        calls.append(kwargs.get("camera_name", args[2] if len(args) > 2 else "?"))
+        return real(*args, **kwargs)
+
+    sim.render = render
+    return calls
+
+
+def test_chunk_steps_render_once_per_chunk(env):
+    first = env.reset(init_state=0)
+    assert env.t == 0 and env.instruction.startswith("pick up the black bowl")
+    calls = count_renders(env)
+    rng = np.random.default_rng(0)
+    obs = first
+    for k in range(3):
+        chunk = np.clip(rng.normal(0, 0.3, (env.cfg.chunk_size, 7)), -1, 1)
+        result = env.step_chunk(chunk)
+        assert result.steps == env.cfg.chunk_size and not result.done and result.reward == 0.0
+        assert sorted(calls) == sorted(["agentview", "robot0_eye_in_hand"] * (k + 1))
+        for view in (result.obs.head, result.obs.wrist):
+            assert view.shape == (S, S, 3) and view.dtype == np.uint8 and view.std() > 10
+        assert not np.array_equal(result.obs.proprio, obs.proprio)
+        obs = result.obs
+    assert env.t == 3 * env.cfg.chunk_size
+    np.testing.assert_allclose(obs.proprio[:3], env.raw.sim.data.site_xpos[env.raw.robots[0].eef_site_id],
+                               atol=1e-5)
+
+
+def test_views_are_right_way_up(env):
+    obs = env.reset(init_state=1)
+    sim = env.raw.sim
+    for cam, frame in (("agentview", obs.head), ("robot0_eye_in_hand", obs.wrist)):
+        np.testing.assert_array_equal(frame, upright(sim.render(camera_name=cam, width=S, height=S)))
+    # head camera looks down onto the table: upright, the far scene (top rows) is deeper than the front
+    _, depth = sim.render(camera_name="agentview", width=S, height=S, depth=True)
+    depth = upright(depth[..., None])[..., 0]
+    assert depth[: S // 4].mean() > depth[-S // 4 :].mean()
+    # wrist camera: the gripper fingers, nearest to the lens, sit at the bottom of the upright view
+    _, depth = sim.render(camera_name="robot0_eye_in_hand", width=S, height=S, depth=True)
+    depth = upright(depth[..., None])[..., 0]
+    assert depth[-S // 4 :].min() < depth[: S // 4].min()
+
+
+def test_bad_actions_and_states(env):
+    env.reset(init_state=0, render=False)
+    with pytest.raises(EnvError, match=r"action chunk must have shape \(H, 7\), got \(10, 6\)"):
+        env.step_chunk(np.zeros((10, 6)))
+    with pytest.raises(EnvError, match=r"init_state must be in 0..49, got 50"):
+        env.reset(init_state=50)
+
+
+def test_time_limit_ends_episode():
+    cfg = EnvConfig(suite="libero_spatial", task_id=1, image_size=32, max_steps=15, settle_steps=2)
+    with LiberoEnv(cfg) as env:
+        env.reset(init_state=0, render=False)
+        first = env.step_chunk(np.zeros((10, 7)))
+        second = env.step_chunk(np.zeros((10, 7)))
+        assert (first.steps, first.done, second.steps, second.done) == (10, False, 5, True)
+        assert env.t == 15 and not second.success
+        with pytest.raises(EnvError, match="episode is over"):
+            env.step_chunk(np.zeros((10, 7)))
+
+
+CLOSE_SCRIPT = """
+import numpy as np
+from mbpo_ray.config import EnvConfig
+from mbpo_ray.envs import LiberoEnv
+for task in (0, 1):
+    with LiberoEnv(EnvConfig(task_id=task, image_size=32)) as env:
+        env.reset(0)
+        env.step_chunk(np.zeros((2, 7)))
+print("closed")
+"""
+
+
+def test_no_leaked_gl_context():
+    out = subprocess.run([sys.executable, "-c", CLOSE_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("closed")
+    assert "EGLError" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-2000:]
