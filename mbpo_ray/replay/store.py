@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 
 from mbpo_ray.replay.schema import ReplayError, StoreSpec
 
-BATCH_ROWS = 16  # rows per Arrow record batch in a data file: the unit a sampled row costs to read
+BATCH_ROWS = 4  # rows per Arrow record batch in a data file: the unit a sampled row costs to read
 MAX_OPEN_FILES = 64
 
 

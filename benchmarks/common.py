@@ -1,0 +1,62 @@
+"""Helpers shared by the benchmarks: result files that record the command and commit that made them."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def provenance() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(root)
+    except ValueError:
+        pass
+    return {
+        "command": " ".join(["python", str(script), *map(shlex.quote, sys.argv[1:])]),
+        "commit": commit + ("+dirty" if dirty else ""),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}",
+    }
+
+
+def write_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({**data, **provenance()}, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+def bar_chart(name: str, labels: list[str], values: list[float], ylabel: str, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(labels) + 2), 3.2), dpi=120)
+    bars = ax.bar(labels, values, color="#4477aa")
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path

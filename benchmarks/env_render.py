@@ -1,0 +1,78 @@
+"""Env steps/s on real LIBERO: both cameras rendered every step vs only at chunk ends.
+
+    python benchmarks/env_render.py [--steps 200] [--image-size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import bar_chart, write_result  # noqa: E402
+from mbpo_ray.config import EnvConfig  # noqa: E402
+from mbpo_ray.envs import LiberoEnv  # noqa: E402
+
+
+def run_mode(env: LiberoEnv, mode: str, steps: int, rng: np.random.Generator) -> float:
+    """Seconds spent in ``steps`` env steps (resets excluded)."""
+    h = env.cfg.chunk_size
+    spent, done = 0.0, steps
+    init = 0
+    while done > 0:
+        env.reset(init_state=init % 50, render=False)
+        init += 1
+        while done > 0 and env.t + h <= env.horizon:
+            chunk = np.clip(rng.normal(0, 0.2, (h, 7)), -1, 1)
+            t0 = time.perf_counter()
+            if mode == "every_step":
+                for a in chunk:
+                    env.step(a, render=True)
+            else:
+                env.step_chunk(chunk)
+            spent += time.perf_counter() - t0
+            done -= h
+    return spent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=200, help="env steps per mode and round")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (machine drift hits both)")
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--suite", default="libero_spatial")
+    ap.add_argument("--task", type=int, default=0)
+    args = ap.parse_args()
+    cfg = EnvConfig(suite=args.suite, task_id=args.task, image_size=args.image_size)
+    rng = np.random.default_rng(0)
+    secs = {"every_step": 0.0, "chunk_end": 0.0}
+    with LiberoEnv(cfg) as env:
+        for _ in range(args.rounds):
+            for mode in secs:
+                secs[mode] += run_mode(env, mode, args.steps, rng)
+    total = args.steps * args.rounds
+    every, chunk = total / secs["every_step"], total / secs["chunk_end"]
+    write_result("env_render", {
+        "steps_per_s_render_every_step": round(every, 2),
+        "steps_per_s_render_chunk_end": round(chunk, 2),
+        "ratio": round(chunk / every, 2),
+        "steps_per_mode": total,
+        "chunk_size": cfg.chunk_size,
+        "image_size": cfg.image_size,
+        "cameras": ["agentview", "robot0_eye_in_hand"],
+        "task": f"{cfg.suite}/{cfg.task_id}",
+        "renderer": os.environ["MUJOCO_GL"],
+    })
+    bar_chart("env_render", ["render every step", f"render at chunk end (H={cfg.chunk_size})"],
+              [every, chunk], "env steps / s", f"LIBERO {cfg.suite}/{cfg.task_id}, 2 cameras "
+              f"{cfg.image_size}x{cfg.image_size}: {chunk / every:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
