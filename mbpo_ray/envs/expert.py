@@ -38,6 +38,11 @@ GRIPPER_EMPTY = 0.002  # finger opening at or below this after closing means a m
 ROT_GAIN = 1.0  # rotation command per radian of orientation error (action 1 = 0.5 rad)
 MIN_COMMAND = 0.25  # smallest translation command while outside the waypoint tolerance
 MAX_RETRIES = 2
+DROP_DISTANCE = 0.04  # the object moved this far relative to the hand while carried: dropped
+YAW_CANDIDATES = (0, 15, -15, 30, -30, 45, -45, 60, -60, 75, -75, 90)  # hand yaw tried for rim grasps
+FINGER_OFFSET = 0.045  # outer finger centre beyond the grasp point when open
+FINGER_CLEARANCE = 0.025  # room around the outer finger that counts as free
+YAW_PENALTY = 0.005  # metres of clearance traded per radian of yaw
 
 PHASES = ("approach", "descend", "grasp", "lift", "carry", "lower", "release", "retreat", "done")
 SUPPORTED_RELATIONS = ("on", "in")
@@ -108,8 +113,10 @@ class ScriptedExpert:
             raise EnvError(f"object {self.obj!r} has no collision geometry")
         self._hold_quat = np.array(env.raw._observables["robot0_eef_quat"].obs, dtype=np.float64)
         self._phase, self._count, self._retries = "approach", 0, 0
-        self._side, self._hist = None, []
+        self._hist = []
+        self._start_z = self._eef(env)[2]
         self._start_bottom = self._object_box(env)[0][2]
+        self._choose_grasp(env)
         self._grasp = self._grasp_point(env)
         self._hang = np.zeros(3)  # object position minus hand position while carried
         self._carry_z = 0.0
@@ -143,7 +150,9 @@ class ScriptedExpert:
         if self._phase == "approach":
             self._grasp = self._grasp_point(env)
             goal = self._grasp + [0.0, 0.0, APPROACH_HEIGHT]
-            if np.linalg.norm(goal[:2] - eef[:2]) < tol and abs(goal[2] - eef[2]) < 2 * tol:
+            xy_err = np.linalg.norm(goal[:2] - eef[:2])
+            goal[2] += np.clip(xy_err - 2 * tol, 0.0, max(self._start_z - goal[2], 0.0))
+            if xy_err < tol and abs(goal[2] - eef[2]) < 2 * tol:
                 self._enter("descend")
             return goal, -1.0
         if self._phase == "descend":
@@ -160,8 +169,12 @@ class ScriptedExpert:
             if self._count > 4 and self._object_box(env)[0][2] < self._start_bottom + 0.01 and self._stalled(eef):
                 self._miss()
             elif eef[2] > self._carry_z - tol:
+                self._hang = self._object_pos(env) - eef
                 self._enter("carry")
             return goal, 1.0
+        if self._phase in ("carry", "lower") and self._dropped(env, eef):
+            self._miss()
+            return None, -1.0
         if self._phase == "carry":
             offset = self._placement_error(env)
             if np.linalg.norm(offset[:2]) < tol / 2 and self._count > 3:
@@ -200,6 +213,10 @@ class ScriptedExpert:
         self._retries += 1
         self._enter("approach" if self._retries <= MAX_RETRIES else "done")
 
+    def _dropped(self, env: LiberoEnv, eef: np.ndarray) -> bool:
+        """True when the object no longer moves with the hand."""
+        return np.linalg.norm(self._object_pos(env) - eef - self._hang) > DROP_DISTANCE
+
     def _stalled(self, eef: np.ndarray, steps: int = 4, dist: float = 0.002) -> bool:
         """True when the hand moved less than ``dist`` over the last ``steps`` calls."""
         hist = getattr(self, "_hist", [])
@@ -210,11 +227,14 @@ class ScriptedExpert:
     def _placement_error(self, env: LiberoEnv) -> np.ndarray:
         """How far the object must move: xy to the target's centre, z to just above its top."""
         target_xy, target_top = self._target_xy_top(env)
-        pos = env.raw.sim.data.body_xpos[env.raw.obj_body_id[self.obj]]
+        pos = self._object_pos(env)
         bottom = self._object_box(env)[0][2]
         return np.array([*(target_xy - pos[:2]), target_top + PLACE_HEIGHT - bottom])
 
     # ------------------------------------------------------------------ geometry
+    def _object_pos(self, env: LiberoEnv) -> np.ndarray:
+        return np.array(env.raw.sim.data.body_xpos[env.raw.obj_body_id[self.obj]])
+
     def _eef(self, env: LiberoEnv) -> np.ndarray:
         return np.array(env.raw._observables["robot0_eef_pos"].obs, dtype=np.float64)
 
@@ -248,23 +268,60 @@ class ScriptedExpert:
         if min(high[:2] - low[:2]) <= WIDE_OBJECT:
             z = max(high[2] - TOP_GRIP_DEPTH, low[2] + MIN_GRIP_HEIGHT)
             return np.array([mid[0], mid[1], z])
-        rel = centres[:, :2] - mid[:2]
-        side = self._rim_side(env, mid)
-        k = int(np.argmax(side * rel[:, 1] - np.abs(rel[:, 0])))
-        top = centres[k, 2] + halves[k, 2]
-        return np.array([centres[k, 0], centres[k, 1], max(top - RIM_GRIP_DEPTH, low[2] + MIN_GRIP_HEIGHT)])
+        return self._rim_point(centres, halves, mid, low[2], self._dir)
 
-    def _rim_side(self, env: LiberoEnv, mid: np.ndarray) -> float:
-        """+1 or -1: the y side of a wide object whose outside has the most free room."""
-        if getattr(self, "_side", None) is None:
-            others = [
-                env.raw.sim.data.body_xpos[bid][:2]
-                for name, bid in env.raw.obj_body_id.items()
-                if name != self.obj
-            ]
-            room = {}
-            for s in (1.0, -1.0):
-                probe = mid[:2] + [0.0, s * 0.09]
-                room[s] = min((np.linalg.norm(probe - p) for p in others), default=1.0)
-            self._side = max(room, key=room.get)
-        return self._side
+    @staticmethod
+    def _rim_point(centres, halves, mid, bottom, direction) -> np.ndarray:
+        """Grasp point on the rim geom whose radial direction best matches ``direction`` (xy)."""
+        rel = centres[:, :2] - mid[:2]
+        along = rel @ direction
+        across = np.abs(rel @ np.array([-direction[1], direction[0]]))
+        k = int(np.argmax(along - 2.0 * across))
+        top = centres[k, 2] + halves[k, 2]
+        return np.array([centres[k, 0], centres[k, 1], max(top - RIM_GRIP_DEPTH, bottom + MIN_GRIP_HEIGHT)])
+
+    def _choose_grasp(self, env: LiberoEnv) -> None:
+        """Pick the hand's yaw and rim side: the least yaw whose outer finger clears all obstacles.
+
+        Sets ``_dir`` (xy unit vector from the object's centre to the grasp point) and the held
+        orientation. Narrow objects keep the settled yaw.
+        """
+        hold = Rotation.from_quat(self._hold_quat)
+        axis = hold.as_matrix()[:2, 1]
+        axis = axis / np.linalg.norm(axis)
+        sim = env.raw.sim
+        centres, halves = _geom_boxes(sim, self._obj_geoms)
+        low, high = (centres - halves).min(axis=0), (centres + halves).max(axis=0)
+        mid = (low + high) / 2
+        best = (-np.inf, 0.0, axis)
+        if min(high[:2] - low[:2]) > WIDE_OBJECT:
+            obstacles = [g for name, bid in env.raw.obj_body_id.items() if name != self.obj
+                         for g in _body_geoms(sim.model, bid)]
+            for yaw in np.deg2rad(YAW_CANDIDATES):
+                c, s = np.cos(yaw), np.sin(yaw)
+                for side in (1.0, -1.0):
+                    u = side * np.array([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]])
+                    p = self._rim_point(centres, halves, mid, low[2], u)
+                    room = _clearance(sim, obstacles, p, u)
+                    score = min(room, FINGER_CLEARANCE) - YAW_PENALTY * abs(yaw)
+                    if score > best[0]:
+                        best = (score, yaw, u)
+        _, yaw, self._dir = best
+        self._hold_quat = (Rotation.from_rotvec([0.0, 0.0, yaw]) * hold).as_quat()
+
+
+def _clearance(sim, geoms: list[int], grasp: np.ndarray, direction: np.ndarray) -> float:
+    """Distance from the outer finger (beside ``grasp``, along ``direction``) to the nearest geom."""
+    points = [grasp + np.array([*(direction * FINGER_OFFSET), dz]) for dz in (-0.005, 0.03, 0.06)]
+    best = np.inf
+    for g in geoms:
+        rot = sim.data.geom_xmat[g].reshape(3, 3)
+        centre = sim.data.geom_xpos[g]
+        for pt in points:
+            if sim.model.geom_type[g] == 6:  # box: exact distance
+                local = np.abs(rot.T @ (pt - centre)) - sim.model.geom_size[g]
+                dist = np.linalg.norm(np.maximum(local, 0.0))
+            else:
+                dist = max(np.linalg.norm(pt - centre) - sim.model.geom_rbound[g], 0.0)
+            best = min(best, dist)
+    return float(best)
