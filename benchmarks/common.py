@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -22,16 +23,14 @@ def provenance() -> dict:
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
-    script = Path(sys.argv[0])
-    try:
-        script = script.resolve().relative_to(root)
-    except ValueError:
-        pass
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(root):
+        script = script.relative_to(root)
     return {
         "command": " ".join(["python", str(script), *map(shlex.quote, sys.argv[1:])]),
         "commit": commit + ("+dirty" if dirty else ""),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
 
 

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from mbpo_ray.replay import ReplayError, ReplayStore, StoreSpec, frames
-from tests.conftest import TINY, random_episode
+from mbpo_ray.replay import EpisodeBuilder, ReplayError, ReplayStore, StoreSpec, frames
+from tests.conftest import TINY, random_episode, random_obs
 
 
 def test_round_trip_keeps_every_value(tmp_path):
@@ -163,10 +163,6 @@ def test_clear_errors_and_nothing_overwritten(tmp_path):
     with pytest.raises(ReplayError, match="not a replay store"):
         ReplayStore.open(str(tmp_path / "nothing"))
     with pytest.raises(ReplayError, match=r"head frame has shape \(32, 32, 3\).*image_size=16"):
-        random_episode(rng, spec=TINY).__class__  # builder below
-        from mbpo_ray.replay import EpisodeBuilder
-        from tests.conftest import random_obs
-
         EpisodeBuilder(TINY, suite="libero_spatial", task_id=0, instruction="x", source="demo").add_chunk(
             random_obs(rng, big), np.zeros((4, 7)), 0, False, False
         )
