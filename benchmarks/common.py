@@ -8,6 +8,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def provenance() -> dict:
     }
 
 
+def read_result(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -48,11 +53,12 @@ def bar_chart(name: str, labels: list[str], values: list[float], ylabel: str, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(labels) + 2), 3.2), dpi=120)
-    bars = ax.bar(labels, values, color="#4477aa")
-    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.0 * len(labels) + 1.5), 3.6), dpi=120)
+    bars = ax.bar([textwrap.fill(x, 18) for x in labels], values, color="#4477aa")
+    ax.bar_label(bars, labels=[f"{v:,.1f}" if v < 100 else f"{v:,.0f}" for v in values], fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     fig.tight_layout()
     path = RESULTS / f"{name}.png"
     fig.savefig(path)

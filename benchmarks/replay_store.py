@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from benchmarks.common import bar_chart, write_result  # noqa: E402
+from benchmarks.common import bar_chart, read_result, write_result  # noqa: E402
 from mbpo_ray.config import default_cache_dir  # noqa: E402
 from mbpo_ray.envs.libero_env import Observation  # noqa: E402
 from mbpo_ray.replay import EpisodeBuilder, ReplayStore, StoreSpec  # noqa: E402
@@ -76,7 +76,10 @@ def main() -> None:
     ap.add_argument("--sample-rounds", type=int, default=40)
     ap.add_argument("--dir", default=os.path.join(default_cache_dir(), "bench"))
     ap.add_argument("--_sample", help=argparse.SUPPRESS)
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON of the last run")
     args = ap.parse_args()
+    if args.plot_only:
+        return plot(read_result("replay_store"))
     if args._sample:
         print(json.dumps(sample_phase(args._sample, args.sample_batch, args.sample_rounds)))
         return
@@ -127,10 +130,15 @@ def main() -> None:
                  "are the OS page cache; sampler_private_growth_mb is private memory added by sampling",
     }
     write_result("replay_store", result)
-    bar_chart("replay_store", ["append (transitions/s)", "sample (start states/s)"],
-              [result["append_transitions_per_s"], result["sample_start_states_per_s"]], "per second",
-              f"replay store, {info['transitions']:,} transitions, {spec.image_size}px, "
-              f"{info['bytes'] / 2**30:.1f} GiB; sampler peak RSS {result['peak_rss_mb']} MB")
+    plot(result)
+
+
+def plot(r: dict) -> None:
+    bar_chart("replay_store", ["append (transitions/s)", f"sample (start states/s, batch {r['sample_batch']})"],
+              [r["append_transitions_per_s"], r["sample_start_states_per_s"]], "per second",
+              f"replay store: {r['transitions']:,} transitions, {r['image_size']}px frames, "
+              f"{r['store_bytes'] / 2**30:.1f} GiB; sampler peak RSS {r['peak_rss_mb']} MB "
+              f"({r['sampler_private_growth_mb']} MB private)")
 
 
 if __name__ == "__main__":

@@ -40,9 +40,10 @@ MIN_COMMAND = 0.25  # smallest translation command while outside the waypoint to
 MAX_RETRIES = 2
 DROP_DISTANCE = 0.04  # the object moved this far relative to the hand while carried: dropped
 YAW_CANDIDATES = (0, 15, -15, 30, -30, 45, -45, 60, -60, 75, -75, 90)  # hand yaw tried for rim grasps
-FINGER_OFFSET = 0.045  # outer finger centre beyond the grasp point when open
-FINGER_CLEARANCE = 0.025  # room around the outer finger that counts as free
-YAW_PENALTY = 0.005  # metres of clearance traded per radian of yaw
+FINGER_OFFSET = 0.051  # finger centres either side of the grasp point when open
+HAND_HALF_SPAN = 0.09  # the hand's half length along the closing axis
+FINGER_CLEARANCE = 0.01  # gap around the gripper that counts as free
+YAW_PENALTY = 0.002  # metres of clearance traded per radian of yaw
 
 PHASES = ("approach", "descend", "grasp", "lift", "carry", "lower", "release", "retreat", "done")
 SUPPORTED_RELATIONS = ("on", "in")
@@ -295,14 +296,14 @@ class ScriptedExpert:
         mid = (low + high) / 2
         best = (-np.inf, 0.0, axis)
         if min(high[:2] - low[:2]) > WIDE_OBJECT:
-            obstacles = [g for name, bid in env.raw.obj_body_id.items() if name != self.obj
-                         for g in _body_geoms(sim.model, bid)]
+            obstacles = _obstacle_boxes(sim, [g for name, bid in env.raw.obj_body_id.items()
+                                              if name != self.obj for g in _body_geoms(sim.model, bid)])
             for yaw in np.deg2rad(YAW_CANDIDATES):
                 c, s = np.cos(yaw), np.sin(yaw)
                 for side in (1.0, -1.0):
                     u = side * np.array([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]])
                     p = self._rim_point(centres, halves, mid, low[2], u)
-                    room = _clearance(sim, obstacles, p, u)
+                    room = _clearance(obstacles, p, u)
                     score = min(room, FINGER_CLEARANCE) - YAW_PENALTY * abs(yaw)
                     if score > best[0]:
                         best = (score, yaw, u)
@@ -310,18 +311,43 @@ class ScriptedExpert:
         self._hold_quat = (Rotation.from_rotvec([0.0, 0.0, yaw]) * hold).as_quat()
 
 
-def _clearance(sim, geoms: list[int], grasp: np.ndarray, direction: np.ndarray) -> float:
-    """Distance from the outer finger (beside ``grasp``, along ``direction``) to the nearest geom."""
-    points = [grasp + np.array([*(direction * FINGER_OFFSET), dz]) for dz in (-0.005, 0.03, 0.06)]
-    best = np.inf
-    for g in geoms:
-        rot = sim.data.geom_xmat[g].reshape(3, 3)
-        centre = sim.data.geom_xpos[g]
-        for pt in points:
-            if sim.model.geom_type[g] == 6:  # box: exact distance
-                local = np.abs(rot.T @ (pt - centre)) - sim.model.geom_size[g]
-                dist = np.linalg.norm(np.maximum(local, 0.0))
-            else:
-                dist = max(np.linalg.norm(pt - centre) - sim.model.geom_rbound[g], 0.0)
-            best = min(best, dist)
-    return float(best)
+def _gripper_spheres(grasp: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spheres (centres (N, 3), radii (N,)) covering the open hand and fingers at ``grasp``.
+
+    ``direction`` is the unit xy vector along the fingers' closing axis, pointing at the outer
+    finger. Sizes follow the Panda hand's collision meshes around the grip site.
+    """
+    u = np.array([direction[0], direction[1], 0.0])
+    centres, radii = [], []
+    for along in np.linspace(-HAND_HALF_SPAN, HAND_HALF_SPAN, 7):
+        for dz in (0.07, 0.10):
+            centres.append(grasp + along * u + [0.0, 0.0, dz])
+            radii.append(0.03)
+    for side in (1.0, -1.0):
+        for dz in (0.0, 0.025, 0.05):
+            centres.append(grasp + side * FINGER_OFFSET * u + [0.0, 0.0, dz])
+            radii.append(0.012)
+    return np.array(centres), np.array(radii)
+
+
+def _clearance(boxes: tuple[np.ndarray, ...], grasp: np.ndarray, direction: np.ndarray) -> float:
+    """Smallest gap between the open gripper at ``grasp`` and any obstacle box (negative: overlap)."""
+    centres, rots, sizes = boxes
+    if len(centres) == 0:
+        return np.inf
+    points, radii = _gripper_spheres(grasp, direction)
+    rel = points[None, :, :] - centres[:, None, :]  # (G, P, 3)
+    local = np.abs(np.einsum("gji,gpj->gpi", rots, rel)) - sizes[:, None, :]
+    outside = np.linalg.norm(np.maximum(local, 0.0), axis=-1) + np.minimum(local.max(axis=-1), 0.0)
+    return float((outside - radii[None, :]).min())
+
+
+def _obstacle_boxes(sim, geoms: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Oriented boxes (centres, rotations, half sizes) of geoms; non-boxes by bounding cubes."""
+    centres = np.array([sim.data.geom_xpos[g] for g in geoms]).reshape(-1, 3)
+    rots = np.array([sim.data.geom_xmat[g].reshape(3, 3) for g in geoms]).reshape(-1, 3, 3)
+    sizes = np.array([
+        sim.model.geom_size[g] if sim.model.geom_type[g] == 6 else np.full(3, sim.model.geom_rbound[g])
+        for g in geoms
+    ]).reshape(-1, 3)
+    return centres, rots, sizes
