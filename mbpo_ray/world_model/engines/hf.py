@@ -38,7 +38,7 @@ class HFEngine(WorldModelEngine):
         from transformers import AutoModelForCausalLM
 
         self.device = device
-        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=getattr(torch, dtype))
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype))
         self.model.to(device).eval()
 
     @torch.no_grad()
