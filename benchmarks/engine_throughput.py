@@ -80,7 +80,7 @@ def main() -> None:
             weights = "random init (default WorldModelConfig, cpu tokenizer preset)"
         engines = {"vllm": make_engine("vllm", path, layout, max_num_seqs=max(args.batches)),
                    "hf": make_engine("hf", path, layout)}
-        for name, eng in engines.items():  # warm-up: first calls compile / allocate
+        for eng in engines.values():  # warm-up: first calls compile / allocate
             measure(eng, layout, texts, 2, seed=0)
         secs = {b: {n: 0.0 for n in engines} for b in args.batches}
         for r in range(args.rounds):

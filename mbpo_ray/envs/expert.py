@@ -8,12 +8,15 @@ waypoints:
 steps) -> ``lift`` -> ``carry`` (the *object's* measured position over the target) -> ``lower``
 -> ``release`` -> ``retreat`` -> ``done``.
 
-A missed grasp (fingers closed on nothing, or the object not rising with the hand) reopens the
-gripper and starts again from ``approach``.
+A missed grasp (fingers closed on nothing, or the object not rising or not staying with the hand)
+reopens the gripper and starts again from ``approach`` with the next best grasp pose.
 
 Grasp poses come from the object's own collision geometry, read fresh from the simulator each
-step: wide objects (bowls) are taken by the rim on the side whose wall lies across the fingers'
-closing axis; narrow objects are taken from above around their centre.
+step. Wide objects (bowls) are taken by the rim, with the wall across the fingers' closing axis;
+narrow objects from above, across their narrowest horizontal width. The hand's yaw (and the rim
+side) is chosen once per attempt: the least rotation whose open gripper, modelled as spheres,
+clears every other object (drawer walls, cabinets, neighbours). The integral term of the position
+command pushes through steady offsets the way a person keeps pushing a stuck arm.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from mbpo_ray.config import ExpertConfig
 from mbpo_ray.envs.libero_env import EnvError, LiberoEnv
 
 # Geometry and timing constants (metres / env steps), measured on LIBERO with the Panda gripper.
-WIDE_OBJECT = 0.075  # objects wider than this (in both x and y) are grasped by the rim
+WIDE_OBJECT = 0.075  # objects whose narrowest horizontal width exceeds this are grasped by the rim
 RIM_GRIP_DEPTH = 0.018  # grasp point below the rim's top edge
 TOP_GRIP_DEPTH = 0.03  # grasp point below a narrow object's top
 MIN_GRIP_HEIGHT = 0.012  # never put the grasp point lower than this above the object's bottom
@@ -34,16 +37,22 @@ CARRY_CLEARANCE = 0.08  # object's bottom above the higher of its start and the 
 PLACE_HEIGHT = 0.015  # object's bottom above the target's top when the lowering ends
 CLOSE_STEPS = 14  # gripper closing steps before lifting
 OPEN_STEPS = 6  # gripper opening steps after placing
-GRIPPER_EMPTY = 0.002  # finger opening at or below this after closing means a miss
+GRIPPER_EMPTY = 0.005  # summed finger opening at or below this after closing means a miss
 ROT_GAIN = 1.0  # rotation command per radian of orientation error (action 1 = 0.5 rad)
 MIN_COMMAND = 0.25  # smallest translation command while outside the waypoint tolerance
 MAX_RETRIES = 2
+INTEGRAL_GAIN = 3.0  # integral command added per step per metre of error
+INTEGRAL_MAX = 0.5
 DROP_DISTANCE = 0.04  # the object moved this far relative to the hand while carried: dropped
-YAW_CANDIDATES = (0, 15, -15, 30, -30, 45, -45, 60, -60, 75, -75, 90)  # hand yaw tried for rim grasps
+YAW_CANDIDATES = (0, 15, -15, 30, -30, 45, -45, 60, -60, 75, -75, 90)  # hand yaws tried (degrees)
 FINGER_OFFSET = 0.051  # finger centres either side of the grasp point when open
 HAND_HALF_SPAN = 0.09  # the hand's half length along the closing axis
+HAND_ABOVE_GRASP = 0.04  # the hand's underside above the grasp point
 FINGER_CLEARANCE = 0.01  # gap around the gripper that counts as free
 YAW_PENALTY = 0.002  # metres of clearance traded per radian of yaw
+REACH_PENALTY = 0.02  # metres of clearance traded per metre from the robot's base
+ROBOT_BASE = "robot0_base"
+DESCENT_SLOPE = 1.0  # while carrying, height above the place point per metre of xy distance
 
 PHASES = ("approach", "descend", "grasp", "lift", "carry", "lower", "release", "retreat", "done")
 SUPPORTED_RELATIONS = ("on", "in")
@@ -53,12 +62,12 @@ def parse_goal(env: LiberoEnv) -> tuple[str, str, str]:
     """(relation, object, target) of a single pick-and-place goal, or raise :class:`EnvError`."""
     goal = env.raw.parsed_problem["goal_state"]
     if len(goal) != 1 or len(goal[0]) != 3 or goal[0][0].lower() not in SUPPORTED_RELATIONS:
-        raise EnvError(
-            f"scripted expert supports one goal ('on'|'in', object, target); task goal is {goal!r}"
-        )
+        raise EnvError(f"scripted expert supports one goal ('on'|'in', object, target); task goal is {goal!r}")
     relation, obj, target = goal[0]
     if obj not in env.raw.obj_body_id:
-        raise EnvError(f"goal object {obj!r} is not a movable object of this task")
+        raise EnvError(f"goal object {obj!r} is not an object of this task")
+    if target not in env.raw.obj_body_id and target not in env.raw.sim.model.site_names:
+        raise EnvError(f"goal target {target!r} is neither an object nor a region site of this task")
     return relation.lower(), obj, target
 
 
@@ -71,11 +80,8 @@ def _body_geoms(model, body_id: int) -> list[int]:
             parent = model.body_parentid[parent]
         if parent in below:
             below.add(b)
-    return [
-        g
-        for g in range(model.ngeom)
-        if model.geom_bodyid[g] in below and (model.geom_contype[g] or model.geom_conaffinity[g])
-    ]
+    collide = model.geom_contype.astype(bool) | model.geom_conaffinity.astype(bool)
+    return [g for g in range(model.ngeom) if model.geom_bodyid[g] in below and collide[g]]
 
 
 def _geom_boxes(sim, geoms: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +110,6 @@ class ScriptedExpert:
     def phase(self) -> str:
         return self._phase
 
-    # ------------------------------------------------------------------ episode
     def reset(self, env: LiberoEnv) -> None:
         """Read the goal and the settled hand pose; start at ``approach``."""
         self.relation, self.obj, self.target = parse_goal(env)
@@ -112,9 +117,11 @@ class ScriptedExpert:
         self._obj_geoms = _body_geoms(sim.model, env.raw.obj_body_id[self.obj])
         if not self._obj_geoms:
             raise EnvError(f"object {self.obj!r} has no collision geometry")
-        self._hold_quat = np.array(env.raw._observables["robot0_eef_quat"].obs, dtype=np.float64)
-        self._phase, self._count, self._retries = "approach", 0, 0
-        self._hist = []
+        self._base_quat = np.array(env.raw._observables["robot0_eef_quat"].obs, dtype=np.float64)
+        self._hold_quat = self._base_quat
+        self._retries = 0
+        self._enter("approach")
+        self._hist, self._tried = [], set()
         self._start_z = self._eef(env)[2]
         self._start_bottom = self._object_box(env)[0][2]
         self._choose_grasp(env)
@@ -129,9 +136,12 @@ class ScriptedExpert:
         if target is None:
             move = np.zeros(3)
         else:
-            move = self.cfg.gain * (target - eef)
+            err = target - eef
+            # Integral term: push harder against a steady offset (gravity, posture), as a person would.
+            self._integral = np.clip(self._integral + INTEGRAL_GAIN * err, -INTEGRAL_MAX, INTEGRAL_MAX)
+            move = self.cfg.gain * err + self._integral
             norm = np.linalg.norm(move)
-            floor = MIN_COMMAND if np.linalg.norm(target - eef) > self.cfg.waypoint_tolerance / 2 else 0.0
+            floor = MIN_COMMAND if np.linalg.norm(err) > self.cfg.waypoint_tolerance / 2 else 0.0
             if 0 < norm < floor:
                 move *= floor / norm
             move = np.clip(move, -1.0, 1.0)
@@ -140,9 +150,9 @@ class ScriptedExpert:
         action = np.concatenate([move, self._rotation(env), [gripper]])
         return np.clip(action, -1.0, 1.0)
 
-    # ------------------------------------------------------------------ state machine
     def _enter(self, phase: str) -> None:
         self._phase, self._count = phase, 0
+        self._integral = np.zeros(3)
 
     def _step_phase(self, env: LiberoEnv) -> tuple[np.ndarray | None, float]:
         """Waypoint (hand position, or None to hold still) and gripper command of this step."""
@@ -168,19 +178,20 @@ class ScriptedExpert:
         if self._phase == "lift":
             goal = np.array([*self._grasp[:2], self._carry_z])
             if self._count > 4 and self._object_box(env)[0][2] < self._start_bottom + 0.01 and self._stalled(eef):
-                self._miss()
+                self._miss(env)
             elif eef[2] > self._carry_z - tol:
                 self._hang = self._object_pos(env) - eef
                 self._enter("carry")
             return goal, 1.0
         if self._phase in ("carry", "lower") and self._dropped(env, eef):
-            self._miss()
+            self._miss(env)
             return None, -1.0
         if self._phase == "carry":
-            offset = self._placement_error(env)
-            if np.linalg.norm(offset[:2]) < tol / 2 and self._count > 3:
+            offset = self._placement_error(env, inside=False)
+            xy_err = np.linalg.norm(offset[:2])
+            if xy_err < tol / 2 and self._count > 3:
                 self._enter("lower")
-            return np.array([*(eef[:2] + offset[:2]), self._carry_z]), 1.0
+            return eef + offset + [0.0, 0.0, min(self._carry_extra, DESCENT_SLOPE * xy_err)], 1.0
         if self._phase == "lower":
             offset = self._placement_error(env)
             goal = eef + offset
@@ -202,17 +213,20 @@ class ScriptedExpert:
         """After closing: a miss restarts the approach, a hold sets the carry height and lifts."""
         opening = float(np.sum(np.abs(env.raw._observables["robot0_gripper_qpos"].obs)))
         if opening <= GRIPPER_EMPTY:
-            self._miss()
+            self._miss(env)
             return
         bottom = self._object_box(env)[0][2]
         _, target_top = self._target_xy_top(env)
         clear_bottom = max(self._start_bottom, target_top) + CARRY_CLEARANCE
         self._carry_z = self._eef(env)[2] + (clear_bottom - bottom)
+        self._carry_extra = clear_bottom - (target_top + PLACE_HEIGHT)
         self._enter("lift")
 
-    def _miss(self) -> None:
+    def _miss(self, env: LiberoEnv) -> None:
+        """Open and start again from ``approach``, with the next best grasp pose."""
         self._retries += 1
         self._enter("approach" if self._retries <= MAX_RETRIES else "done")
+        self._choose_grasp(env)
 
     def _dropped(self, env: LiberoEnv, eef: np.ndarray) -> bool:
         """True when the object no longer moves with the hand."""
@@ -225,14 +239,25 @@ class ScriptedExpert:
         self._hist = hist
         return len(hist) == steps and np.linalg.norm(hist[-1] - hist[0]) < dist
 
-    def _placement_error(self, env: LiberoEnv) -> np.ndarray:
-        """How far the object must move: xy to the target's centre, z to just above its top."""
+    def _placement_error(self, env: LiberoEnv, inside: bool = True) -> np.ndarray:
+        """How far the object must move: xy to the target's centre, z to its release height.
+
+        'on' (or ``inside=False``): the object's bottom just above the target's top. 'in' a region
+        (a basket): as deep as the hand can go while it stays above the container's rim, no lower
+        than the region's floor.
+        """
         target_xy, target_top = self._target_xy_top(env)
         pos = self._object_pos(env)
         bottom = self._object_box(env)[0][2]
-        return np.array([*(target_xy - pos[:2]), target_top + PLACE_HEIGHT - bottom])
+        level = target_top + PLACE_HEIGHT
+        if inside and self.target not in env.raw.obj_body_id:
+            sim = env.raw.sim
+            sid = sim.model.site_name2id(self.target)
+            floor = sim.data.site_xpos[sid][2] - sim.model.site_size[sid][2] + PLACE_HEIGHT
+            hand_floor = target_top + PLACE_HEIGHT - HAND_ABOVE_GRASP - (self._eef(env)[2] - bottom)
+            level = min(level, max(floor, hand_floor))
+        return np.array([*(target_xy - pos[:2]), level - bottom])
 
-    # ------------------------------------------------------------------ geometry
     def _object_pos(self, env: LiberoEnv) -> np.ndarray:
         return np.array(env.raw.sim.data.body_xpos[env.raw.obj_body_id[self.obj]])
 
@@ -257,16 +282,21 @@ class ScriptedExpert:
             bid = raw.obj_body_id[self.target]
             centres, halves = _geom_boxes(sim, _body_geoms(sim.model, bid))
             return np.array(sim.data.body_xpos[bid][:2]), float((centres + halves)[:, 2].max())
-        sid = sim.model.site_name2id(self.target)
-        pos = np.array(sim.data.site_xpos[sid])
-        return pos[:2], float(pos[2])
+        # A region site such as "basket_1_contain_region": its owner's top is the rim to clear.
+        pos = np.array(sim.data.site_xpos[sim.model.site_name2id(self.target)])
+        owners = [name for name in raw.obj_body_id if self.target.startswith(name + "_")]
+        if not owners:
+            return pos[:2], float(pos[2])
+        owner = raw.obj_body_id[max(owners, key=len)]
+        centres, halves = _geom_boxes(sim, _body_geoms(sim.model, owner))
+        return pos[:2], float((centres + halves)[:, 2].max())
 
     def _grasp_point(self, env: LiberoEnv) -> np.ndarray:
         """Where the hand closes: on the rim for wide objects, around the top for narrow ones."""
         centres, halves = _geom_boxes(env.raw.sim, self._obj_geoms)
         low, high = (centres - halves).min(axis=0), (centres + halves).max(axis=0)
         mid = (low + high) / 2
-        if min(high[:2] - low[:2]) <= WIDE_OBJECT:
+        if self._narrow:
             z = max(high[2] - TOP_GRIP_DEPTH, low[2] + MIN_GRIP_HEIGHT)
             return np.array([mid[0], mid[1], z])
         return self._rim_point(centres, halves, mid, low[2], self._dir)
@@ -282,33 +312,54 @@ class ScriptedExpert:
         return np.array([centres[k, 0], centres[k, 1], max(top - RIM_GRIP_DEPTH, bottom + MIN_GRIP_HEIGHT)])
 
     def _choose_grasp(self, env: LiberoEnv) -> None:
-        """Pick the hand's yaw and rim side: the least yaw whose outer finger clears all obstacles.
+        """Pick the hand's yaw (and, for rims, the side) for the next grasp.
 
-        Sets ``_dir`` (xy unit vector from the object's centre to the grasp point) and the held
-        orientation. Narrow objects keep the settled yaw.
+        Each candidate yaw is scored by the gripper's clearance from other objects (capped at
+        ``FINGER_CLEARANCE``), less small penalties for yaw and for reach from the robot's base;
+        poses already tried in this episode are skipped. Narrow objects are taken across their
+        narrowest horizontal width; wide ones (bowls) by the rim. Sets ``_dir`` (xy unit vector
+        along the closing axis, from the object's centre towards the grasp point for rims),
+        ``_narrow`` and the held orientation.
         """
-        hold = Rotation.from_quat(self._hold_quat)
-        axis = hold.as_matrix()[:2, 1]
-        axis = axis / np.linalg.norm(axis)
         sim = env.raw.sim
+        hold = Rotation.from_quat(self._base_quat)
+        axis = hold.as_matrix()[:2, 1] / np.linalg.norm(hold.as_matrix()[:2, 1])
         centres, halves = _geom_boxes(sim, self._obj_geoms)
         low, high = (centres - halves).min(axis=0), (centres + halves).max(axis=0)
         mid = (low + high) / 2
-        best = (-np.inf, 0.0, axis)
-        if min(high[:2] - low[:2]) > WIDE_OBJECT:
-            obstacles = _obstacle_boxes(sim, [g for name, bid in env.raw.obj_body_id.items()
-                                              if name != self.obj for g in _body_geoms(sim.model, bid)])
-            for yaw in np.deg2rad(YAW_CANDIDATES):
-                c, s = np.cos(yaw), np.sin(yaw)
-                for side in (1.0, -1.0):
-                    u = side * np.array([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]])
-                    p = self._rim_point(centres, halves, mid, low[2], u)
-                    room = _clearance(obstacles, p, u)
-                    score = min(room, FINGER_CLEARANCE) - YAW_PENALTY * abs(yaw)
-                    if score > best[0]:
-                        best = (score, yaw, u)
-        _, yaw, self._dir = best
+        corners = _box_corners(*_obstacle_boxes(sim, self._obj_geoms))[:, :2]
+        obstacles = _obstacle_boxes(sim, [g for name, bid in env.raw.obj_body_id.items()
+                                          if name != self.obj for g in _body_geoms(sim.model, bid)])
+        base = sim.data.body_xpos[sim.model.body_name2id(ROBOT_BASE)][:2]
+        candidates = []
+        for yaw in np.deg2rad(YAW_CANDIDATES):
+            c, s = np.cos(yaw), np.sin(yaw)
+            u = np.array([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]])
+            width = float(np.ptp(corners @ u))
+            candidates += [(yaw, side, side * u, width) for side in (1.0, -1.0)]
+        self._narrow = min(w for *_, w in candidates) <= WIDE_OBJECT
+        best = (-np.inf, 0.0, axis, 1.0)
+        for yaw, side, u, width in candidates:
+            if self._narrow and (side < 0 or width > WIDE_OBJECT):
+                continue
+            if self._narrow:
+                p = np.array([mid[0], mid[1], max(high[2] - TOP_GRIP_DEPTH, low[2] + MIN_GRIP_HEIGHT)])
+            else:
+                p = self._rim_point(centres, halves, mid, low[2], u)
+            room = min(_clearance(obstacles, p, u), FINGER_CLEARANCE)
+            score = room - YAW_PENALTY * abs(yaw) - REACH_PENALTY * np.linalg.norm(p[:2] - base)
+            if score > best[0] and (yaw, side) not in self._tried:
+                best = (score, yaw, u, side)
+        _, yaw, self._dir, side = best
+        self._tried.add((yaw, side))
         self._hold_quat = (Rotation.from_rotvec([0.0, 0.0, yaw]) * hold).as_quat()
+
+
+def _box_corners(centres: np.ndarray, rots: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """World corners (8 N, 3) of oriented boxes."""
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
+    local = signs[None, :, :] * sizes[:, None, :]  # (N, 8, 3)
+    return (centres[:, None, :] + np.einsum("nij,nkj->nki", rots, local)).reshape(-1, 3)
 
 
 def _gripper_spheres(grasp: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
