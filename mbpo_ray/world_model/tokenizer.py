@@ -32,7 +32,7 @@ class TokenizerPreset:
 
 
 PRESETS = {
-    "cpu": TokenizerPreset(image_size=64, codes_side=8, codebook_size=512, channels=(32, 64, 64, 128)),
+    "cpu": TokenizerPreset(image_size=64, codes_side=8, codebook_size=512, channels=(16, 32, 64, 64)),
     "cluster": TokenizerPreset(image_size=128, codes_side=16, codebook_size=1024, channels=(64, 128, 128, 256)),
 }
 
@@ -157,6 +157,6 @@ class ImageTokenizer:
                     with torch.no_grad():
                         m.quantize.embedding.weight[dead] = z[torch.randint(len(z), (len(dead),))]
                 usage.zero_()
-            yield {"step": step, "loss": float(loss), "recon_mse": float(rec), "lr": sched.get_last_lr()[0],
+            yield {"step": step, "loss": loss.item(), "recon_mse": rec.item(), "lr": sched.get_last_lr()[0],
                    "codes_used": int((usage > 0).sum())}
         m.eval()

