@@ -55,11 +55,14 @@ test-all: install
 lint: install
 	$(BIN)/ruff check .
 
-# Benchmarks write JSON + PNG into benchmarks/results/.
+# Benchmarks write JSON + PNG into benchmarks/results/ (about 1.5 hours here in all).
+CACHE ?= $(HOME)/.cache/mbpo-ray
 bench: install
-	$(BIN)/python benchmarks/env_render.py
-	$(BIN)/python benchmarks/replay_store.py
+	$(BIN)/python benchmarks/env_render.py --steps 100 --rounds 2
+	$(BIN)/python benchmarks/replay_store.py --transitions 100000
 	$(BIN)/python benchmarks/expert_success.py --suite libero_spatial --tasks 0-9 --init-states 20 --workers 2
+	$(BIN)/python benchmarks/engine_throughput.py
+	$(BIN)/python benchmarks/world_model_quality.py --store $(CACHE)/wm/demos --work $(CACHE)/wm/run-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
