@@ -1,0 +1,1 @@
+"""The unified multimodal world model: image tokenizer, token layout, backbone training, engines."""
