@@ -36,8 +36,12 @@ class WorldModelEngine(ABC):
         self.version = 0
 
     @abstractmethod
-    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int = 0) -> list[Imagined]:
-        """One transition per prompt (see ``TokenLayout.prompt``); temperature 0 = greedy."""
+    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int | None = None) -> list[Imagined]:
+        """One transition per prompt (see ``TokenLayout.prompt``); temperature 0 = greedy.
+
+        With ``seed`` each request's sampling is reproducible on its own; without, the engine's own
+        random stream is used (cheaper for large batches).
+        """
 
     @abstractmethod
     def update_weights(self, state_dict: dict, version: int) -> None:

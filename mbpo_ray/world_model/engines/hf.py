@@ -42,7 +42,7 @@ class HFEngine(WorldModelEngine):
         self.model.to(device).eval()
 
     @torch.no_grad()
-    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int = 0) -> list[Imagined]:
+    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int | None = None) -> list[Imagined]:
         from transformers import LogitsProcessorList
 
         n, width = len(prompts), max(map(len, prompts))
@@ -51,7 +51,8 @@ class HFEngine(WorldModelEngine):
         for i, p in enumerate(prompts):  # left padding: every prompt ends at the same position
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
-        torch.manual_seed(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
         out = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             max_new_tokens=self.layout.target_len, min_new_tokens=self.layout.target_len,

@@ -41,14 +41,14 @@ class VLLMEngine(WorldModelEngine):
                 worker_extension_cls=EXTENSION,
             )
 
-    def _generate(self, prompts, n_tokens: int, allowed: list[int], temperature: float, seed: int,
+    def _generate(self, prompts, n_tokens: int, allowed: list[int], temperature: float, seed: int | None,
                   logprob_ids: list[int] | None = None):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = [
             SamplingParams(max_tokens=n_tokens, min_tokens=n_tokens, temperature=temperature,
-                           seed=seed + i if temperature > 0 else None, detokenize=False,
+                           seed=seed + i if temperature > 0 and seed is not None else None, detokenize=False,
                            allowed_token_ids=allowed, ignore_eos=True, logprobs=len(logprob_ids) if logprob_ids else None,
                            logprob_token_ids=logprob_ids)
             for i in range(len(prompts))
@@ -56,14 +56,15 @@ class VLLMEngine(WorldModelEngine):
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         return [o.outputs[0] for o in outs]
 
-    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int = 0) -> list[Imagined]:
+    def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int | None = None) -> list[Imagined]:
         codes = self.layout.code_ids
         k = self.layout.codes_per_view
-        heads = [list(o.token_ids) for o in self._generate(prompts, k, codes, temperature, seed)]
+        seeds = [None] * 3 if seed is None else [seed, seed + 10_007, seed + 20_011]
+        heads = [list(o.token_ids) for o in self._generate(prompts, k, codes, temperature, seeds[0])]
         ctx = [p + h + [WRIST] for p, h in zip(prompts, heads, strict=True)]
-        wrists = [list(o.token_ids) for o in self._generate(ctx, k, codes, temperature, seed + 10_007)]
+        wrists = [list(o.token_ids) for o in self._generate(ctx, k, codes, temperature, seeds[1])]
         ctx = [c + w + [REW] for c, w in zip(ctx, wrists, strict=True)]
-        answers = self._generate(ctx, 1, [YES, NO], temperature, seed + 20_011, logprob_ids=[YES, NO])
+        answers = self._generate(ctx, 1, [YES, NO], temperature, seeds[2], logprob_ids=[YES, NO])
         out = []
         for h, w, a in zip(heads, wrists, answers, strict=True):
             lp = a.logprobs[0]
