@@ -121,7 +121,7 @@ def branch_grid(wm: WorldModel, ep: Episodes, out: str | Path, n_branches: int =
         rh = resize_frames(ep.head[k : k + n_chunks + 1], size)
         rw = resize_frames(ep.wrist[k : k + n_chunks + 1], size)
         tiles.append([list(rh), ih, list(rw), iw])
-    pad, label_w = 2, 110
+    pad, label_w = 2, 140
     cols = n_chunks + 1
     canvas = Image.new("RGB", (label_w + cols * (size + pad), len(tiles) * 4 * (size + pad) + 16), "white")
     draw = ImageDraw.Draw(canvas)

@@ -2,11 +2,12 @@
 
 Checkpoint folder ``OUT``::
 
-    OUT/model/        save_pretrained (config.json + model.safetensors): loads in transformers and vLLM
+    OUT/model/        save_pretrained (config.json + model.safetensors): loads in transformers and vLLM;
+                      the weights with the lowest held-out loss (OUT/best.json says which step)
     OUT/tokenizer/    the image tokenizer used to make the codes
     OUT/layout.json   the token layout (vocabulary, action bins)
     OUT/split.json    training and held-out episode ids
-    OUT/state/        optimizer, scheduler, RNG and step, for ``--resume``
+    OUT/state/        latest weights, optimizer, scheduler, RNG and step, for ``--resume``
     OUT/tb/           TensorBoard: per-segment losses (head, wrist, reward), held-out losses
 """
 
@@ -136,10 +137,11 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
                                               * max(0.05, 0.5 * (1 + math.cos(math.pi * s / cfg.steps))))
     acc = Accelerator(cpu=not torch.cuda.is_available())
     model, opt, sched = acc.prepare(model, opt, sched)
-    step = 0
+    step, best = 0, float("inf")
     if resume and (out_p / "state").exists():
         acc.load_state(str(out_p / "state"))
-        step = json.loads((out_p / "state" / "step.json").read_text())["step"]
+        saved = json.loads((out_p / "state" / "step.json").read_text())
+        step, best = saved["step"], saved.get("best_heldout_loss", float("inf"))
     tb = SummaryWriter(str(out_p / "tb"))
     rng = np.random.default_rng(seed + step)
     t0, minutes = time.time(), 0.0
@@ -161,10 +163,19 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
         bar.set_postfix(loss=f"{float(losses['loss']):.3f}", head=f"{float(losses['head']):.2f}",
                         rew=f"{float(losses['reward']):.3f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or minutes >= cfg.max_minutes:
+            # the served weights (OUT/model) are those with the lowest held-out loss seen so far
+            loss = float("-inf")
             if held is not None:
-                for k, v in heldout_losses(acc.unwrap_model(model), held, layout).items():
+                h = heldout_losses(acc.unwrap_model(model), held, layout)
+                for k, v in h.items():
                     tb.add_scalar(f"heldout/{k}", v, step)
-            _save(acc, model, out_p, step)
+                loss = h["loss"]
+            if loss < best or held is None:
+                best = loss if held is not None else best
+                acc.unwrap_model(model).save_pretrained(out_p / "model", safe_serialization=True)
+                (out_p / "best.json").write_text(json.dumps({"step": step, "heldout_loss": loss}))
+            acc.save_state(str(out_p / "state"))
+            (out_p / "state" / "step.json").write_text(json.dumps({"step": step, "best_heldout_loss": best}))
     bar.close()
     tb.close()
     return {"steps": step, "train_minutes": round(minutes, 2), "params": sum(p.numel() for p in model.parameters())}
@@ -187,8 +198,3 @@ def _load(path: Path):
 
     return AutoModelForCausalLM.from_pretrained(path)
 
-
-def _save(acc, model, out: Path, step: int) -> None:
-    acc.unwrap_model(model).save_pretrained(out / "model", safe_serialization=True)
-    acc.save_state(str(out / "state"))
-    (out / "state" / "step.json").write_text(json.dumps({"step": step}))

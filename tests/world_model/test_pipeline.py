@@ -45,6 +45,7 @@ def test_pipeline(store, tmp_path, capsys):
     split = json.loads((ckpt / "split.json").read_text())
     assert len(split["heldout"]) == 2 and len(split["train"]) == 4
     assert (ckpt / "model" / "model.safetensors").is_file() and any((ckpt / "tb").iterdir())
+    assert json.loads((ckpt / "best.json").read_text())["step"] in (5, 10)
 
     assert main(["eval-world-model", str(ckpt), store, "--out", str(report), "--engine", "hf"]) == 0
     q = json.loads((report / "world_model_quality.json").read_text())
