@@ -27,8 +27,10 @@ def provenance() -> dict:
     script = Path(sys.argv[0]).resolve()
     if script.is_relative_to(root):
         script = script.relative_to(root)
+    home = str(Path.home())  # results name no path of the machine they ran on
+    args = [shlex.quote(a).replace(home, "~") for a in sys.argv[1:]]
     return {
-        "command": " ".join(["python", str(script), *map(shlex.quote, sys.argv[1:])]),
+        "command": " ".join(["python", str(script), *args]),
         "commit": commit + ("+dirty" if dirty else ""),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
