@@ -105,10 +105,11 @@ def branch_grid(wm: WorldModel, ep: Episodes, out: str | Path, n_branches: int =
     from PIL import Image, ImageDraw
 
     size = wm.tokenizer.preset.image_size
-    starts = [k for k in ep.transitions() if all(
-        k + j in set(ep.transitions()) and ep.row_episode[k + j] == ep.row_episode[k] for j in range(n_chunks))]
+    trans = set(ep.transitions().tolist())
+    starts = [k for k in trans if all(k + j in trans and ep.row_episode[k + j] == ep.row_episode[k]
+                                      for j in range(n_chunks))]
     rng = np.random.default_rng(0)
-    starts = sorted(rng.choice(starts, size=min(n_branches, len(starts)), replace=False).tolist())
+    starts = sorted(rng.choice(sorted(starts), size=min(n_branches, len(starts)), replace=False).tolist())
     tiles = []
     for k in starts:
         h, w = wm.tokenizer.encode(ep.head[k : k + 1]), wm.tokenizer.encode(ep.wrist[k : k + 1])
