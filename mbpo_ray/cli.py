@@ -230,8 +230,6 @@ def cmd_train_world_model(args, extra) -> int:
     from mbpo_ray.world_model.train import train_world_model
 
     cfg = _config(args, extra)
-    if not args.resume:
-        _check_new_dir(args.out)
     result = train_world_model(args.store, args.tokenizer, args.out, cfg.world_model, seed=cfg.collect.seed,
                                resume=args.resume)
     print(f"world model ({result['params'] / 1e6:.1f} M parameters, {result['steps']} steps, "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,12 @@ class TokenLayout:
                    action_low=tuple(map(float, lo)), action_high=tuple(map(float, hi)))
 
     # ------------------------------------------------------------------ encode / decode
+    @cached_property
+    def _word_ids(self) -> dict[str, int]:
+        return {w: self.word_offset + i for i, w in enumerate(self.words)}
+
     def encode_instruction(self, text: str) -> list[int]:
-        index = {w: i for i, w in enumerate(self.words)}
-        return [self.word_offset + index[w] if w in index else UNK for w in words_of(text)]
+        return [self._word_ids.get(w, UNK) for w in words_of(text)]
 
     def action_bins(self, actions: np.ndarray) -> np.ndarray:
         lo, hi = np.asarray(self.action_low), np.asarray(self.action_high)
