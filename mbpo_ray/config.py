@@ -149,6 +149,7 @@ class WorldModelConfig:
     max_minutes: float = 45.0  # wall-clock cap on training
     checkpoint_every: int = 500
     holdout_episodes: float = 0.2  # fraction of episodes held out for the quality report
+    keep_codes: bool = True  # <keep> for a code equal to the current view's at its position
     engine: str = "vllm"
     temperature: float = 0.0  # imagination sampling temperature (0 = greedy)
 
@@ -167,6 +168,121 @@ class WorldModelConfig:
         _check_range("world_model.temperature", self.temperature, 0.0, 10.0)
 
 
+POLICY_ARCHS = ("binned_vla",)  # names in mbpo_ray.policy.POLICIES
+
+
+def parse_task_ids(spec: str) -> list[int]:
+    """'0-9' or '0,3,5-7' -> sorted task ids; ValueError on anything else."""
+    out: set[int] = set()
+    for part in str(spec).split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    if not out:
+        raise ValueError(spec)
+    return sorted(out)
+
+
+def _check_tasks(name: str, spec: str, suite: str) -> None:
+    n_tasks = 90 if suite == "libero_90" else 10
+    try:
+        ids = parse_task_ids(spec)
+    except ValueError:
+        _fail(name, spec, "task ids like 0-9 or 0,3,5-7")
+    if ids[0] < 0 or ids[-1] >= n_tasks:
+        _fail(name, spec, f"{suite} has tasks 0-{n_tasks - 1}")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The VLA policy: architecture (a name in the policy registry) and its sizes."""
+
+    arch: str = "binned_vla"
+    image_size: int = 64  # both views are resized to this from the store's frames
+    vision_widths: str = "32,64,128"  # ConvNext stage widths (one stage per width)
+    vision_depths: str = "1,1,2"
+    text_width: int = 128
+    hidden_size: int = 256  # fused trunk width
+    n_bins: int = 256  # per action dimension, as the world model's action tokens
+
+    def __post_init__(self) -> None:
+        _check_choice("policy.arch", self.arch, POLICY_ARCHS)
+        _check_range("policy.image_size", self.image_size, 16, 512)
+        for name in ("vision_widths", "vision_depths"):
+            value = getattr(self, name)
+            try:
+                ints = [int(v) for v in str(value).split(",")]
+            except ValueError:
+                ints = []
+            if not ints or min(ints) < 1:
+                _fail(f"policy.{name}", value, "comma-separated positive integers, e.g. 32,64,128")
+        if len(self.widths) != len(self.depths):
+            _fail("policy.vision_depths", self.vision_depths, "one depth per entry of policy.vision_widths")
+        _check_range("policy.text_width", self.text_width, 8, 8192)
+        _check_range("policy.hidden_size", self.hidden_size, 16, 16384)
+        _check_range("policy.n_bins", self.n_bins, 2, 4096)
+
+    @property
+    def widths(self) -> list[int]:
+        return [int(v) for v in str(self.vision_widths).split(",")]
+
+    @property
+    def depths(self) -> list[int]:
+        return [int(v) for v in str(self.vision_depths).split(",")]
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Behaviour cloning of the policy on the first successful demonstrations of each task."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    demos_per_task: int = 10  # the first n successful demonstrations per task (few-shot budget)
+    tasks: str = ""  # task ids of env.suite, e.g. 0-9; empty = every task in the store
+    seed: int = 0
+    checkpoint_every: int = 500
+    max_minutes: float = 60.0  # wall-clock cap on training
+    augment: bool = True  # random shifts of up to image_size/16 pixels
+
+    def __post_init__(self) -> None:
+        _check_range("sft.steps", self.steps, 1, 10_000_000)
+        _check_range("sft.batch_size", self.batch_size, 1, 4096)
+        _check_range("sft.lr", self.lr, 1e-7, 1.0)
+        _check_range("sft.warmup_steps", self.warmup_steps, 0, 10_000_000)
+        _check_range("sft.demos_per_task", self.demos_per_task, 1, 100_000)
+        if self.tasks != "":
+            _check_tasks("sft.tasks", self.tasks, "libero_90")
+        _check_range("sft.checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+        _check_range("sft.max_minutes", self.max_minutes, 0.01, 100_000)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """LIBERO's evaluation protocol: per task, the fixed init states 0..n-1 in order."""
+
+    suite: str = "libero_spatial"
+    tasks: str = "0-9"
+    episodes_per_task: int = 50
+    workers: int = 2
+    seed: int = 0
+    sample: bool = False  # False: greedy actions; True: sampled, one seed per episode
+    videos: int = 2  # episodes written as GIFs (head and wrist side by side)
+    max_steps: int = 0  # 0 = the suite's own limit (the standard protocol); smaller only for smoke tests
+
+    def __post_init__(self) -> None:
+        _check_choice("eval.suite", self.suite, SUITE_MAX_STEPS)
+        _check_tasks("eval.tasks", self.tasks, self.suite)
+        _check_range("eval.episodes_per_task", self.episodes_per_task, 1, 50)
+        _check_range("eval.workers", self.workers, 1, 512)
+        _check_range("eval.videos", self.videos, 0, 10_000)
+        _check_range("eval.max_steps", self.max_steps, 0, 10_000)
+
+    @property
+    def task_ids(self) -> list[int]:
+        return parse_task_ids(self.tasks)
+
+
 @dataclass(frozen=True)
 class Config:
     cache_dir: str = field(default_factory=default_cache_dir)
@@ -175,6 +291,9 @@ class Config:
     collect: CollectConfig = field(default_factory=CollectConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

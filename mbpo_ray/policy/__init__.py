@@ -1,0 +1,78 @@
+"""VLA policies behind one interface, picked by name from a registry.
+
+``POLICIES`` maps an architecture name (``policy.arch``) to ``"module:Class"``, imported lazily.
+The default ``binned_vla`` is a small CPU-trainable VLA (:mod:`mbpo_ray.policy.binned_vla`).
+
+Adapter contract for another VLA (e.g. a Hugging Face checkpoint with a larger backbone):
+
+* subclass :class:`~mbpo_ray.policy.base.Policy`; ``__init__(cfg: PolicyConfig, bins: ActionBins)``;
+* either implement ``logits_and_value(obs) -> ((B, H, 7, n_bins) logits, (B,) value)`` and inherit
+  ``act``/``evaluate``, or override ``act(obs, greedy, generator) -> ActOutput`` and
+  ``evaluate(obs, actions, mask) -> (log_prob, entropy, value)`` (per chunk, summed over its parts,
+  with gradients) directly;
+* take :class:`~mbpo_ray.policy.base.Observations` (uint8 upright head and wrist frames of any size,
+  instructions as strings, 8-dim proprio) and do its own preprocessing (resize, tokenise);
+* keep every tensor it needs at load time in ``state_dict()`` (buffers for statistics), so
+  :func:`save_policy`/:func:`load_policy` round-trip it: ``policy.json`` + ``model.safetensors``;
+* add its name to ``POLICIES`` and to ``POLICY_ARCHS`` in :mod:`mbpo_ray.config`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from mbpo_ray.config import PolicyConfig
+from mbpo_ray.policy.base import ActionBins, ActOutput, Observations, Policy
+
+POLICIES = {
+    "binned_vla": "mbpo_ray.policy.binned_vla:BinnedVLA",
+}
+WEIGHTS = "model.safetensors"
+META = "policy.json"
+
+
+def policy_class(arch: str) -> type[Policy]:
+    if arch not in POLICIES:
+        raise ValueError(f"policy.arch={arch!r} is not allowed: choose one of {', '.join(POLICIES)}")
+    module, name = POLICIES[arch].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_policy(cfg: PolicyConfig, bins: ActionBins) -> Policy:
+    return policy_class(cfg.arch)(cfg, bins)
+
+
+def save_policy(policy: Policy, path: str | Path, extra: dict | None = None) -> None:
+    """``path/model.safetensors`` + ``path/policy.json`` (config, bins, and ``extra`` such as the demos)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    save_file(state, str(path / WEIGHTS))
+    meta = {"policy": policy.cfg.__dict__, "bins": policy.bins.to_dict(), **(extra or {})}
+    (path / META).write_text(json.dumps(meta, indent=1))
+
+
+def read_policy_meta(path: str | Path) -> dict:
+    meta = Path(path) / META
+    if not meta.is_file() or not (Path(path) / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{path} is not a policy checkpoint (needs {META} and {WEIGHTS}); "
+                                "make one with `mbpo-ray sft STORE --out DIR`")
+    return json.loads(meta.read_text())
+
+
+def load_policy(path: str | Path, device: str = "cpu") -> Policy:
+    """The policy saved in ``path``, in eval mode."""
+    from safetensors.torch import load_file
+
+    meta = read_policy_meta(path)
+    policy = build_policy(PolicyConfig(**meta["policy"]), ActionBins.from_dict(meta["bins"]))
+    policy.load_state_dict(load_file(str(Path(path) / WEIGHTS)))
+    return policy.to(device).eval()
+
+
+__all__ = ["POLICIES", "ActOutput", "ActionBins", "Observations", "Policy", "build_policy", "load_policy",
+           "policy_class", "read_policy_meta", "save_policy"]

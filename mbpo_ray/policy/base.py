@@ -1,0 +1,164 @@
+"""What PPO and the evaluators need from any VLA policy, independent of its architecture.
+
+* :class:`Observations`: a batch of head and wrist frames (uint8, upright, any square size), the
+  instructions and 8-dim proprio.
+* :class:`Policy`: ``act(obs, greedy)`` -> :class:`ActOutput` (an H x 7 action chunk per row, its
+  log-probability and the critic's value) and ``evaluate(obs, actions)`` -> ``(log_prob, entropy,
+  value)``. Log-probabilities and entropies are of the whole chunk (summed over its H x 7 parts).
+* :class:`ActionBins`: the per-dimension action binning shared with the world model's token layout
+  (256 bins, uniform between the 1st and 99th percentile of the demonstrations, bin centres decoded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mbpo_ray.world_model.layout import TokenLayout
+
+
+@dataclass
+class Observations:
+    """A batch of observations at chunk boundaries."""
+
+    head: np.ndarray | torch.Tensor  # (B, S, S, 3) uint8, upright
+    wrist: np.ndarray | torch.Tensor  # (B, S, S, 3) uint8, upright
+    proprio: np.ndarray | torch.Tensor  # (B, 8) float32
+    instruction: Sequence[str]  # B instructions
+
+    @classmethod
+    def single(cls, obs, instruction: str) -> Observations:
+        """Batch of one from a :class:`mbpo_ray.envs.libero_env.Observation`."""
+        return cls(obs.head[None], obs.wrist[None], obs.proprio[None], [instruction])
+
+    def __len__(self) -> int:
+        return len(self.instruction)
+
+
+@dataclass
+class ActOutput:
+    actions: torch.Tensor  # (B, H, 7) float32, the bin centres of the chosen bins
+    bins: torch.Tensor  # (B, H, 7) int64
+    log_prob: torch.Tensor  # (B,) log-probability of the whole chunk
+    value: torch.Tensor  # (B,)
+
+
+class ActionBins:
+    """Per-dimension binning of actions: :class:`TokenLayout`'s ``fit``/``action_bins``/``bins_to_actions``.
+
+    The policy and the world model share one binning rule, so a chunk the policy emits maps to the
+    same integers the world model reads.
+    """
+
+    def __init__(self, low: Sequence[float], high: Sequence[float], chunk_size: int, n_bins: int = 256):
+        self.layout = TokenLayout(words=(), codebook_size=0, codes_per_view=0, chunk_size=chunk_size,
+                                  action_dim=len(low), n_bins=n_bins, action_low=tuple(map(float, low)),
+                                  action_high=tuple(map(float, high)))
+
+    @classmethod
+    def fit(cls, actions: np.ndarray, chunk_size: int, n_bins: int = 256) -> ActionBins:
+        """Edges from valid actions (N, action_dim): 1st to 99th percentile per dimension."""
+        lay = TokenLayout.fit([], actions, codebook_size=0, codes_per_view=0, chunk_size=chunk_size,
+                              n_bins=n_bins)
+        return cls(lay.action_low, lay.action_high, chunk_size, n_bins)
+
+    @property
+    def n_bins(self) -> int:
+        return self.layout.n_bins
+
+    @property
+    def chunk_size(self) -> int:
+        return self.layout.chunk_size
+
+    @property
+    def action_dim(self) -> int:
+        return self.layout.action_dim
+
+    def to_bins(self, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
+        a = actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor) else actions
+        return torch.from_numpy(self.layout.action_bins(a))
+
+    def to_actions(self, bins: np.ndarray | torch.Tensor) -> torch.Tensor:
+        b = bins.detach().cpu().numpy() if isinstance(bins, torch.Tensor) else bins
+        return torch.from_numpy(self.layout.bins_to_actions(b).astype(np.float32))
+
+    def to_dict(self) -> dict:
+        return {"action_low": list(self.layout.action_low), "action_high": list(self.layout.action_high),
+                "chunk_size": self.chunk_size, "n_bins": self.n_bins}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ActionBins:
+        return cls(d["action_low"], d["action_high"], d["chunk_size"], d["n_bins"])
+
+
+def resize_views(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, size, size) float in [0, 1].
+
+    Area averaging when shrinking, then rounded to 8-bit levels, so frames resized once ahead of
+    training (:func:`resize_uint8`) and frames resized at acting time give the same input.
+    """
+    x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+    x = x.permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size:
+        mode = "area" if x.shape[-1] > size else "bilinear"
+        x = F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+        x = x.round_().clamp_(0, 255)
+    return x.div_(255.0)
+
+
+def resize_uint8(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, size, size, 3) uint8, the same pixels :func:`resize_views` sees."""
+    return resize_views(frames, size).mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+class Policy(nn.Module):
+    """Base class of registered policies. Subclasses implement :meth:`logits_and_value`.
+
+    A subclass may instead override :meth:`act` and :meth:`evaluate` wholesale (e.g. a large VLA
+    whose head is not a per-(step, dim) categorical); the contract is the two methods' signatures.
+    """
+
+    def __init__(self, bins: ActionBins):
+        super().__init__()
+        self.bins = bins
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def logits_and_value(self, obs: Observations) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, 7, n_bins) logits of every (step, dim) categorical from one forward pass; (B,) value."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: Observations, greedy: bool = False, generator: torch.Generator | None = None) -> ActOutput:
+        logits, value = self.logits_and_value(obs)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        if greedy:
+            bins = logp.argmax(dim=-1)
+        else:
+            flat = logp.exp().reshape(-1, logp.shape[-1]).cpu()
+            bins = torch.multinomial(flat, 1, generator=generator).reshape(logp.shape[:-1]).to(logp.device)
+        chosen = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1).sum(dim=(1, 2))
+        return ActOutput(actions=self.bins.to_actions(bins), bins=bins, log_prob=chosen, value=value)
+
+    def evaluate(self, obs: Observations, actions: torch.Tensor | np.ndarray,
+                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-prob and entropy of ``actions`` (B, H, 7; floats, binned here) and the value, with grad.
+
+        ``mask`` (B, H) marks the valid steps of chunks cut short by an episode's end (default: all).
+        """
+        logits, value = self.logits_and_value(obs)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        bins = self.bins.to_bins(actions).to(logp.device)
+        per = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)  # (B, H, 7)
+        ent = -(logp.exp() * logp).sum(-1)  # (B, H, 7)
+        if mask is not None:
+            m = mask.to(per.dtype).unsqueeze(-1)
+            per, ent = per * m, ent * m
+        return per.sum(dim=(1, 2)), ent.sum(dim=(1, 2)), value
