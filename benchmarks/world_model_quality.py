@@ -1,10 +1,12 @@
 """Train and judge the world model on scripted demonstrations, end to end through the CLI.
 
     python benchmarks/world_model_quality.py --store STORE --work DIR [--tasks 0-3 --episodes 15]
+        [--tokenizer DIR] [--section.field=value ...]
 
 Collects demonstrations into STORE if it does not exist (``mbpo-ray collect`` per task), then runs
 ``train-tokenizer``, ``train-world-model`` and ``eval-world-model`` (vLLM engine) and copies the
-report (``world_model_quality.json``) and the branch grid PNG into benchmarks/results/.
+report (``world_model_quality.json``) and the branch grid PNG into benchmarks/results/. With
+``--tokenizer`` an already trained tokenizer is used instead of training one (the JSON names it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("--work", required=True, help="folder for the tokenizer, checkpoint and report (new)")
     ap.add_argument("--tasks", default="0-3", help="libero_spatial tasks to collect when the store is missing")
     ap.add_argument("--episodes", type=int, default=15, help="episodes per task when collecting")
+    ap.add_argument("--tokenizer", help="a train-tokenizer folder to use instead of training a new one")
     ap.add_argument("overrides", nargs="*", help="--section.field=value passed to the training commands")
     args, extra = ap.parse_known_args()
     overrides = args.overrides + extra
@@ -47,14 +50,15 @@ def main() -> None:
         for task in range(lo, hi + 1):
             run(["collect", "--suite", "libero_spatial", "--task", str(task), "--episodes", str(args.episodes),
                  "--workers", "2", "--out", args.store])
-    run(["train-tokenizer", args.store, "--out", str(work / "tokenizer"), *overrides])
+    tokenizer = Path(args.tokenizer) if args.tokenizer else work / "tokenizer"
+    if not args.tokenizer:
+        run(["train-tokenizer", args.store, "--out", str(tokenizer), *overrides])
     t0 = time.time()
-    run(["train-world-model", args.store, "--tokenizer", str(work / "tokenizer"), "--out", str(work / "wm"),
-         *overrides])
+    run(["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"), *overrides])
     train_minutes = (time.time() - t0) / 60
     run(["eval-world-model", str(work / "wm"), args.store, "--out", str(work / "report"), "--engine", "vllm"])
     report = json.loads((work / "report" / "world_model_quality.json").read_text())
-    tok = json.loads((work / "tokenizer" / "tokenizer.json").read_text())
+    tok = json.loads((tokenizer / "tokenizer.json").read_text())
     from mbpo_ray.replay import ReplayStore
 
     info = ReplayStore.open(args.store).info()
@@ -63,7 +67,8 @@ def main() -> None:
     write_result("world_model_quality", {
         **report,
         "train_minutes": round(train_minutes, 1),
-        "tokenizer": {"preset": tok["preset"], **tok["metrics"]},
+        "tokenizer": {"preset": tok["preset"], **tok["metrics"],
+                      "trained_here": not args.tokenizer},
         "data": {k: info[k] for k in ("episodes", "transitions", "tasks")},
         "grid_png": "benchmarks/results/world_model_branch_grid.png",
         "note": "discrete-token UMM (Llama-style, trained from scratch on this machine), not the paper's BAGEL-7B",

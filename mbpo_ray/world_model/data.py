@@ -78,5 +78,6 @@ def sequences(ep: Episodes, head_codes: np.ndarray, wrist_codes: np.ndarray, lay
         instr = ep.instruction[ep.row_episode[k]]
         prompts.append(layout.prompt(instr, head_codes[k], wrist_codes[k],
                                      valid_actions(ep.actions[k], ep.num_actions[k])))
-        targets.append(layout.target(head_codes[k + 1], wrist_codes[k + 1], bool(ep.success[k])))
+        targets.append(layout.target(head_codes[k + 1], wrist_codes[k + 1], bool(ep.success[k]),
+                                     head_codes[k], wrist_codes[k]))
     return prompts, targets

@@ -8,6 +8,11 @@ One transition (frame-skip: the next observation is the one after the whole acti
 Everything up to and including the second ``<head>`` is the prompt; the model generates the next
 head view first, then the wrist view conditioned on it (interleaved view decoding), then the reward.
 
+Keep tokens (``keep_codes``, the default): a generated code position whose code equals the one at
+the same position of the current view is written ``<keep>``. Most of a LIBERO head view is static
+over a chunk (about 70% of its codes), so the model learns "copy here, redraw the arm there" instead
+of re-deriving every background code; decoding puts the current code back at each ``<keep>``.
+
 Token id ranges: specials | instruction words | image codes (one codebook for both views) |
 action bins (``n_bins`` per dimension, shared ids; the dimension is given by position). Bin edges
 are fitted per action dimension from the data (uniform between the 1st and 99th percentile), the
@@ -24,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-SPECIALS = ("<pad>", "<bos>", "<eos>", "<head>", "<wrist>", "<act>", "<rew>", "<yes>", "<no>", "<unk>")
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<head>", "<wrist>", "<act>", "<rew>", "<yes>", "<no>", "<unk>", "<keep>")
 SP = {name: i for i, name in enumerate(SPECIALS)}
-PAD, BOS, EOS, HEAD, WRIST, ACT, REW, YES, NO, UNK = (SP[s] for s in SPECIALS)
+PAD, BOS, EOS, HEAD, WRIST, ACT, REW, YES, NO, UNK, KEEP = (SP[s] for s in SPECIALS)
 
 
 def words_of(text: str) -> list[str]:
@@ -43,6 +48,7 @@ class TokenLayout:
     n_bins: int = 256
     action_low: tuple[float, ...] = field(default_factory=lambda: (-1.0,) * 7)
     action_high: tuple[float, ...] = field(default_factory=lambda: (1.0,) * 7)
+    keep_codes: bool = True
 
     # ------------------------------------------------------------------ ranges
     @property
@@ -66,6 +72,11 @@ class TokenLayout:
         return list(range(self.code_offset, self.bin_offset))
 
     @property
+    def view_ids(self) -> list[int]:
+        """Tokens a generated view position may take: the codes, and ``<keep>`` when used."""
+        return self.code_ids + ([KEEP] if self.keep_codes else [])
+
+    @property
     def target_len(self) -> int:
         """Generated tokens per transition: head K, <wrist>, wrist K, <rew>, answer."""
         return 2 * self.codes_per_view + 3
@@ -77,7 +88,7 @@ class TokenLayout:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, instructions, actions: np.ndarray, codebook_size: int, codes_per_view: int,
-            chunk_size: int, n_bins: int = 256) -> TokenLayout:
+            chunk_size: int, n_bins: int = 256, keep_codes: bool = True) -> TokenLayout:
         """Vocabulary from the instructions seen; bin ranges from the actions (N, action_dim)."""
         vocab = sorted({w for text in instructions for w in words_of(text)})
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, actions.shape[-1])
@@ -85,7 +96,7 @@ class TokenLayout:
         hi = np.where(hi - lo < 1e-6, lo + 1e-3, hi)
         return cls(words=tuple(vocab), codebook_size=codebook_size, codes_per_view=codes_per_view,
                    chunk_size=chunk_size, action_dim=actions.shape[1], n_bins=n_bins,
-                   action_low=tuple(map(float, lo)), action_high=tuple(map(float, hi)))
+                   action_low=tuple(map(float, lo)), action_high=tuple(map(float, hi)), keep_codes=keep_codes)
 
     # ------------------------------------------------------------------ encode / decode
     @cached_property
@@ -120,20 +131,48 @@ class TokenLayout:
         return ([BOS, *self.encode_instruction(instruction), HEAD, *self._codes(head), WRIST, *self._codes(wrist),
                  ACT, *bins, HEAD])
 
-    def target(self, next_head: np.ndarray, next_wrist: np.ndarray, success: bool) -> list[int]:
-        """What the model generates after the prompt (plus ``<eos>``)."""
-        return [*self._codes(next_head), WRIST, *self._codes(next_wrist), REW, YES if success else NO, EOS]
+    def target(self, next_head: np.ndarray, next_wrist: np.ndarray, success: bool,
+               head: np.ndarray | None = None, wrist: np.ndarray | None = None) -> list[int]:
+        """What the model generates after the prompt (plus ``<eos>``); ``head``/``wrist`` are the
+        current views' codes, needed with ``keep_codes``."""
+        if self.keep_codes:
+            if head is None or wrist is None:
+                raise ValueError("this layout writes <keep> tokens: pass the current head and wrist codes")
+            nh, nw = self._kept(next_head, head), self._kept(next_wrist, wrist)
+        else:
+            nh, nw = self._codes(next_head), self._codes(next_wrist)
+        return [*nh, WRIST, *nw, REW, YES if success else NO, EOS]
+
+    def _kept(self, nxt: np.ndarray, cur: np.ndarray) -> list[int]:
+        ids = np.asarray(self._codes(nxt))
+        return np.where(np.asarray(nxt).reshape(-1) == np.asarray(cur).reshape(-1), KEEP, ids).tolist()
 
     def segments(self) -> dict[str, slice]:
         """Positions of each segment within :meth:`target`."""
         k = self.codes_per_view
         return {"head": slice(0, k), "wrist": slice(k + 1, 2 * k + 1), "reward": slice(2 * k + 2, 2 * k + 3)}
 
-    def split_target(self, tokens) -> tuple[np.ndarray, np.ndarray]:
-        """Generated tokens -> (head codes, wrist codes) in codebook index space."""
+    def current_codes(self, prompt) -> tuple[np.ndarray, np.ndarray]:
+        """(head, wrist) codes of the current observation, read back from a :meth:`prompt`."""
+        k, a = self.codes_per_view, self.chunk_size * self.action_dim
+        tail = np.asarray(prompt[-(2 * k + a + 4) :])  # <head> h <wrist> w <act> bins <head>
+        if len(tail) != 2 * k + a + 4 or tail[0] != HEAD or tail[k + 1] != WRIST or tail[2 * k + 2] != ACT:
+            raise ValueError("not a transition prompt of this layout")
+        return tail[1 : k + 1] - self.code_offset, tail[k + 2 : 2 * k + 2] - self.code_offset
+
+    def split_target(self, tokens, prompt=None) -> tuple[np.ndarray, np.ndarray]:
+        """Generated tokens -> (head codes, wrist codes) in codebook index space; ``<keep>`` tokens
+        take the current view's code at their position, read from ``prompt``."""
         t = np.asarray(tokens)
         seg = self.segments()
-        return t[seg["head"]] - self.code_offset, t[seg["wrist"]] - self.code_offset
+        head, wrist = t[seg["head"]], t[seg["wrist"]]
+        if (head == KEEP).any() or (wrist == KEEP).any():
+            if prompt is None:
+                raise ValueError("generated tokens hold <keep>: pass the prompt that holds the current codes")
+            ch, cw = self.current_codes(prompt)
+            return (np.where(head == KEEP, ch, head - self.code_offset),
+                    np.where(wrist == KEEP, cw, wrist - self.code_offset))
+        return head - self.code_offset, wrist - self.code_offset
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:

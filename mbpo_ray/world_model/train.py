@@ -107,7 +107,7 @@ def prepare(store: ReplayStore, tokenizer: ImageTokenizer, cfg: WorldModelConfig
         for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"):
             texts += [t.language for t in benchmark.get_benchmark_dict()[suite]().tasks]
         layout = TokenLayout.fit(texts, acts, tokenizer.preset.codebook_size, tokenizer.preset.codes_per_view,
-                                 store.spec.chunk_size)
+                                 store.spec.chunk_size, keep_codes=cfg.keep_codes)
         out.mkdir(parents=True, exist_ok=True)
         layout.save(out / "layout.json")
         (out / "split.json").write_text(json.dumps(split, indent=1))

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from mbpo_ray.world_model.layout import ACT, BOS, EOS, HEAD, NO, REW, SPECIALS, UNK, WRIST, YES, TokenLayout
+from mbpo_ray.world_model.layout import (
+    ACT,
+    BOS,
+    EOS,
+    HEAD,
+    KEEP,
+    NO,
+    REW,
+    SPECIALS,
+    UNK,
+    WRIST,
+    YES,
+    TokenLayout,
+)
 from tests.world_model.conftest import tiny_layout
 
 
@@ -32,15 +47,26 @@ def test_transition_round_trip(tmp_path):
     width = (np.array(lay.action_high) - np.array(lay.action_low)) / 256
     inside = (actions >= lay.action_low) & (actions <= lay.action_high)
     assert (np.abs(decoded - actions)[inside] <= (width / 2 + 1e-9)[np.nonzero(inside)[1]]).all()
-    t = lay.target(nh, nw, success=True)
+    nh[:2] = head[:2]  # two head codes stay as they are
+    t = lay.target(nh, nw, success=True, head=head, wrist=wrist)
     assert t[4] == WRIST and t[9] == REW and t[10] == YES and t[11] == EOS and len(t) == lay.target_len + 1
-    h, w = lay.split_target(t[:-1])
+    assert t[:2] == [KEEP, KEEP] and KEEP not in t[2:4]
+    np.testing.assert_array_equal(lay.current_codes(p)[0], head)
+    h, w = lay.split_target(t[:-1], p)
     np.testing.assert_array_equal(h, nh)
     np.testing.assert_array_equal(w, nw)
-    assert lay.target(nh, nw, success=False)[10] == NO
+    with pytest.raises(ValueError, match="pass the prompt"):
+        lay.split_target(t[:-1])
+    with pytest.raises(ValueError, match="pass the current head and wrist codes"):
+        lay.target(nh, nw, success=True)
+    assert lay.target(nh, nw, success=False, head=head, wrist=wrist)[10] == NO
     assert len(p) + len(t) <= lay.max_len()
     lay.save(tmp_path / "layout.json")
     assert TokenLayout.load(tmp_path / "layout.json") == lay
+    plain = dataclasses.replace(lay, keep_codes=False)  # absolute codes everywhere
+    t = plain.target(nh, nw, success=True)
+    assert KEEP not in t and KEEP not in plain.view_ids and KEEP in lay.view_ids
+    np.testing.assert_array_equal(plain.split_target(t[:-1])[0], nh)
 
 
 def test_short_chunk_is_padded_and_bad_codes_rejected():

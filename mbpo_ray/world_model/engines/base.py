@@ -54,8 +54,8 @@ class WorldModelEngine(ABC):
         if version <= self.version:
             raise ValueError(f"weights version {version} is not newer than the engine's {self.version}")
 
-    def _imagined(self, tokens: list[int], logit_yes: float, logit_no: float) -> Imagined:
-        head, wrist = self.layout.split_target(tokens)
+    def _imagined(self, prompt: list[int], tokens: list[int], logit_yes: float, logit_no: float) -> Imagined:
+        head, wrist = self.layout.split_target(tokens, prompt)
         p_yes = float(1.0 / (1.0 + np.exp(logit_no - logit_yes)))
         return Imagined(head=head, wrist=wrist, p_yes=p_yes, tokens=list(tokens))
 

@@ -15,7 +15,7 @@ class SegmentMask:
         k, v = layout.codes_per_view, layout.vocab_size
         self.prompt_len = prompt_len
         codes = torch.full((v,), float("-inf"))
-        codes[layout.code_offset : layout.bin_offset] = 0
+        codes[layout.view_ids] = 0
         self.masks = []
         for i in range(layout.target_len):
             if i == k or i == 2 * k + 1:
@@ -63,7 +63,7 @@ class HFEngine(WorldModelEngine):
         )
         gen = out.sequences[:, width:].cpu().tolist()
         last = out.logits[-1].float().cpu()  # raw logits at the reward position
-        return [self._imagined(gen[i], float(last[i, YES]), float(last[i, NO])) for i in range(n)]
+        return [self._imagined(prompts[i], gen[i], float(last[i, YES]), float(last[i, NO])) for i in range(n)]
 
     def update_weights(self, state_dict: dict, version: int) -> None:
         self._check_version(version)
