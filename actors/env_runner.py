@@ -1,13 +1,16 @@
-"""Env-runner actor: one real LIBERO environment per actor, episodes written straight to the store.
+"""Env-runner actor: real LIBERO environments in one process, for collection and policy evaluation.
 
-The store is append-safe for many writers, so episodes never travel through the driver; each call
-returns only a small summary.
+Collection: episodes are appended to the store by the actor itself (the store is append-safe for
+many writers), so frames never travel through the driver; each call returns a small summary.
+Evaluation: the actor loads a policy checkpoint once and keeps one LiberoEnv per task it meets
+(the two most recent), so consecutive episodes of a task reuse the environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections import OrderedDict
 
 import ray
 
@@ -16,26 +19,55 @@ from mbpo_ray.config import build_config
 from mbpo_ray.envs.libero_env import LiberoEnv
 from mbpo_ray.replay import ReplayStore
 
+MAX_ENVS = 2
+
 
 class EnvRunner:
-    """Holds one LiberoEnv for one task; build with :func:`make_env_runners`."""
+    """LiberoEnvs made on first use; build with :func:`make_env_runners`."""
 
-    def __init__(self, cfg_dict: dict, store_uri: str):
+    def __init__(self, cfg_dict: dict, store_uri: str | None):
         self.cfg = build_config(overrides=cfg_dict)
-        self.store = ReplayStore.open(store_uri)
-        self.env = LiberoEnv(self.cfg.env, seed=self.cfg.collect.seed)
+        self.store = ReplayStore.open(store_uri) if store_uri else None
+        self._envs: OrderedDict[tuple[str, int], LiberoEnv] = OrderedDict()
+        self._policies: dict[str, object] = {}
+
+    def _env(self, suite: str, task_id: int) -> LiberoEnv:
+        key = (suite, task_id)
+        if key not in self._envs:
+            env_cfg = dataclasses.replace(self.cfg.env, suite=suite, task_id=task_id)
+            self._envs[key] = LiberoEnv(env_cfg, seed=self.cfg.collect.seed)
+            while len(self._envs) > MAX_ENVS:
+                self._envs.popitem(last=False)[1].close()
+        self._envs.move_to_end(key)
+        return self._envs[key]
+
+    @property
+    def env(self) -> LiberoEnv:
+        return self._env(self.cfg.env.suite, self.cfg.env.task_id)
 
     def expert_episode(self, index: int, init_state: int) -> dict:
         return dataclasses.asdict(run_expert_episode(self.env, self.cfg, self.store, index, init_state))
+
+    def policy_episode(self, checkpoint: str, suite: str, task_id: int, init_state: int, greedy: bool = True,
+                       seed: int = 0, record: bool = False) -> dict:
+        """One evaluation episode of the policy saved in ``checkpoint`` (loaded once per actor)."""
+        from mbpo_ray.policy import load_policy
+        from mbpo_ray.policy.evaluate import run_policy_episode
+
+        if checkpoint not in self._policies:
+            self._policies[checkpoint] = load_policy(checkpoint)
+        return run_policy_episode(self._env(suite, task_id), self._policies[checkpoint], init_state, greedy,
+                                  seed, record)
 
     def pid(self) -> int:
         return os.getpid()
 
     def close(self) -> None:
-        self.env.close()
+        while self._envs:
+            self._envs.popitem()[1].close()
 
 
-def make_env_runners(cfg_dict: dict, store_uri: str, n: int, num_cpus: float = 1.0) -> list:
+def make_env_runners(cfg_dict: dict, store_uri: str | None, n: int, num_cpus: float = 1.0) -> list:
     """``n`` env-runner actors; rendering backend and thread counts pinned per process."""
     env_vars = {
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", cfg_dict["env"]["renderer"]),

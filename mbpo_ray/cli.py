@@ -29,11 +29,23 @@ SHORTHANDS = {
     "seed": "collect.seed",
     "noise": "expert.noise_std",
 }
+# the policy commands' flags (they name other fields than collect's flags of the same name)
+EVAL_SHORTHANDS = {
+    "suite": "eval.suite",
+    "tasks": "eval.tasks",
+    "episodes_per_task": "eval.episodes_per_task",
+    "workers": "eval.workers",
+    "seed": "eval.seed",
+    "videos": "eval.videos",
+    "sample": "eval.sample",
+}
+SFT_SHORTHANDS = {"suite": "env.suite", "tasks": "sft.tasks", "demos_per_task": "sft.demos_per_task",
+                  "steps": "sft.steps", "seed": "sft.seed"}
 
 
 def _config(args: argparse.Namespace, extra: list[str]) -> Config:
     overrides: dict[str, Any] = parse_overrides(extra)
-    for flag, dotted in SHORTHANDS.items():
+    for flag, dotted in getattr(args, "shorthands", SHORTHANDS).items():
         value = getattr(args, flag, None)
         if value is not None:
             section, name = dotted.split(".")
@@ -251,6 +263,94 @@ def cmd_eval_world_model(args, extra) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- policy
+
+
+def cmd_sft(args, extra) -> int:
+    from mbpo_ray.policy.sft import train_sft
+
+    cfg = _config(args, extra)
+    r = train_sft(args.store, args.out, cfg, resume=args.resume)
+    demos = sum(r["demos"].values())
+    print(f"policy ({r['params'] / 1e6:.1f} M parameters) trained {r['steps']} steps on {demos} demonstrations "
+          f"of {len(r['demos'])} task(s) ({r['steps_per_s']:.2f} steps/s, {r['train_minutes']:.1f} min); "
+          f"saved to {args.out}")
+    return 0
+
+
+def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambda r: None) -> dict:
+    """LIBERO's protocol over env-runner actors; writes ``eval.json`` and GIFs into ``out``."""
+    import ray
+
+    from actors.env_runner import make_env_runners
+    from mbpo_ray.policy import read_policy_meta
+    from mbpo_ray.policy.evaluate import eval_plan, summarize, write_video
+
+    ec = cfg.eval
+    meta = read_policy_meta(checkpoint)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    plan = eval_plan(ec)
+    workers = min(ec.workers, len(plan))
+    _init_ray(max(workers, os.cpu_count() or 1))
+    env_cfg = {"suite": ec.suite, "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"],
+               "max_steps": ec.max_steps, "renderer": cfg.env.renderer, "settle_steps": cfg.env.settle_steps}
+    runners = make_env_runners({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], **env_cfg}}, None, workers)
+    todo, pending, results = list(plan), {}, []
+    t0 = time.time()
+
+    def submit(runner) -> None:
+        job = todo.pop(0)
+        pending[runner.policy_episode.remote(str(Path(checkpoint).resolve()), **job)] = runner
+
+    try:
+        for runner in runners:
+            if todo:
+                submit(runner)
+        while pending:
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            runner = pending.pop(ready)
+            r = ray.get(ready)
+            if r.get("frames") is not None:
+                r["video"] = write_video(r.pop("frames"), Path(out), r)
+            results.append(r)
+            on_episode(r)
+            if todo:
+                submit(runner)
+    finally:
+        ray.get([r.close.remote() for r in runners])
+        for r in runners:
+            ray.kill(r)
+    report = summarize(results, ec, checkpoint, time.time() - t0, workers)
+    (Path(out) / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def cmd_eval(args, extra) -> int:
+    from mbpo_ray.policy import read_policy_meta
+
+    cfg = _config(args, extra)
+    read_policy_meta(args.checkpoint)  # a clear error before Ray starts
+    ec = cfg.eval
+    bar = _progress(len(ec.task_ids) * ec.episodes_per_task, f"eval {ec.suite}")
+    wins = [0]
+
+    def on_episode(r) -> None:
+        wins[0] += r["success"]
+        bar.update(1)
+        bar.set_postfix(success=f"{wins[0]}/{bar.n}")
+
+    try:
+        report = evaluate_checkpoint(args.checkpoint, cfg, args.out, on_episode)
+    finally:
+        bar.close()
+    for t, r in report["tasks"].items():
+        print(f"  task {t}: {100 * r['success_rate']:5.1f}% of {r['episodes']}  {r['instruction']}")
+    print(f"overall {100 * report['success_rate']:.1f}% over {report['episodes']} episodes "
+          f"({report['seconds_per_episode']:.1f} s/episode with {report['workers']} worker(s)); "
+          f"{Path(args.out) / 'eval.json'}")
+    return 0
+
+
 def _check_new_dir(path: str) -> None:
     p = Path(path)
     if p.exists() and (not p.is_dir() or any(p.iterdir())):
@@ -346,6 +446,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
     e.set_defaults(func=cmd_eval_world_model)
+
+    s = with_config(sub.add_parser("sft", help="behaviour cloning of the policy on a store's demonstrations"))
+    s.add_argument("store")
+    s.add_argument("--out", required=True, help="checkpoint folder")
+    s.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    s.add_argument("--suite", help="suite of the demonstrations (env.suite)")
+    s.add_argument("--tasks", help="task ids, e.g. 0-9 (default: every task in the store)")
+    s.add_argument("--demos-per-task", type=int, dest="demos_per_task")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--seed", type=int)
+    s.set_defaults(func=cmd_sft, shorthands=SFT_SHORTHANDS)
+
+    ev = with_config(sub.add_parser("eval", help="success rate of a policy checkpoint on real LIBERO"))
+    ev.add_argument("checkpoint", help="folder made by `mbpo-ray sft`")
+    ev.add_argument("--suite")
+    ev.add_argument("--tasks", help="task ids, e.g. 0-9 or 0,3,5-7")
+    ev.add_argument("--episodes-per-task", type=int, dest="episodes_per_task", help="init states 0..n-1")
+    ev.add_argument("--workers", type=int, help="parallel env-runner Ray actors")
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--videos", type=int, help="episodes written as GIFs")
+    ev.add_argument("--sample", action="store_true", default=None, help="sample actions (default: greedy)")
+    ev.add_argument("--out", required=True, help="folder for eval.json and the GIFs")
+    ev.set_defaults(func=cmd_eval, shorthands=EVAL_SHORTHANDS)
 
     run = with_config(sub.add_parser("run", help="the main job on the embedded default config"))
     run.set_defaults(func=cmd_run)

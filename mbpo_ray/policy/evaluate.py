@@ -1,0 +1,95 @@
+"""Policy evaluation on real LIBERO (plain Python; ``actors/env_runner.py`` runs it in Ray actors).
+
+LIBERO's protocol: per task, the suite's fixed init states 0..n-1 in order, the suite's max steps,
+the settle steps :class:`~mbpo_ray.envs.libero_env.LiberoEnv` does after reset; success if the
+env's own predicate holds before time runs out. The policy is called once per chunk, on the
+observation rendered at the chunk's end, and the whole chunk runs open loop (``step_chunk``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mbpo_ray.config import EvalConfig
+from mbpo_ray.envs.libero_env import LiberoEnv
+from mbpo_ray.policy.base import Observations, Policy
+
+
+def episode_seed(seed: int, task_id: int, init_state: int) -> int:
+    """Per-episode sampling seed: the same episodes come out whatever the number of workers."""
+    return seed * 1_000_003 + task_id * 100 + init_state
+
+
+def eval_plan(ec: EvalConfig) -> list[dict]:
+    """One job per episode, task by task, init states in order; the first ``videos`` by (init, task) record."""
+    jobs = [{"suite": ec.suite, "task_id": t, "init_state": i, "greedy": not ec.sample,
+             "seed": episode_seed(ec.seed, t, i), "record": False}
+            for t in ec.task_ids for i in range(ec.episodes_per_task)]
+    for job in sorted(jobs, key=lambda j: (j["init_state"], j["task_id"]))[: ec.videos]:
+        job["record"] = True
+    return jobs
+
+
+def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: bool = True, seed: int = 0,
+                       record: bool = False) -> dict:
+    """One episode from a fixed init state; frames (head, wrist per chunk end) only if ``record``."""
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    obs = env.reset(init_state)
+    frames = [(obs.head, obs.wrist)] if record else None
+    done, chunks, policy_s = False, 0, 0.0
+    while not done:
+        t1 = time.perf_counter()
+        out = policy.act(Observations.single(obs, env.instruction), greedy=greedy, generator=gen)
+        policy_s += time.perf_counter() - t1
+        result = env.step_chunk(out.actions[0].numpy())
+        obs, done, chunks = result.obs, result.done, chunks + 1
+        if record:
+            frames.append((obs.head, obs.wrist))
+    return {"task_id": env.cfg.task_id, "init_state": init_state, "success": bool(env.success), "steps": env.t,
+            "chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "policy_seconds": round(policy_s, 3),
+            "instruction": env.instruction, "frames": frames}
+
+
+def write_video(frames: list[tuple[np.ndarray, np.ndarray]], out: Path, r: dict, ms_per_chunk: int = 400) -> str:
+    """GIF of one episode: head and wrist views side by side, upright, one frame per chunk end."""
+    from PIL import Image
+
+    images = [Image.fromarray(np.concatenate([h, w], axis=1)) for h, w in frames]
+    name = f"task{r['task_id']}_init{r['init_state']}_{'success' if r['success'] else 'failure'}.gif"
+    images[0].save(out / name, save_all=True, append_images=images[1:], duration=ms_per_chunk, loop=0)
+    return name
+
+
+def summarize(results: list[dict], ec: EvalConfig, checkpoint: str, seconds: float, workers: int) -> dict:
+    """Success per task and overall, in the plan's order."""
+    results = sorted(results, key=lambda r: (r["task_id"], r["init_state"]))
+    tasks: dict[str, dict] = {}
+    for t in ec.task_ids:
+        rs = [r for r in results if r["task_id"] == t]
+        tasks[str(t)] = {"success_rate": sum(r["success"] for r in rs) / len(rs), "episodes": len(rs),
+                         "instruction": rs[0]["instruction"],
+                         "successes": [r["init_state"] for r in rs if r["success"]]}
+    return {
+        "suite": ec.suite,
+        "checkpoint": Path(checkpoint).name,
+        "success_rate": sum(r["success"] for r in results) / len(results),
+        "episodes": len(results),
+        "tasks": tasks,
+        "greedy": not ec.sample,
+        "seed": ec.seed,
+        "max_steps": ec.max_steps or None,
+        "workers": workers,
+        "seconds": round(seconds, 1),
+        "seconds_per_episode": seconds / len(results),
+        "mean_episode_seconds": float(np.mean([r["seconds"] for r in results])),
+        "mean_policy_seconds_per_chunk": float(sum(r["policy_seconds"] for r in results)
+                                               / max(1, sum(r["chunks"] for r in results))),
+        "videos": sorted(r["video"] for r in results if r.get("video")),
+        "episodes_detail": [{k: r[k] for k in ("task_id", "init_state", "success", "steps", "seconds")}
+                            for r in results],
+    }
