@@ -55,14 +55,18 @@ test-all: install
 lint: install
 	$(BIN)/ruff check .
 
-# Benchmarks write JSON + PNG into benchmarks/results/ (about 1.5 hours here in all).
+# Benchmarks write JSON + PNG into benchmarks/results/ (about 1.5 hours here, plus ~3 hours for
+# the policy: demo collection, SFT, 500 evaluation episodes, evaluation scaling).
 CACHE ?= $(HOME)/.cache/mbpo-ray
+SFT_WORK := $(CACHE)/bench/sft_eval-$(shell date +%Y%m%d-%H%M%S)
 bench: install
 	$(BIN)/python benchmarks/env_render.py --steps 100 --rounds 2
 	$(BIN)/python benchmarks/replay_store.py --transitions 100000
 	$(BIN)/python benchmarks/expert_success.py --suite libero_spatial --tasks 0-9 --init-states 20 --workers 2
 	$(BIN)/python benchmarks/engine_throughput.py
 	$(BIN)/python benchmarks/world_model_quality.py --store $(CACHE)/wm/demos --work $(CACHE)/wm/run-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/python benchmarks/sft_eval.py --store $(CACHE)/demos/libero_spatial --collect-missing --demos-per-task 10 --tasks 0-9 --steps 3000 --episodes-per-task 50 --workers 2 --work $(SFT_WORK)
+	$(BIN)/python benchmarks/eval_scaling.py --checkpoint $(SFT_WORK)/policy --tasks 0-1 --episodes-per-task 10
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
