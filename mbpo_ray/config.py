@@ -203,6 +203,7 @@ class PolicyConfig:
     text_width: int = 128
     hidden_size: int = 256  # fused trunk width
     n_bins: int = 256  # per action dimension, as the world model's action tokens
+    proprio: bool = False  # the world model imagines images only: a proprio input has no imagined value
 
     def __post_init__(self) -> None:
         _check_choice("policy.arch", self.arch, POLICY_ARCHS)

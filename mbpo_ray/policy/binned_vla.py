@@ -4,7 +4,9 @@
   feature map is flattened, so the trunk keeps where things are;
 * instruction: words hashed into a fixed table (no vocabulary file; any instruction works), with a
   position embedding, averaged;
-* proprio: normalised with the demonstrations' mean and std (buffers saved with the weights);
+* proprio (only with ``policy.proprio``; off by default because the world model imagines images,
+  not proprio, so an MBPO policy sees cameras and instruction only): normalised with the
+  demonstrations' mean and std (buffers saved with the weights);
 * action head: one linear layer giving ``H x 7 x n_bins`` logits, i.e. one categorical per
   (step, dim) of the chunk, all from one forward pass (OpenVLA-OFT style parallel decoding with
   256 bins). That gives PPO exact log-probabilities and entropies of a whole chunk, and the bins are
@@ -59,10 +61,10 @@ class BinnedVLA(Policy):
         self.wrist_proj = nn.Sequential(nn.Flatten(), nn.Linear(feat[0].numel(), hid), nn.GELU())
         self.word_emb = nn.Embedding(TEXT_BUCKETS, cfg.text_width, padding_idx=0)
         self.word_pos = nn.Parameter(torch.zeros(MAX_WORDS, cfg.text_width))
-        self.proprio_proj = nn.Linear(PROPRIO_DIM, 64)
+        self.proprio_proj = nn.Linear(PROPRIO_DIM, 64) if cfg.proprio else None
         self.register_buffer("proprio_mean", torch.zeros(PROPRIO_DIM))
         self.register_buffer("proprio_std", torch.ones(PROPRIO_DIM))
-        width = 2 * hid + cfg.text_width + 64
+        width = 2 * hid + cfg.text_width + (64 if cfg.proprio else 0)
         self.trunk = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hid), nn.GELU(), nn.Linear(hid, hid),
                                    nn.GELU())
         self.action_head = nn.Linear(hid, bins.chunk_size * bins.action_dim * bins.n_bins)
@@ -80,9 +82,11 @@ class BinnedVLA(Policy):
         ids = hash_words(obs.instruction).to(dev)
         mask = (ids > 0).float().unsqueeze(-1)
         text = ((self.word_emb(ids) + self.word_pos) * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        prop = torch.as_tensor(obs.proprio, dtype=torch.float32, device=dev) - self.proprio_mean
-        prop = self.proprio_proj(prop / self.proprio_std)
-        return self.trunk(torch.cat([self.head_proj(head), self.wrist_proj(wrist), text, prop], dim=-1))
+        parts = [self.head_proj(head), self.wrist_proj(wrist), text]
+        if self.cfg.proprio:
+            prop = torch.as_tensor(obs.proprio, dtype=torch.float32, device=dev) - self.proprio_mean
+            parts.append(self.proprio_proj(prop / self.proprio_std))
+        return self.trunk(torch.cat(parts, dim=-1))
 
     def logits_and_value(self, obs: Observations) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.features(obs)

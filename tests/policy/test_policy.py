@@ -108,3 +108,14 @@ def test_registry_and_config_errors():
         build_config(overrides=["--eval.tasks=3-10"])
     assert build_config(overrides=["--eval.suite=libero_90", "--eval.tasks=80-89"]).eval.task_ids[-1] == 89
     assert tiny_policy_config().image_size == 16
+
+
+def test_proprio_is_read_only_when_configured():
+    obs = batch(3)
+    moved = Observations(obs.head, obs.wrist, np.asarray(obs.proprio) + 5.0, obs.instruction)
+    for proprio in (False, True):
+        torch.manual_seed(0)
+        bins = ActionBins.fit(np.random.default_rng(0).uniform(-1, 1, (400, 7)), H)
+        policy = build_policy(PolicyConfig(**{**TINY_POLICY, "proprio": proprio}), bins).eval()
+        same = torch.allclose(policy.logits_and_value(obs)[0], policy.logits_and_value(moved)[0])
+        assert same != proprio
