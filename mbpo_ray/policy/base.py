@@ -46,6 +46,7 @@ class ActOutput:
     bins: torch.Tensor  # (B, H, 7) int64
     log_prob: torch.Tensor  # (B,) log-probability of the whole chunk
     value: torch.Tensor  # (B,)
+    token_log_prob: torch.Tensor | None = None  # (B, H, 7) per binned dimension (sums to log_prob)
 
 
 class ActionBins:
@@ -144,14 +145,16 @@ class Policy(nn.Module):
         else:
             flat = logp.exp().reshape(-1, logp.shape[-1]).cpu()
             bins = torch.multinomial(flat, 1, generator=generator).reshape(logp.shape[:-1]).to(logp.device)
-        chosen = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1).sum(dim=(1, 2))
-        return ActOutput(actions=self.bins.to_actions(bins), bins=bins, log_prob=chosen, value=value)
+        per = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)
+        return ActOutput(actions=self.bins.to_actions(bins), bins=bins, log_prob=per.sum(dim=(1, 2)), value=value,
+                         token_log_prob=per)
 
-    def evaluate(self, obs: Observations, actions: torch.Tensor | np.ndarray,
-                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def evaluate(self, obs: Observations, actions: torch.Tensor | np.ndarray, mask: torch.Tensor | None = None,
+                 per_token: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-prob and entropy of ``actions`` (B, H, 7; floats, binned here) and the value, with grad.
 
         ``mask`` (B, H) marks the valid steps of chunks cut short by an episode's end (default: all).
+        ``per_token``: log-probs and entropies per binned dimension (B, H, 7) instead of per chunk.
         """
         logits, value = self.logits_and_value(obs)
         logp = F.log_softmax(logits.float(), dim=-1)
@@ -161,4 +164,6 @@ class Policy(nn.Module):
         if mask is not None:
             m = mask.to(per.dtype).unsqueeze(-1)
             per, ent = per * m, ent * m
+        if per_token:
+            return per, ent, value
         return per.sum(dim=(1, 2)), ent.sum(dim=(1, 2)), value

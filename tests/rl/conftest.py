@@ -1,0 +1,40 @@
+"""A tiny world-model checkpoint folder (random tokenizer and backbone) and a tiny policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mbpo_ray.config import PolicyConfig, WorldModelConfig
+from mbpo_ray.policy import ActionBins, build_policy
+from mbpo_ray.world_model.layout import TokenLayout
+from mbpo_ray.world_model.tokenizer import ImageTokenizer, TokenizerPreset
+from mbpo_ray.world_model.train import build_backbone
+from tests.policy.conftest import TINY_POLICY
+
+H = 2  # chunk size of these tests
+INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer"]
+TOKENIZER = TokenizerPreset(image_size=16, codes_side=4, codebook_size=32, channels=(8, 8, 8), latent_channels=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_world_model(tmp_path_factory):
+    """Checkpoint folder as `train-world-model` writes it: layout.json, tokenizer/, model/."""
+    root = tmp_path_factory.mktemp("wm")
+    torch.manual_seed(0)
+    ImageTokenizer(TOKENIZER).save(root / "tokenizer")
+    layout = TokenLayout.fit(INSTRUCTIONS, np.random.default_rng(0).uniform(-1, 1, (200, 7)),
+                             TOKENIZER.codebook_size, TOKENIZER.codes_per_view, chunk_size=H)
+    layout.save(root / "layout.json")
+    model = build_backbone(WorldModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), layout)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)  # peaked: both yes and no answers come up across prompts
+    model.save_pretrained(root / "model", safe_serialization=True)
+    return str(root)
+
+
+def tiny_policy(seed: int = 0):
+    torch.manual_seed(seed)
+    bins = ActionBins.fit(np.random.default_rng(seed).uniform(-1, 1, (400, 7)), H)
+    return build_policy(PolicyConfig(**TINY_POLICY), bins).eval()
