@@ -137,11 +137,12 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
                                               * max(0.05, 0.5 * (1 + math.cos(math.pi * s / cfg.steps))))
     acc = Accelerator(cpu=not torch.cuda.is_available())
     model, opt, sched = acc.prepare(model, opt, sched)
-    step, best = 0, float("inf")
+    step, best, stale = 0, float("inf"), 0
     if resume and (out_p / "state").exists():
         acc.load_state(str(out_p / "state"))
         saved = json.loads((out_p / "state" / "step.json").read_text())
         step, best = saved["step"], saved.get("best_heldout_loss", float("inf"))
+        stale = saved.get("evals_since_best", 0)
     tb = SummaryWriter(str(out_p / "tb"))
     rng = np.random.default_rng(seed + step)
     t0, minutes = time.time(), 0.0
@@ -171,11 +172,17 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
                     tb.add_scalar(f"heldout/{k}", v, step)
                 loss = h["loss"]
             if loss < best or held is None:
-                best = loss if held is not None else best
+                best, stale = (loss if held is not None else best), 0
                 acc.unwrap_model(model).save_pretrained(out_p / "model", safe_serialization=True)
                 (out_p / "best.json").write_text(json.dumps({"step": step, "heldout_loss": loss}))
+            else:
+                stale += 1
             acc.save_state(str(out_p / "state"))
-            (out_p / "state" / "step.json").write_text(json.dumps({"step": step, "best_heldout_loss": best}))
+            (out_p / "state" / "step.json").write_text(json.dumps({"step": step, "best_heldout_loss": best,
+                                                                    "evals_since_best": stale}))
+            if cfg.patience and stale >= cfg.patience:
+                bar.write(f"held-out loss has not improved for {stale} evaluations: stopping at step {step}")
+                break
     bar.close()
     tb.close()
     return {"steps": step, "train_minutes": round(minutes, 2), "params": sum(p.numel() for p in model.parameters())}
