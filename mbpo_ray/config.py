@@ -148,6 +148,7 @@ class WorldModelConfig:
     warmup_steps: int = 100
     max_minutes: float = 45.0  # wall-clock cap on training
     checkpoint_every: int = 500
+    patience: int = 0  # stop after this many held-out evaluations without a new best (0 = never)
     holdout_episodes: float = 0.2  # fraction of episodes held out for the quality report
     keep_codes: bool = True  # <keep> for a code equal to the current view's at its position
     engine: str = "vllm"
@@ -164,6 +165,7 @@ class WorldModelConfig:
         _check_range("world_model.lr", self.lr, 1e-7, 1.0)
         _check_range("world_model.max_minutes", self.max_minutes, 0.1, 100_000)
         _check_range("world_model.holdout_episodes", self.holdout_episodes, 0.0, 0.9)
+        _check_range("world_model.patience", self.patience, 0, 1_000_000)
         _check_choice("world_model.engine", self.engine, ENGINES)
         _check_range("world_model.temperature", self.temperature, 0.0, 10.0)
 
@@ -285,6 +287,93 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class MBPOConfig:
+    """The distributed loop: imagined branches from real start states, PPO, real data, weight sync.
+
+    Defaults follow the paper where it gives them (clip, gamma, lambda, learning rates, 2-chunk
+    branches); the sizes are those of the CPU default (the paper: 512 branches, 20 updates per batch).
+    """
+
+    iterations: int = 4
+    tasks: str = "0-1"  # tasks of env.suite whose start states are branched from
+    branches: int = 32  # imagined branches per iteration (all world-model workers together)
+    n_chunks: int = 2  # branch length in chunks; bootstrapped with V(last observation)
+    temperature: float = 1.0  # world-model sampling temperature during imagination
+    clip: float = 0.1
+    gamma: float = 0.99
+    lam: float = 0.95
+    actor_lr: float = 5e-6
+    critic_lr: float = 1e-4
+    updates_per_batch: int = 4  # update-to-data ratio: gradient steps per imagined batch
+    minibatch_size: int = 16
+    value_coef: float = 1.0
+    entropy_coef: float = 0.0
+    critic_warmup: int = 1  # first iterations train the critic only (the SFT critic is untrained)
+    learners: int = 1  # DDP ranks of the policy learner group (gloo on CPU, NCCL on GPU)
+    wm_workers_min: int = 1
+    wm_workers_max: int = 1
+    max_staleness: int = 1  # policy versions an imagined sample may lag the learner by
+    real_every: int = 2  # every K iterations env runners roll the policy out in LIBERO (0 = never)
+    real_episodes: int = 2
+    env_runners: int = 1
+    eval_every: int = 0  # every K iterations evaluate on eval_episodes init states per task (0 = at the end only)
+    eval_episodes: int = 2
+    wm_finetune_every: int = 0  # every K iterations finetune the world model on the store (0 = never)
+    wm_finetune_steps: int = 50
+    checkpoint_every: int = 2
+    seed: int = 0
+    worker_cpus: float = 1.0  # Ray resources of one world-model worker (a GPU per replica on a cluster)
+    worker_gpus: float = 0.0
+    learner_cpus: float = 0.5  # per learner rank (the defaults fit a 2-core machine)
+    learner_gpus: float = 0.0
+    runner_cpus: float = 0.5  # per env runner
+
+    def __post_init__(self) -> None:
+        for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus"):
+            _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)
+        _check_range("mbpo.iterations", self.iterations, 1, 10_000_000)
+        _check_tasks("mbpo.tasks", self.tasks, "libero_90")
+        _check_range("mbpo.branches", self.branches, 1, 10_000_000)
+        _check_range("mbpo.n_chunks", self.n_chunks, 1, 1000)
+        _check_range("mbpo.temperature", self.temperature, 0.0, 10.0)
+        _check_range("mbpo.clip", self.clip, 1e-4, 1.0)
+        _check_range("mbpo.gamma", self.gamma, 0.0, 1.0)
+        _check_range("mbpo.lam", self.lam, 0.0, 1.0)
+        _check_range("mbpo.actor_lr", self.actor_lr, 0.0, 1.0)
+        _check_range("mbpo.critic_lr", self.critic_lr, 0.0, 1.0)
+        _check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
+        _check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
+        _check_range("mbpo.learners", self.learners, 1, 4096)
+        _check_range("mbpo.wm_workers_min", self.wm_workers_min, 1, 4096)
+        _check_range("mbpo.wm_workers_max", self.wm_workers_max, self.wm_workers_min, 4096)
+        _check_range("mbpo.max_staleness", self.max_staleness, 0, 1000)
+        for name in ("real_every", "eval_every", "wm_finetune_every", "critic_warmup"):
+            _check_range(f"mbpo.{name}", getattr(self, name), 0, 10_000_000)
+        _check_range("mbpo.real_episodes", self.real_episodes, 1, 100_000)
+        _check_range("mbpo.env_runners", self.env_runners, 1, 4096)
+        _check_range("mbpo.eval_episodes", self.eval_episodes, 1, 50)
+        _check_range("mbpo.checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+
+    @property
+    def task_ids(self) -> list[int]:
+        return parse_task_ids(self.tasks)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``mbpo-ray run`` (``make run``): the whole pipeline at a size a laptop finishes in minutes."""
+
+    episodes_per_task: int = 4  # scripted demonstrations per task of mbpo.tasks
+    tokenizer_steps: int = 150
+    world_model_steps: int = 150
+    sft_steps: int = 300
+
+    def __post_init__(self) -> None:
+        for name in ("episodes_per_task", "tokenizer_steps", "world_model_steps", "sft_steps"):
+            _check_range(f"run.{name}", getattr(self, name), 1, 10_000_000)
+
+
+@dataclass(frozen=True)
 class Config:
     cache_dir: str = field(default_factory=default_cache_dir)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -295,6 +384,8 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    mbpo: MBPOConfig = field(default_factory=MBPOConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
