@@ -51,6 +51,15 @@ def top_up(store: str, tasks: list[int], n: int, workers: int) -> None:
                 raise SystemExit(f"collecting demos for task {t} failed")
 
 
+def unseen(report: dict, task: int, first: int | None) -> dict:
+    """Success on the init states >= ``first`` only (those no demonstration started from)."""
+    if first is None:
+        return {}
+    eps = [e for e in report["episodes_detail"] if e["task_id"] == task and e["init_state"] >= first]
+    return {"unseen_init_states_from": first, "unseen_episodes": len(eps),
+            "unseen_success_rate": sum(e["success"] for e in eps) / len(eps) if eps else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", required=True, help="replay store with libero_spatial demonstrations")
@@ -62,6 +71,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-steps", type=int, default=0, help="0 = the suite's limit (protocol); smaller: smoke test")
     ap.add_argument("--collect-missing", action="store_true", help="top the store up with expert demos first")
+    ap.add_argument("--unseen-from", type=int, default=None,
+                    help="init states >= this were never demonstrated: their success is also reported apart")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="evaluate WORK/policy again (same checkpoint); training figures come from --out's JSON")
     ap.add_argument("--work", type=Path, help="checkpoint and eval folder (default: a new one under the cache)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sft_eval.json"))
     ap.add_argument("overrides", nargs="*", help="config overrides such as --sft.lr=1e-4 (after --)")
@@ -79,14 +92,23 @@ def main() -> None:
         f"--sft.steps={args.steps}", f"--sft.seed={args.seed}", f"--eval.suite={SUITE}", f"--eval.tasks={args.tasks}",
         f"--eval.episodes_per_task={args.episodes_per_task}", f"--eval.workers={args.workers}",
         f"--eval.seed={args.seed}", f"--eval.max_steps={args.max_steps}", *args.overrides])
-    train = train_sft(os.path.expanduser(args.store), str(work / "policy"), cfg)
+    if args.eval_only:
+        prev = json.loads(args.out.read_text())
+        meta = json.loads((work / "policy" / "policy.json").read_text())
+        if prev["demo_episode_ids"] != meta["demos"]:
+            raise SystemExit(f"{args.out} describes another checkpoint than {work / 'policy'}: run without --eval-only")
+        train = {"train_minutes": prev["train_minutes"], "steps": prev["sft_steps"],
+                 "steps_per_s": prev["sft_steps_per_s"], "params": prev["policy_params"]}
+    else:
+        train = train_sft(os.path.expanduser(args.store), str(work / "policy"), cfg)
     t0 = time.perf_counter()
     report = evaluate_checkpoint(str(work / "policy"), cfg, str(work / "eval"))
     meta = json.loads((work / "policy" / "policy.json").read_text())
     result = {
         "suite": SUITE,
         "demos_per_task": args.demos_per_task,
-        "tasks": {t: {"success_rate": r["success_rate"], "episodes": r["episodes"], "instruction": r["instruction"]}
+        "tasks": {t: {"success_rate": r["success_rate"], "episodes": r["episodes"], "instruction": r["instruction"],
+                      **unseen(report, int(t), args.unseen_from)}
                   for t, r in report["tasks"].items()},
         "overall_success_rate": report["success_rate"],
         "episodes": report["episodes"],

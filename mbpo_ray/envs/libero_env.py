@@ -107,7 +107,7 @@ class LiberoEnv:
             camera_widths=cfg.image_size,
             horizon=cfg.settle_steps + cfg.horizon + 10,
         )
-        self._env.seed(seed)
+        self._seed = seed
         self._camera_keys = (f"{HEAD_CAMERA}_image", f"{WRIST_CAMERA}_image")
         self.t = 0  # policy steps since the end of the settle phase
         self.renders = 0  # number of observations rendered (both cameras each)
@@ -168,6 +168,9 @@ class LiberoEnv:
         """Reset to one of the task's fixed init states, then LIBERO's settle steps."""
         if not 0 <= init_state < len(self.init_states):
             raise EnvError(f"init_state must be in 0..{len(self.init_states) - 1}, got {init_state}")
+        # re-seeded per episode: LIBERO rebuilds the scene on every reset from its random stream, so
+        # without this an episode's outcome would depend on the episodes run before it in this env
+        self._env.seed(self._seed * 1_000_003 + init_state)
         self._env.reset()
         self._set_cameras(False)
         self._env.set_init_state(self.init_states[init_state])

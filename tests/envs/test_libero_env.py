@@ -108,3 +108,20 @@ def test_no_leaked_gl_context():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("closed")
     assert "EGLError" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-2000:]
+
+
+def test_episode_does_not_depend_on_the_episodes_before_it(env):
+    """The same init state and actions give the same frames and states, whatever ran in this env before
+    (LIBERO rebuilds the scene at every reset from the env's random stream)."""
+    actions = np.tile([0.3, -0.2, 0.1, 0.0, 0.0, 0.0, -1.0], (15, 1))
+
+    def rollout(init_state: int):
+        first = env.reset(init_state)
+        for a in actions:
+            env.step(a)
+        return first.head, first.wrist, env.sim_state()
+
+    a = rollout(1)
+    rollout(0)
+    for x, y in zip(a, rollout(1), strict=True):
+        np.testing.assert_array_equal(x, y)
