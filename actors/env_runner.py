@@ -49,15 +49,16 @@ class EnvRunner:
         return dataclasses.asdict(run_expert_episode(self.env, self.cfg, self.store, index, init_state))
 
     def policy_episode(self, checkpoint: str, suite: str, task_id: int, init_state: int, greedy: bool = True,
-                       seed: int = 0, record: bool = False) -> dict:
-        """One evaluation episode of the policy saved in ``checkpoint`` (loaded once per actor)."""
+                       seed: int = 0, record: bool = False, to_store: bool = False, policy_version: int = -1) -> dict:
+        """One episode of the policy saved in ``checkpoint`` (loaded once per actor); ``to_store``:
+        append it to the actor's store as real data."""
         from mbpo_ray.policy import load_policy
         from mbpo_ray.policy.evaluate import run_policy_episode
 
-        if checkpoint not in self._policies:
-            self._policies[checkpoint] = load_policy(checkpoint)
+        if checkpoint not in self._policies:  # only the newest policy is kept
+            self._policies = {checkpoint: load_policy(checkpoint)}
         return run_policy_episode(self._env(suite, task_id), self._policies[checkpoint], init_state, greedy,
-                                  seed, record)
+                                  seed, record, self.store if to_store else None, policy_version)
 
     def pid(self) -> int:
         return os.getpid()
@@ -76,3 +77,36 @@ def make_env_runners(cfg_dict: dict, store_uri: str | None, n: int, num_cpus: fl
     }
     remote = ray.remote(EnvRunner).options(num_cpus=num_cpus, runtime_env={"env_vars": env_vars})
     return [remote.remote(cfg_dict, store_uri) for _ in range(n)]
+
+
+def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make_runner=None) -> list[dict]:
+    """Run ``policy_episode(**job)`` for every job over the runners, each runner one episode at a time.
+
+    With ``make_runner``, a runner that dies is replaced and its episode run again (no episode is
+    lost or counted twice); without it the error propagates. ``runners`` is updated in place.
+    """
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+    todo, pending, results = list(jobs), {}, []
+
+    def submit(slot: int, job: dict) -> None:
+        pending[runners[slot].policy_episode.remote(**job)] = (slot, job)
+
+    for slot in range(min(len(runners), len(todo))):
+        submit(slot, todo.pop(0))
+    while pending:
+        [ready], _ = ray.wait(list(pending), num_returns=1)
+        slot, job = pending.pop(ready)
+        try:
+            r = ray.get(ready)
+        except (RayActorError, ActorDiedError, ActorUnavailableError):
+            if make_runner is None:
+                raise
+            runners[slot] = make_runner()
+            submit(slot, job)
+            continue
+        results.append(r)
+        on_result(r)
+        if todo:
+            submit(slot, todo.pop(0))
+    return results

@@ -98,7 +98,8 @@ def main() -> None:
         if prev["demo_episode_ids"] != meta["demos"]:
             raise SystemExit(f"{args.out} describes another checkpoint than {work / 'policy'}: run without --eval-only")
         train = {"train_minutes": prev["train_minutes"], "steps": prev["sft_steps"],
-                 "steps_per_s": prev["sft_steps_per_s"], "params": prev["policy_params"]}
+                 "steps_per_s": prev["sft_steps_per_s"], "params": prev["policy_params"],
+                 "command": prev.get("train_command", prev["command"]), "commit": prev.get("train_commit", prev["commit"])}
     else:
         train = train_sft(os.path.expanduser(args.store), str(work / "policy"), cfg)
     t0 = time.perf_counter()
@@ -123,6 +124,7 @@ def main() -> None:
         "greedy": report["greedy"],
         "max_steps": args.max_steps or None,
         "config": {"policy": cfg.to_dict()["policy"], "sft": cfg.to_dict()["sft"]},
+        **({"train_command": train["command"], "train_commit": train["commit"]} if args.eval_only else {}),
         **provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -282,7 +282,7 @@ def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambd
     """LIBERO's protocol over env-runner actors; writes ``eval.json`` and GIFs into ``out``."""
     import ray
 
-    from actors.env_runner import make_env_runners
+    from actors.env_runner import make_env_runners, run_episodes
     from mbpo_ray.policy import read_policy_meta
     from mbpo_ray.policy.evaluate import eval_plan, summarize, write_video
 
@@ -295,27 +295,16 @@ def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambd
     env_cfg = {"suite": ec.suite, "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"],
                "max_steps": ec.max_steps, "renderer": cfg.env.renderer, "settle_steps": cfg.env.settle_steps}
     runners = make_env_runners({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], **env_cfg}}, None, workers)
-    todo, pending, results = list(plan), {}, []
+    ckpt = str(Path(checkpoint).resolve())
     t0 = time.time()
 
-    def submit(runner) -> None:
-        job = todo.pop(0)
-        pending[runner.policy_episode.remote(str(Path(checkpoint).resolve()), **job)] = runner
+    def on_result(r: dict) -> None:
+        if r.get("frames") is not None:
+            r["video"] = write_video(r.pop("frames"), Path(out), r)
+        on_episode(r)
 
     try:
-        for runner in runners:
-            if todo:
-                submit(runner)
-        while pending:
-            [ready], _ = ray.wait(list(pending), num_returns=1)
-            runner = pending.pop(ready)
-            r = ray.get(ready)
-            if r.get("frames") is not None:
-                r["video"] = write_video(r.pop("frames"), Path(out), r)
-            results.append(r)
-            on_episode(r)
-            if todo:
-                submit(runner)
+        results = run_episodes(runners, [{"checkpoint": ckpt, **job} for job in plan], on_result)
     finally:
         ray.get([r.close.remote() for r in runners])
         for r in runners:
@@ -357,29 +346,77 @@ def _check_new_dir(path: str) -> None:
         raise ConfigError(f"--out {path} exists and is not empty; nothing was overwritten: choose another --out")
 
 
+# ----------------------------------------------------------------------------- MBPO
+
+
+def cmd_train(args, extra) -> int:
+    """The distributed VLA-MBPO loop (``mbpo_ray/mbpo.py``) on the connected or a local Ray cluster."""
+    from tqdm import tqdm
+
+    from mbpo_ray.mbpo import train_mbpo
+
+    cfg = _config(args, extra)
+    out = args.resume or args.out
+    if not out:
+        raise ConfigError("give --out DIR for a new run, or --resume DIR to continue one")
+    if not args.resume:
+        for flag, path in (("--policy", args.policy), ("--world-model", args.world_model), ("--store", args.store)):
+            if not path:
+                raise ConfigError(f"{flag} is required for a new run")
+    elif not (Path(out) / "checkpoint" / "state.json").is_file():
+        raise FileNotFoundError(f"{out} has no checkpoint to resume (no checkpoint/state.json)")
+    _init_ray(os.cpu_count() or 1)
+    bar = tqdm(total=cfg.mbpo.iterations, desc="VLA-MBPO", unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(log: dict) -> None:
+        bar.n = log["iteration"]
+        bar.set_postfix({k.split("/")[-1]: f"{log[k]:.3g}" for k in ("imagine/reward_mean", "ppo/approx_kl",
+                                                                     "eval/success") if k in log})
+        bar.refresh()
+
+    r = train_mbpo(cfg, args.policy, args.world_model, args.store, out, resume=bool(args.resume), progress=progress)
+    bar.close()
+    print(f"{r.get('iteration', 0)} iterations; policy version {r.get('policy_version')}; "
+          f"last eval success {r.get('eval/success', float('nan')):.2f}")
+    print(f"TensorBoard: tensorboard --logdir {Path(out) / 'tb'}; checkpoint: {Path(out) / 'checkpoint'}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- run
 
 
 def cmd_run(args, extra) -> int:
-    """The main job on the embedded default config (``make run``)."""
-    from mbpo_ray.replay import ReplayStore
-    from mbpo_ray.replay.viz import save_episode_strip
-
+    """The whole pipeline on the embedded default config (``make run``), every step a CLI command:
+    demonstrations -> tokenizer -> world model -> SFT -> VLA-MBPO on a local Ray cluster -> evaluation."""
     cfg = _config(args, extra)
-    run_dir = Path(cfg.cache_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    rc, run_dir = cfg.run, Path(cfg.cache_dir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    uri = str(run_dir / "replay")
-    print(f"run directory: {run_dir}")
-    results = collect(cfg, uri)
-    store = ReplayStore.open(uri)
-    print(format_info(store.info()))
-    if store.episodes:
-        png = save_episode_strip(store, 0, run_dir / "episode0.png")
-        print(f"episode 0 (head and wrist frames): {png}")
-    else:
-        print(f"the expert solved none of {len(results)} episodes; nothing to show")
-        return 1
+    store = str(run_dir / "replay")
+    given = ["--config", args.config] if args.config else []
+    given += extra
+    print(f"run directory: {run_dir}", flush=True)
+
+    def step(title: str, argv: list[str]) -> None:
+        print(f"\n== {title}: mbpo-ray {' '.join(argv)}", flush=True)
+        code = main(argv)
+        if code:
+            raise RuntimeError(f"`mbpo-ray {argv[0]}` failed with exit code {code}; the run so far is in {run_dir}")
+
+    for task in cfg.mbpo.task_ids:
+        step(f"demonstrations, task {task}", ["collect", "--suite", cfg.env.suite, "--task", str(task), "--episodes",
+                                              str(rc.episodes_per_task), "--out", store, *given])
+    step("replay store", ["replay", "show", store, "--episode", "0", "--out", str(run_dir / "episode0.png")])
+    step("image tokenizer", ["train-tokenizer", store, "--out", str(run_dir / "tokenizer"), *given,
+                             f"--tokenizer.steps={rc.tokenizer_steps}"])
+    step("world model", ["train-world-model", store, "--tokenizer", str(run_dir / "tokenizer"), "--out",
+                         str(run_dir / "world_model"), *given, f"--world_model.steps={rc.world_model_steps}",
+                         f"--world_model.checkpoint_every={rc.world_model_steps}"])
+    step("behaviour cloning", ["sft", store, "--out", str(run_dir / "sft"), "--tasks", cfg.mbpo.tasks, *given,
+                               f"--sft.steps={rc.sft_steps}", f"--sft.demos_per_task={rc.episodes_per_task}"])
+    step("VLA-MBPO", ["train", "--policy", str(run_dir / "sft"), "--world-model", str(run_dir / "world_model"),
+                      "--store", store, "--out", str(run_dir / "mbpo"), *given])
+    print(f"\nall done in {run_dir}: episode0.png, world_model/, sft/, mbpo/ (tensorboard --logdir {run_dir / 'mbpo' / 'tb'})")
     return 0
 
 
@@ -469,6 +506,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sample", action="store_true", default=None, help="sample actions (default: greedy)")
     ev.add_argument("--out", required=True, help="folder for eval.json and the GIFs")
     ev.set_defaults(func=cmd_eval, shorthands=EVAL_SHORTHANDS)
+
+    tr = with_config(sub.add_parser("train", help="the distributed VLA-MBPO loop (world model + PPO + real LIBERO)"))
+    tr.add_argument("--policy", help="SFT policy checkpoint to start from (`mbpo-ray sft`)")
+    tr.add_argument("--world-model", dest="world_model", help="world-model checkpoint (`mbpo-ray train-world-model`)")
+    tr.add_argument("--store", help="replay store: start states, and where real rollouts are appended")
+    tr.add_argument("--out", help="new run folder")
+    tr.add_argument("--resume", help="a run folder to continue from its checkpoint")
+    tr.set_defaults(func=cmd_train)
 
     run = with_config(sub.add_parser("run", help="the main job on the embedded default config"))
     run.set_defaults(func=cmd_run)

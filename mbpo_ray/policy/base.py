@@ -149,6 +149,10 @@ class Policy(nn.Module):
         return ActOutput(actions=self.bins.to_actions(bins), bins=bins, log_prob=per.sum(dim=(1, 2)), value=value,
                          token_log_prob=per)
 
+    def forward(self, obs: Observations, actions, mask=None, per_token: bool = False):
+        """:meth:`evaluate`, so data-parallel wrappers (DDP) see the training pass as ``forward``."""
+        return self.evaluate(obs, actions, mask, per_token)
+
     def evaluate(self, obs: Observations, actions: torch.Tensor | np.ndarray, mask: torch.Tensor | None = None,
                  per_token: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-prob and entropy of ``actions`` (B, H, 7; floats, binned here) and the value, with grad.

@@ -17,6 +17,8 @@ import torch
 from mbpo_ray.config import EvalConfig
 from mbpo_ray.envs.libero_env import LiberoEnv
 from mbpo_ray.policy.base import Observations, Policy
+from mbpo_ray.replay import ReplayStore
+from mbpo_ray.replay.episode import EpisodeBuilder
 
 
 def episode_seed(seed: int, task_id: int, init_state: int) -> int:
@@ -35,21 +37,33 @@ def eval_plan(ec: EvalConfig) -> list[dict]:
 
 
 def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: bool = True, seed: int = 0,
-                       record: bool = False) -> dict:
-    """One episode from a fixed init state; frames (head, wrist per chunk end) only if ``record``."""
+                       record: bool = False, store: ReplayStore | None = None, policy_version: int = -1) -> dict:
+    """One episode from a fixed init state; frames (head, wrist per chunk end) only if ``record``.
+
+    With ``store`` the episode is also appended to it as real data (``source="real"``), success or not.
+    """
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     obs = env.reset(init_state)
     frames = [(obs.head, obs.wrist)] if record else None
+    builder = None
+    if store is not None:
+        builder = EpisodeBuilder(store.spec, suite=env.cfg.suite, task_id=env.cfg.task_id,
+                                 instruction=env.instruction, source="real", policy_version=policy_version)
     done, chunks, policy_s = False, 0, 0.0
     while not done:
         t1 = time.perf_counter()
         out = policy.act(Observations.single(obs, env.instruction), greedy=greedy, generator=gen)
         policy_s += time.perf_counter() - t1
+        state = env.sim_state() if builder is not None else None
         result = env.step_chunk(out.actions[0].numpy())
+        if builder is not None:
+            builder.add_chunk(obs, result.actions, result.reward, result.success, result.done, state)
         obs, done, chunks = result.obs, result.done, chunks + 1
         if record:
             frames.append((obs.head, obs.wrist))
+    if builder is not None:
+        store.append(builder.finish(obs, env.sim_state()))
     return {"task_id": env.cfg.task_id, "init_state": init_state, "success": bool(env.success), "steps": env.t,
             "chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "policy_seconds": round(policy_s, 3),
             "instruction": env.instruction, "frames": frames}

@@ -27,7 +27,8 @@ def tiny_world_model(tmp_path_factory):
     layout = TokenLayout.fit(INSTRUCTIONS, np.random.default_rng(0).uniform(-1, 1, (200, 7)),
                              TOKENIZER.codebook_size, TOKENIZER.codes_per_view, chunk_size=H)
     layout.save(root / "layout.json")
-    model = build_backbone(WorldModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), layout)
+    # head_dim 32: the smallest vLLM's CPU attention kernels take
+    model = build_backbone(WorldModelConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=64), layout)
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)  # peaked: both yes and no answers come up across prompts
     model.save_pretrained(root / "model", safe_serialization=True)

@@ -1,0 +1,93 @@
+"""World-model worker: a served world model (vLLM by default) plus a copy of the current policy.
+
+``imagine(n, n_chunks, seed)`` draws ``n`` start states from the shared replay store itself (only
+the drawn rows are read: the store is never copied into the worker), then runs branched imagined
+rollouts with every live branch batched into each engine call. Before each call the worker pulls
+the newest policy (and world-model) weights from the versioned weight store, so a replica that
+joins late or restarts comes up on the latest versions without anything being pushed to it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import ray
+
+from mbpo_ray.config import build_config
+from mbpo_ray.replay import ReplayStore, frames
+from mbpo_ray.weights import WeightStore
+
+POLICY, WORLD_MODEL = "policy", "world_model"
+
+
+class WorldModelWorker:
+    def __init__(self, cfg_dict: dict, world_model_dir: str, policy_dir: str, store_uri: str, weights_uri: str):
+        from mbpo_ray.policy import load_policy
+        from mbpo_ray.world_model.evaluate import WorldModel
+
+        self.cfg = build_config(overrides=cfg_dict)
+        self.store = ReplayStore.open(store_uri)
+        self.weights = WeightStore(weights_uri)
+        self.policy = load_policy(policy_dir)
+        self.wm = WorldModel(world_model_dir, engine=self.cfg.world_model.engine)
+        self.policy_version = 0
+        self.sync()
+
+    def sync(self) -> dict:
+        """Load the newest published policy and world-model weights, if newer than the ones held."""
+        v = self.weights.latest(POLICY)
+        if v > self.policy_version:
+            state, self.policy_version = self.weights.load(POLICY, v)
+            self.policy.load_state_dict(state)
+        w = self.weights.latest(WORLD_MODEL)
+        if w > self.wm.engine.version:
+            state, w = self.weights.load(WORLD_MODEL, w)
+            self.wm.engine.update_weights(state, w)
+        return {"policy_version": self.policy_version, "world_model_version": self.wm.engine.version}
+
+    def imagine(self, n: int, seed: int, task_ids: list[int] | None = None) -> dict:
+        """``n`` branches of ``mbpo.n_chunks`` chunks from start states drawn with ``seed``."""
+        from mbpo_ray.rl.imagine import imagine
+
+        self.sync()
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        cols = ["episode_id", "chunk_index", "head", "wrist", "instruction", "task_id"]
+        if task_ids:  # an equal share of start states per task
+            tasks = rng.choice(task_ids, size=n)
+            parts = [self.store.sample_start_states(int((tasks == t).sum()), rng, t, cols)
+                     for t in task_ids if (tasks == t).any()]
+            table = _concat(parts)
+        else:
+            table = self.store.sample_start_states(n, rng, None, cols)
+        size = self.store.spec.image_size
+        head, wrist = frames(table, "head", size), frames(table, "wrist", size)
+        instr = table.column("instruction").to_pylist()
+        mc = self.cfg.mbpo
+        br = imagine(self.wm, self.policy, head, wrist, instr, mc.n_chunks, mc.temperature, seed)
+        br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),
+                                                     table.column("chunk_index").to_pylist(), strict=True)]
+        br.policy_version, br.world_model_version = self.policy_version, self.wm.engine.version
+        secs = time.perf_counter() - t0
+        return {"branches": br, "seconds": secs, "chunk_transitions": br.steps, "pid": os.getpid()}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _concat(tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
+
+
+def world_model_worker_class(num_cpus: float = 1.0, num_gpus: float = 0.0, env_vars: dict | None = None):
+    """The Ray actor class with its resource request (GPU replicas on a cluster, CPU here)."""
+    threads = str(max(1, int(num_cpus)))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **(env_vars or {})}
+    if not num_gpus:  # vLLM's CPU backend would pin every replica to the same cores: let the OS place them
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    return ray.remote(WorldModelWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1,
+                                                 runtime_env={"env_vars": env})

@@ -1,0 +1,85 @@
+"""World-model learner: finetunes the UMM on the replay store as real data arrives.
+
+It holds the transformers model of a world-model checkpoint with its optimizer; ``finetune(steps)``
+re-reads the store (new real episodes included; the checkpoint's held-out episodes stay out), runs
+the same per-segment loss as ``train-world-model`` and publishes the new weights to the weight
+store, from where every running engine pulls them in place (``WorldModelEngine.update_weights``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from mbpo_ray.replay import ReplayStore
+from mbpo_ray.weights import WeightStore
+
+WORLD_MODEL = "world_model"
+
+
+class WorldModelLearner:
+    def __init__(self, world_model_dir: str, store_uri: str, weights_uri: str, lr: float = 1e-4,
+                 batch_size: int = 16, seed: int = 0):
+        from transformers import AutoModelForCausalLM
+
+        from mbpo_ray.world_model.layout import TokenLayout
+        from mbpo_ray.world_model.tokenizer import ImageTokenizer
+
+        path = Path(world_model_dir)
+        self.layout = TokenLayout.load(path / "layout.json")
+        self.tokenizer = ImageTokenizer.load(path / "tokenizer")
+        self.heldout = set(json.loads((path / "split.json").read_text())["heldout"]) if (path / "split.json").exists() else set()
+        self.model = AutoModelForCausalLM.from_pretrained(path / "model").train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+        self.store = ReplayStore.open(store_uri)
+        self.weights = WeightStore(weights_uri)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.data, self.seen = None, 0
+
+    def _refresh(self) -> int:
+        """Tokenise the store's training episodes again when new ones arrived; returns transitions."""
+        from mbpo_ray.world_model.data import load_episodes
+        from mbpo_ray.world_model.train import TokenData
+
+        self.store.refresh()
+        ids = [e.episode_id for e in self.store.episodes if e.chunks > 0 and e.episode_id not in self.heldout]
+        if len(ids) != self.seen:
+            self.data = TokenData(load_episodes(self.store, ids), self.tokenizer, self.layout)
+            self.seen = len(ids)
+        return len(self.data.rows)
+
+    def finetune(self, steps: int, version: int) -> dict:
+        from mbpo_ray.world_model.train import segment_losses
+
+        t0 = time.perf_counter()
+        n = self._refresh()
+        losses: dict[str, list[float]] = {}
+        for _ in range(steps):
+            ids, labels, seg = self.data.batch(self.rng.integers(0, n, self.batch_size), self.layout)
+            out = segment_losses(self.model, ids, labels, seg)
+            self.opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            for k, v in out.items():
+                losses.setdefault(k, []).append(float(v))
+        self.weights.publish(WORLD_MODEL, self.model.state_dict(), version)
+        return {**{k: float(np.mean(v)) for k, v in losses.items()}, "transitions": n, "episodes": self.seen,
+                "seconds": time.perf_counter() - t0}
+
+    def save(self, path: str) -> str:
+        self.model.save_pretrained(Path(path), safe_serialization=True)
+        return path
+
+
+def make_world_model_learner(world_model_dir: str, store_uri: str, weights_uri: str, num_cpus: float = 1.0,
+                             num_gpus: float = 0.0, **kwargs):
+    env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus)))}
+    cls = ray.remote(WorldModelLearner).options(num_cpus=num_cpus, num_gpus=num_gpus, runtime_env={"env_vars": env})
+    return cls.remote(world_model_dir, store_uri, weights_uri, **kwargs)

@@ -1,0 +1,201 @@
+"""The VLA-MBPO driver: one controller for world-model workers, the learner group and env runners.
+
+Run folder ``OUT``::
+
+    OUT/weights/      versioned weight store (policy, world_model): what every replica pulls
+    OUT/policies/vN/  policy checkpoints handed to env runners (real data, evaluation)
+    OUT/checkpoint/   everything needed to resume: policy + optimizer, world model, state.json
+    OUT/tb/           TensorBoard scalars
+    OUT/metrics.jsonl one line per iteration
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mbpo_ray.config import Config
+
+POLICY, WORLD_MODEL = "policy", "world_model"
+
+
+def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None, store_uri: str | None, out: str,
+               resume: bool = False, progress=None) -> dict:
+    """Run ``cfg.mbpo.iterations`` iterations (continuing a checkpointed run with ``resume``)."""
+    import ray
+    from torch.utils.tensorboard import SummaryWriter
+
+    from actors.env_runner import make_env_runners
+    from actors.world_model_pool import WorldModelPool
+    from actors.world_model_worker import world_model_worker_class
+    from learners.policy_learner import LearnerGroup
+    from learners.world_model_learner import make_world_model_learner
+    from mbpo_ray.policy import read_policy_meta
+    from mbpo_ray.rl.imagine import Branches
+    from mbpo_ray.weights import WeightStore
+
+    mc, run = cfg.mbpo, Path(out)
+    state = _start_state(run, resume)
+    if resume:  # the inputs of the run as it was started
+        saved = json.loads((run / "run.json").read_text())
+        policy_dir, world_model_dir, store_uri = saved["policy"], saved["world_model"], saved["store"]
+    else:
+        for name, path in (("policy", policy_dir), ("world model", world_model_dir)):
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"{name} checkpoint {path} does not exist")
+        (run / "run.json").write_text(json.dumps({"policy": str(Path(policy_dir).resolve()),
+                                                  "world_model": str(Path(world_model_dir).resolve()),
+                                                  "store": store_uri, "config": cfg.to_dict()}, indent=1))
+    weights = WeightStore(str(run / "weights"))
+    start_policy = str(run / "checkpoint" / "policy") if resume else policy_dir
+    if resume:  # the checkpointed weights become the newest version: replicas come up on them
+        from safetensors.torch import load_file
+
+        state["version"] = weights.latest(POLICY) + 1
+        weights.publish(POLICY, load_file(str(run / "checkpoint" / "policy" / "model.safetensors")), state["version"])
+        world_model_dir = str(run / "checkpoint" / "world_model")
+    cfg_dict = cfg.to_dict()
+    meta = read_policy_meta(start_policy)
+    env = {**cfg_dict["env"], "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"]}
+    cfg_dict["env"] = env
+    wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus)
+    bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {})}
+    pool = WorldModelPool(lambda: wm_cls.remote(cfg_dict, world_model_dir, start_policy, store_uri, str(run / "weights")),
+                          mc.wm_workers_min, mc.wm_workers_max, bundle)
+    learners = LearnerGroup(cfg_dict, start_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
+                            mc.learner_gpus,
+                            optimizer_state=str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None)
+    runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus)
+    remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]  # noqa: E731
+    wm_learner = make_world_model_learner(world_model_dir, store_uri, str(run / "weights")) if mc.wm_finetune_every else None
+    tb = SummaryWriter(str(run / "tb"))
+    rng = np.random.default_rng(mc.seed)
+    if "rng" in state:
+        rng.bit_generator.state = state["rng"]
+    overlap = mc.max_staleness >= 1  # imagine the next batch while the learner updates on this one
+    batch = pool.imagine(mc.branches, seed=int(rng.integers(2**31)), task_ids=mc.task_ids)
+    last: dict = {}
+    for it in range(state["iteration"], mc.iterations):
+        t_it = time.perf_counter()
+        (parts, im), batch = batch, None
+        br = Branches.concat([p["branches"] for p in parts])
+        staleness = state["version"] - br.policy_version
+        refs = learners.update_async(br, state["version"] + 1, critic_only=it < mc.critic_warmup)
+        if overlap and it + 1 < mc.iterations:
+            batch = pool.imagine(mc.branches, seed=int(rng.integers(2**31)), task_ids=mc.task_ids)
+        m = learners.collect(refs)
+        state["version"] += 1
+        sums = learners.checksums()  # DDP ranks must hold identical weights
+        update_s = m["seconds"]
+        log = {"iteration": it + 1, "policy_version": state["version"], "staleness": staleness,
+               "imagine/chunk_transitions": br.steps, "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
+               "imagine/reward_mean": float(br.reward.sum(1).mean()), "imagine/p_yes_mean": float(br.p_yes[br.valid].mean()),
+               "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"],
+               "learner/samples_per_s": m["trained"] / max(update_s, 1e-9),
+               "time/imagine_s": im["seconds"], "time/update_s": update_s,
+               "learner/rank_divergence": max(sums) - min(sums),
+               **{f"ppo/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained")}}
+        if staleness > mc.max_staleness:
+            raise RuntimeError(f"imagined samples {staleness} versions old exceed mbpo.max_staleness={mc.max_staleness}")
+        log["pool/target"] = pool.autoscale(im["seconds"], update_s)
+        policy_path = None
+        if mc.real_every and (it + 1) % mc.real_every == 0:
+            policy_path = learners.save(str(run / "policies" / f"v{state['version']}"), _meta(meta, state))
+            t0 = time.perf_counter()
+            jobs = [{"checkpoint": policy_path, "suite": cfg.env.suite, "task_id": int(t), "init_state": int(i),
+                     "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True,
+                     "policy_version": state["version"]}
+                    for t, i in zip(rng.choice(mc.task_ids, mc.real_episodes), rng.integers(0, 50, mc.real_episodes),
+                                    strict=True)]
+            real = _episodes(runners, jobs, remake_runner)
+            state["real_env_steps"] += sum(r["steps"] for r in real)
+            state["real_episodes"] = state.get("real_episodes", 0) + len(real)  # the store's growth (append-only)
+            log.update({"real/success": float(np.mean([r["success"] for r in real])), "real/episodes": len(real),
+                        "time/real_s": time.perf_counter() - t0})
+        log["real/env_steps"] = state["real_env_steps"]
+        if wm_learner is not None and (it + 1) % mc.wm_finetune_every == 0:
+            state["world_model_version"] += 1
+            wm = ray.get(wm_learner.finetune.remote(mc.wm_finetune_steps, state["world_model_version"]))
+            log.update({f"world_model/{k}": v for k, v in wm.items()})
+        if (mc.eval_every and (it + 1) % mc.eval_every == 0) or it + 1 == mc.iterations:
+            policy_path = policy_path or learners.save(str(run / "policies" / f"v{state['version']}"), _meta(meta, state))
+            t0 = time.perf_counter()
+            jobs = [{"checkpoint": policy_path, "suite": cfg.env.suite, "task_id": t, "init_state": i, "greedy": True}
+                    for t in mc.task_ids for i in range(mc.eval_episodes)]
+            ev = _episodes(runners, jobs, remake_runner)
+            log.update({"eval/success": float(np.mean([r["success"] for r in ev])), "eval/episodes": len(ev),
+                        "time/eval_s": time.perf_counter() - t0,
+                        **{f"eval/success_task{t}": float(np.mean([r["success"] for r in ev if r["task_id"] == t]))
+                           for t in mc.task_ids}})
+        state["iteration"] = it + 1
+        log["time/iteration_s"] = time.perf_counter() - t_it
+        _log(tb, run, log)
+        if (it + 1) % mc.checkpoint_every == 0 or it + 1 == mc.iterations:
+            _checkpoint(run, learners, wm_learner, world_model_dir, state, rng, _meta(meta, state))
+        if not overlap and it + 1 < mc.iterations:
+            batch = pool.imagine(mc.branches, seed=int(rng.integers(2**31)), task_ids=mc.task_ids)
+        last = log
+        if progress is not None:
+            progress(log)
+    tb.close()
+    for r in runners:
+        ray.kill(r)
+    for w in pool.workers:
+        ray.kill(w)
+    return {**last, "run": str(run), "world_model_replaced": pool.replaced}
+
+
+def _episodes(runners, jobs, make_runner) -> list[dict]:
+    from actors.env_runner import run_episodes
+
+    return run_episodes(runners, jobs, make_runner=make_runner)
+
+
+def _start_state(run: Path, resume: bool) -> dict:
+    if resume:
+        path = run / "checkpoint" / "state.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run} has no checkpoint to resume (no checkpoint/state.json)")
+        return json.loads(path.read_text())
+    if run.exists() and any(run.iterdir()):
+        raise FileExistsError(f"{run} exists and is not empty: pass --resume to continue it, or another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    return {"iteration": 0, "version": 0, "world_model_version": 0, "real_env_steps": 0}
+
+
+def _log(tb, run: Path, log: dict) -> None:
+    step = log["iteration"]
+    for k, v in log.items():
+        if k != "iteration" and isinstance(v, (int, float)):
+            tb.add_scalar(k, v, step)
+    tb.flush()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(log) + "\n")
+
+
+def _meta(sft_meta: dict, state: dict) -> dict:
+    """What a policy checkpoint of this run records besides config and bins."""
+    return {"store_image_size": sft_meta["store_image_size"], "policy_version": state["version"],
+            "iteration": state["iteration"], "demos": sft_meta.get("demos")}
+
+
+def _checkpoint(run: Path, learners, wm_learner, world_model_dir: str, state: dict, rng, meta: dict) -> None:
+    """Everything to resume: policy + optimizer, the world model as it is now, counters and RNG."""
+    import ray
+
+    tmp = run / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    learners.save(str(tmp / "policy"), meta)
+    src = Path(world_model_dir)
+    shutil.copytree(src, tmp / "world_model", ignore=shutil.ignore_patterns("state", "tb"))
+    if wm_learner is not None:
+        ray.get(wm_learner.save.remote(str(tmp / "world_model" / "model")))
+    (tmp / "state.json").write_text(json.dumps({**state, "rng": rng.bit_generator.state}))
+    old = run / "checkpoint"
+    if old.exists():
+        shutil.rmtree(old)
+    tmp.rename(old)
