@@ -68,7 +68,8 @@ class WorldModelPool:
                 redone += 1
                 s, sd = jobs[i]
                 pending[self.workers[w].imagine.remote(s, sd, task_ids)] = (i, w)
-        stats = {"seconds": time.perf_counter() - t0, "redone_shares": redone, "workers": len(self.workers)}
+        stats = {"seconds": time.perf_counter() - t0, "redone_shares": redone, "workers": len(self.workers),
+                 "sync_seconds": max(r.get("sync_seconds", 0.0) for r in results.values())}
         return [results[i] for i in sorted(results)], stats
 
     def _replace(self, index: int) -> None:

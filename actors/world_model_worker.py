@@ -37,6 +37,7 @@ class WorldModelWorker:
 
     def sync(self) -> dict:
         """Load the newest published policy and world-model weights, if newer than the ones held."""
+        t0 = time.perf_counter()
         v = self.weights.latest(POLICY)
         if v > self.policy_version:
             state, self.policy_version = self.weights.load(POLICY, v)
@@ -45,13 +46,14 @@ class WorldModelWorker:
         if w > self.wm.engine.version:
             state, w = self.weights.load(WORLD_MODEL, w)
             self.wm.engine.update_weights(state, w)
-        return {"policy_version": self.policy_version, "world_model_version": self.wm.engine.version}
+        return {"policy_version": self.policy_version, "world_model_version": self.wm.engine.version,
+                "seconds": time.perf_counter() - t0}
 
     def imagine(self, n: int, seed: int, task_ids: list[int] | None = None) -> dict:
         """``n`` branches of ``mbpo.n_chunks`` chunks from start states drawn with ``seed``."""
         from mbpo_ray.rl.imagine import imagine
 
-        self.sync()
+        synced = self.sync()
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         cols = ["episode_id", "chunk_index", "head", "wrist", "instruction", "task_id"]
@@ -71,7 +73,8 @@ class WorldModelWorker:
                                                      table.column("chunk_index").to_pylist(), strict=True)]
         br.policy_version, br.world_model_version = self.policy_version, self.wm.engine.version
         secs = time.perf_counter() - t0
-        return {"branches": br, "seconds": secs, "chunk_transitions": br.steps, "pid": os.getpid()}
+        return {"branches": br, "seconds": secs, "sync_seconds": synced["seconds"], "chunk_transitions": br.steps,
+                "pid": os.getpid()}
 
     def pid(self) -> int:
         return os.getpid()

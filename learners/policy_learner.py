@@ -99,10 +99,12 @@ class PolicyLearner:
             self.opt.step()
             for k in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                 stats.setdefault(k, []).append(float(getattr(out, k)))
+        t_pub = time.perf_counter()
         if self.rank == 0:
             self.weights.publish(POLICY, self.policy.state_dict(), version)
+        publish_s = time.perf_counter() - t_pub
         metrics = {k: float(np.mean(x)) for k, x in stats.items()}
-        metrics.update(samples=n, trained=mc.updates_per_batch * min(mc.minibatch_size, n),
+        metrics.update(samples=n, trained=mc.updates_per_batch * min(mc.minibatch_size, n), publish_s=publish_s,
                        seconds=time.perf_counter() - t0, advantage_mean=float(mean),
                        return_mean=float(ret.mean()) if n else 0.0)
         return metrics
@@ -139,9 +141,9 @@ class LearnerGroup:
         results = ray.get(refs)
         total = sum(m["samples"] for m in results)
         out = {k: float(np.average([m[k] for m in results], weights=[max(1, m["samples"]) for m in results]))
-               for k in results[0] if k not in ("samples", "seconds", "trained")}
+               for k in results[0] if k not in ("samples", "seconds", "trained", "publish_s")}
         out.update(samples=total, trained=sum(m["trained"] for m in results),
-                   seconds=max(m["seconds"] for m in results))
+                   seconds=max(m["seconds"] for m in results), publish_s=max(m["publish_s"] for m in results))
         return out
 
     def update(self, br: Branches, version: int, critic_only: bool = False) -> dict:

@@ -97,8 +97,9 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"],
                "learner/samples_per_s": m["trained"] / max(update_s, 1e-9),
                "time/imagine_s": im["seconds"], "time/update_s": update_s,
+               "time/sync_s": m["publish_s"] + im["sync_seconds"],  # publish by rank 0 + the slowest replica's pull
                "learner/rank_divergence": max(sums) - min(sums),
-               **{f"ppo/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained")}}
+               **{f"ppo/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained", "publish_s")}}
         if staleness > mc.max_staleness:
             raise RuntimeError(f"imagined samples {staleness} versions old exceed mbpo.max_staleness={mc.max_staleness}")
         log["pool/target"] = pool.autoscale(im["seconds"], update_s)
