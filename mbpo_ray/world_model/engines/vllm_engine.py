@@ -40,6 +40,9 @@ class VLLMEngine(WorldModelEngine):
             self.llm = LLM(
                 model=checkpoint, skip_tokenizer_init=True, dtype=dtype, seed=seed,
                 max_model_len=layout.max_len(), enable_prefix_caching=True, max_num_seqs=max_num_seqs,
+                # whole prompts per step: a prompt split over steps makes vLLM rewind seeded
+                # per-request generators, which CPU generators cannot do
+                enable_chunked_prefill=False,
                 distributed_executor_backend="uni" if in_process else None,
                 worker_extension_cls=EXTENSION,
             )
