@@ -13,6 +13,7 @@ import os
 import time
 
 import numpy as np
+import pyarrow as pa
 import ray
 
 from mbpo_ray.config import build_config
@@ -61,7 +62,7 @@ class WorldModelWorker:
             tasks = rng.choice(task_ids, size=n)
             parts = [self.store.sample_start_states(int((tasks == t).sum()), rng, t, cols)
                      for t in task_ids if (tasks == t).any()]
-            table = _concat(parts)
+            table = pa.concat_tables(parts)
         else:
             table = self.store.sample_start_states(n, rng, None, cols)
         size = self.store.spec.image_size
@@ -78,12 +79,6 @@ class WorldModelWorker:
 
     def pid(self) -> int:
         return os.getpid()
-
-
-def _concat(tables):
-    import pyarrow as pa
-
-    return pa.concat_tables(tables)
 
 
 def world_model_worker_class(num_cpus: float = 1.0, num_gpus: float = 0.0, env_vars: dict | None = None):

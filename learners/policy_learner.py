@@ -159,14 +159,7 @@ class LearnerGroup:
 def _split(br: Branches, n: int) -> list[Branches]:
     """n shards of whole branches, as equal in size as possible."""
     bounds = np.linspace(0, len(br), n + 1).astype(int)
-    out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        part = {}
-        for name in Branches.__dataclass_fields__:
-            val = getattr(br, name)
-            part[name] = val[lo:hi] if isinstance(val, (np.ndarray, list)) else val
-        out.append(Branches(**part))
-    return out
+    return [br.take(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _free_port() -> int:

@@ -29,7 +29,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     import ray
     from torch.utils.tensorboard import SummaryWriter
 
-    from actors.env_runner import make_env_runners
+    from actors.env_runner import make_env_runners, run_episodes
     from actors.world_model_pool import WorldModelPool
     from actors.world_model_worker import world_model_worker_class
     from learners.policy_learner import LearnerGroup
@@ -112,7 +112,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                      "policy_version": state["version"]}
                     for t, i in zip(rng.choice(mc.task_ids, mc.real_episodes), rng.integers(0, 50, mc.real_episodes),
                                     strict=True)]
-            real = _episodes(runners, jobs, remake_runner)
+            real = run_episodes(runners, jobs, make_runner=remake_runner)
             state["real_env_steps"] += sum(r["steps"] for r in real)
             state["real_episodes"] = state.get("real_episodes", 0) + len(real)  # the store's growth (append-only)
             log.update({"real/success": float(np.mean([r["success"] for r in real])), "real/episodes": len(real),
@@ -127,7 +127,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
             t0 = time.perf_counter()
             jobs = [{"checkpoint": policy_path, "suite": cfg.env.suite, "task_id": t, "init_state": i, "greedy": True}
                     for t in mc.task_ids for i in range(mc.eval_episodes)]
-            ev = _episodes(runners, jobs, remake_runner)
+            ev = run_episodes(runners, jobs, make_runner=remake_runner)
             log.update({"eval/success": float(np.mean([r["success"] for r in ev])), "eval/episodes": len(ev),
                         "time/eval_s": time.perf_counter() - t0,
                         **{f"eval/success_task{t}": float(np.mean([r["success"] for r in ev if r["task_id"] == t]))
@@ -148,12 +148,6 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     for w in pool.workers:
         ray.kill(w)
     return {**last, "run": str(run), "world_model_replaced": pool.replaced}
-
-
-def _episodes(runners, jobs, make_runner) -> list[dict]:
-    from actors.env_runner import run_episodes
-
-    return run_episodes(runners, jobs, make_runner=make_runner)
 
 
 def _start_state(run: Path, resume: bool) -> dict:

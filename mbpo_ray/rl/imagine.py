@@ -45,6 +45,11 @@ class Branches:
     def steps(self) -> int:
         return int(self.valid.sum())
 
+    def take(self, lo: int, hi: int) -> Branches:
+        """Branches lo..hi-1 (versions kept)."""
+        return Branches(**{name: (v[lo:hi] if isinstance(v, (np.ndarray, list)) else v)
+                           for name, v in ((n, getattr(self, n)) for n in Branches.__dataclass_fields__)})
+
     @staticmethod
     def concat(parts: list[Branches]) -> Branches:
         out = {}
