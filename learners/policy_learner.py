@@ -39,7 +39,7 @@ class PolicyLearner:
 
         self.cfg = build_config(overrides=cfg_dict)
         self.rank, self.world_size = rank, world_size
-        torch.manual_seed(self.cfg.mbpo.seed)  # identical initial weights and minibatch order on every rank
+        torch.manual_seed(self.cfg.mbpo.seed)  # identical initial weights on every rank
         self.policy = load_policy(policy_dir).train()
         self.model = self.policy
         if world_size > 1:
@@ -56,7 +56,6 @@ class PolicyLearner:
         if optimizer_state:
             self.opt.load_state_dict(torch.load(optimizer_state, weights_only=False))
         self.weights = WeightStore(weights_uri)
-        self.rng = np.random.default_rng(mc.seed + 1)
 
     def _allreduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -65,9 +64,13 @@ class PolicyLearner:
             dist.all_reduce(x)
         return x
 
-    def update(self, br: Branches, version: int, critic_only: bool = False) -> dict:
-        """PPO steps on this rank's shard; returns the rank's metrics. Rank 0 publishes ``version``."""
+    def update(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> dict:
+        """PPO steps on this rank's shard; returns the rank's metrics. Rank 0 publishes ``version``.
+
+        ``seed`` (from the driver's checkpointed generator) draws the minibatches: a resumed run
+        repeats the updates of an uninterrupted one."""
         mc = self.cfg.mbpo
+        rng = np.random.default_rng(seed)
         t0 = time.perf_counter()
         f = torch.from_numpy
         adv, ret = gae(f(br.reward), f(br.value), f(br.terminal), f(br.valid), f(br.last_value), mc.gamma, mc.lam)
@@ -84,7 +87,7 @@ class PolicyLearner:
         n = len(adv)
         stats: dict[str, list[float]] = {}
         for _ in range(mc.updates_per_batch):
-            idx = self.rng.choice(n, size=min(mc.minibatch_size, n), replace=False)
+            idx = rng.choice(n, size=min(mc.minibatch_size, n), replace=False)
             obs = Observations(head[idx], wrist[idx], np.zeros((len(idx), 8), np.float32), list(instr[idx]))
             logp, ent, value = self.model(obs, actions[idx], None, True)
             out = ppo_loss(logp.reshape(len(idx), -1), old[idx].reshape(len(idx), -1), adv[idx], value, ret[idx],
@@ -132,10 +135,10 @@ class LearnerGroup:
                                                 runtime_env={"env_vars": env})
         self.ranks = [cls.remote(cfg_dict, policy_dir, weights_uri, r, n, init, optimizer_state) for r in range(n)]
 
-    def update_async(self, br: Branches, version: int, critic_only: bool = False) -> list:
+    def update_async(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> list:
         """Start an update on every rank (each gets its shard); :meth:`collect` waits for it."""
         shards = _split(br, len(self.ranks))
-        return [r.update.remote(s, version, critic_only) for r, s in zip(self.ranks, shards, strict=True)]
+        return [r.update.remote(s, version, seed, critic_only) for r, s in zip(self.ranks, shards, strict=True)]
 
     def collect(self, refs: list) -> dict:
         results = ray.get(refs)
@@ -146,8 +149,8 @@ class LearnerGroup:
                    seconds=max(m["seconds"] for m in results), publish_s=max(m["publish_s"] for m in results))
         return out
 
-    def update(self, br: Branches, version: int, critic_only: bool = False) -> dict:
-        return self.collect(self.update_async(br, version, critic_only))
+    def update(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> dict:
+        return self.collect(self.update_async(br, version, seed, critic_only))
 
     def save(self, path: str, extra: dict | None = None) -> str:
         return ray.get(self.ranks[0].save.remote(path, extra))

@@ -376,8 +376,8 @@ def cmd_train(args, extra) -> int:
 
     r = train_mbpo(cfg, args.policy, args.world_model, args.store, out, resume=bool(args.resume), progress=progress)
     bar.close()
-    print(f"{r.get('iteration', 0)} iterations; policy version {r.get('policy_version')}; "
-          f"last eval success {r.get('eval/success', float('nan')):.2f}")
+    ev = f"; eval success {r['eval/success']:.2f} over {r['eval/episodes']} episodes" if "eval/success" in r else ""
+    print(f"{r.get('iteration', 0)} iterations; policy version {r.get('policy_version')}{ev}")
     print(f"TensorBoard: tensorboard --logdir {Path(out) / 'tb'}; checkpoint: {Path(out) / 'checkpoint'}")
     return 0
 

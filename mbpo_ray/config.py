@@ -317,7 +317,7 @@ class MBPOConfig:
     real_episodes: int = 2
     env_runners: int = 1
     eval_every: int = 0  # every K iterations evaluate on eval_episodes init states per task (0 = at the end only)
-    eval_episodes: int = 2
+    eval_episodes: int = 2  # 0 = no evaluation
     wm_finetune_every: int = 0  # every K iterations finetune the world model on the store (0 = never)
     wm_finetune_steps: int = 50
     checkpoint_every: int = 2
@@ -351,7 +351,7 @@ class MBPOConfig:
             _check_range(f"mbpo.{name}", getattr(self, name), 0, 10_000_000)
         _check_range("mbpo.real_episodes", self.real_episodes, 1, 100_000)
         _check_range("mbpo.env_runners", self.env_runners, 1, 4096)
-        _check_range("mbpo.eval_episodes", self.eval_episodes, 1, 50)
+        _check_range("mbpo.eval_episodes", self.eval_episodes, 0, 50)
         _check_range("mbpo.checkpoint_every", self.checkpoint_every, 1, 10_000_000)
 
     @property
@@ -411,6 +411,11 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             _fail(name, value, "must be an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                _fail(name, value, "must be a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(name, value, "must be a number")
         return float(value)

@@ -69,7 +69,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     learners = LearnerGroup(cfg_dict, start_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
                             mc.learner_gpus,
                             optimizer_state=str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None)
-    runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus)
+    runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if mc.real_every or mc.eval_episodes else []
     remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]  # noqa: E731
     wm_learner = make_world_model_learner(world_model_dir, store_uri, str(run / "weights")) if mc.wm_finetune_every else None
     tb = SummaryWriter(str(run / "tb"))
@@ -77,16 +77,22 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     if "rng" in state:
         rng.bit_generator.state = state["rng"]
     overlap = mc.max_staleness >= 1  # imagine the next batch while the learner updates on this one
-    batch = pool.imagine(mc.branches, seed=int(rng.integers(2**31)), task_ids=mc.task_ids)
+
+    def imagine(seed: int | None = None):  # the batch's seed is checkpointed: a resumed run imagines it again
+        state["imagine_seed"] = int(rng.integers(2**31)) if seed is None else seed
+        return pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids)
+
+    batch = imagine(state.get("imagine_seed"))
     last: dict = {}
     for it in range(state["iteration"], mc.iterations):
         t_it = time.perf_counter()
         (parts, im), batch = batch, None
+        state.pop("imagine_seed")  # consumed: a checkpoint from here on holds only a batch still in flight
         br = Branches.concat([p["branches"] for p in parts])
         staleness = state["version"] - br.policy_version
-        refs = learners.update_async(br, state["version"] + 1, critic_only=it < mc.critic_warmup)
+        refs = learners.update_async(br, state["version"] + 1, int(rng.integers(2**31)), critic_only=it < mc.critic_warmup)
         if overlap and it + 1 < mc.iterations:
-            batch = pool.imagine(mc.branches, seed=int(rng.integers(2**31)), task_ids=mc.task_ids)
+            batch = imagine()
         m = learners.collect(refs)
         state["version"] += 1
         sums = learners.checksums()  # DDP ranks must hold identical weights
@@ -122,7 +128,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
             state["world_model_version"] += 1
             wm = ray.get(wm_learner.finetune.remote(mc.wm_finetune_steps, state["world_model_version"]))
             log.update({f"world_model/{k}": v for k, v in wm.items()})
-        if (mc.eval_every and (it + 1) % mc.eval_every == 0) or it + 1 == mc.iterations:
+        if mc.eval_episodes and ((mc.eval_every and (it + 1) % mc.eval_every == 0) or it + 1 == mc.iterations):
             policy_path = policy_path or learners.save(str(run / "policies" / f"v{state['version']}"), _meta(meta, state))
             t0 = time.perf_counter()
             jobs = [{"checkpoint": policy_path, "suite": cfg.env.suite, "task_id": t, "init_state": i, "greedy": True}
@@ -138,7 +144,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         if (it + 1) % mc.checkpoint_every == 0 or it + 1 == mc.iterations:
             _checkpoint(run, learners, wm_learner, world_model_dir, state, rng, _meta(meta, state))
         if not overlap and it + 1 < mc.iterations:
-            batch = pool.imagine(mc.branches, seed=int(rng.integers(2**31)), task_ids=mc.task_ids)
+            batch = imagine()
         last = log
         if progress is not None:
             progress(log)

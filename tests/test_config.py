@@ -17,6 +17,7 @@ def test_defaults_and_overrides(tmp_path):
     cfg = build_config(y, ["--env.image_size=96", "expert.noise_std=0.1"])
     assert (cfg.env.suite, cfg.env.image_size, cfg.collect.workers) == ("libero_10", 96, 3)
     assert cfg.expert.noise_std == 0.1 and cfg.env.horizon == 520
+    assert build_config(overrides=["--mbpo.actor_lr=1e-3"]).mbpo.actor_lr == 1e-3  # YAML 1.1 reads 1e-3 as text
     with pytest.raises(dataclasses_error()):
         cfg.env.suite = "x"  # frozen
 
@@ -37,6 +38,7 @@ def dataclasses_error():
         (["--collect.workers=0"], "collect.workers=0 is not allowed: must lie in [1, 512]"),
         (["--env.colour=red"], "unknown field env.colour; allowed fields: chunk_size, image_size,"),
         (["--expert.noise_std=true"], "expert.noise_std=True is not allowed: must be a number"),
+        (["--mbpo.actor_lr=fast"], "mbpo.actor_lr='fast' is not allowed: must be a number"),
         (["env.suite"], "override 'env.suite' must look like --section.field=value"),
         (["--collect.keep_failures=3"], "collect.keep_failures=3 is not allowed: must be true or false"),
     ],

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from mbpo_ray.config import PolicyConfig, WorldModelConfig
-from mbpo_ray.policy import ActionBins, build_policy
+from mbpo_ray.policy import ActionBins, build_policy, save_policy
+from mbpo_ray.replay import EpisodeBuilder, ReplayStore, StoreSpec
 from mbpo_ray.world_model.layout import TokenLayout
 from mbpo_ray.world_model.tokenizer import ImageTokenizer, TokenizerPreset
 from mbpo_ray.world_model.train import build_backbone
-from tests.policy.conftest import TINY_POLICY
+from tests.conftest import random_obs
+from tests.policy.conftest import TINY_POLICY, tiny_policy_config
 
 H = 2  # chunk size of these tests
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer"]
@@ -39,3 +41,24 @@ def tiny_policy(seed: int = 0):
     torch.manual_seed(seed)
     bins = ActionBins.fit(np.random.default_rng(seed).uniform(-1, 1, (400, 7)), H)
     return build_policy(PolicyConfig(**TINY_POLICY), bins).eval()
+
+
+SPEC = StoreSpec(image_size=32, chunk_size=H)
+
+
+@pytest.fixture(scope="session")
+def loop_inputs(tmp_path_factory, tiny_world_model):
+    """(root, store, policy, world model): a 32 px store of 4 random episodes and a tiny SFT policy."""
+    root = tmp_path_factory.mktemp("mbpo")
+    store = ReplayStore.create(str(root / "store"), SPEC)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        b = EpisodeBuilder(SPEC, suite="libero_spatial", task_id=0, instruction=INSTRUCTIONS[0], source="demo")
+        for c in range(3):
+            b.add_chunk(random_obs(rng, SPEC), rng.uniform(-0.3, 0.3, (H, 7)).astype(np.float32), 0.0, False,
+                        c == 2, rng.standard_normal(5))
+        store.append(b.finish(random_obs(rng, SPEC)))
+    torch.manual_seed(0)
+    policy = build_policy(tiny_policy_config(), ActionBins.fit(rng.uniform(-0.3, 0.3, (400, 7)), H))
+    save_policy(policy, root / "policy", {"demos": {}, "store_image_size": SPEC.image_size})
+    return root, str(root / "store"), str(root / "policy"), tiny_world_model

