@@ -4,18 +4,27 @@ Collection: episodes are appended to the store by the actor itself (the store is
 many writers), so frames never travel through the driver; each call returns a small summary.
 Evaluation: the actor loads a policy checkpoint once and keeps one LiberoEnv per task it meets
 (the two most recent), so consecutive episodes of a task reuse the environment.
+
+Driver side: :func:`run_episodes` spreads policy episodes over runners (a dead runner is replaced and
+its episode run again), :func:`collect_parallel` scripted demonstrations, :func:`evaluate_checkpoint`
+LIBERO's evaluation protocol (``eval.json`` + GIFs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import time
 from collections import OrderedDict
+from pathlib import Path
+from typing import Any
 
 import ray
 
 from mbpo_ray.collect import run_expert_episode
-from mbpo_ray.config import build_config
+from mbpo_ray.config import Config, build_config
+from mbpo_ray.connect import connect_ray
 from mbpo_ray.envs.libero_env import LiberoEnv
 from mbpo_ray.replay import ReplayStore
 
@@ -110,3 +119,64 @@ def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make
         if todo:
             submit(slot, todo.pop(0))
     return results
+
+
+def collect_parallel(cfg: Config, uri: str, on_episode) -> list[dict]:
+    """Episodes spread over env-runner actors; each actor takes the next episode when free."""
+    from mbpo_ray.collect import episode_plan
+
+    plan = episode_plan(cfg)
+    workers = min(cfg.collect.workers, len(plan))
+    connect_ray(max(workers, os.cpu_count() or 1))
+    runners = make_env_runners(cfg.to_dict(), uri, workers)
+    pending: dict[Any, Any] = {}
+    results = []
+    try:
+        for runner in runners:
+            if plan:
+                pending[runner.expert_episode.remote(*plan.pop(0))] = runner
+        while pending:
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            runner = pending.pop(ready)
+            results.append(ray.get(ready))
+            on_episode(results[-1])
+            if plan:
+                pending[runner.expert_episode.remote(*plan.pop(0))] = runner
+    finally:
+        ray.get([r.close.remote() for r in runners])
+        for r in runners:
+            ray.kill(r)
+    return sorted(results, key=lambda r: r["index"])
+
+
+def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambda r: None) -> dict:
+    """LIBERO's protocol over env-runner actors; writes ``eval.json`` and GIFs into ``out``."""
+    from mbpo_ray.policy import read_policy_meta
+    from mbpo_ray.policy.evaluate import eval_plan, summarize, write_video
+
+    ec = cfg.eval
+    meta = read_policy_meta(checkpoint)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    plan = eval_plan(ec)
+    workers = min(ec.workers, len(plan))
+    connect_ray(max(workers, os.cpu_count() or 1))
+    env_cfg = {"suite": ec.suite, "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"],
+               "max_steps": ec.max_steps, "renderer": cfg.env.renderer, "settle_steps": cfg.env.settle_steps}
+    runners = make_env_runners({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], **env_cfg}}, None, workers)
+    ckpt = str(Path(checkpoint).resolve())
+    t0 = time.time()
+
+    def on_result(r: dict) -> None:
+        if r.get("frames") is not None:
+            r["video"] = write_video(r.pop("frames"), Path(out), r)
+        on_episode(r)
+
+    try:
+        results = run_episodes(runners, [{"checkpoint": ckpt, **job} for job in plan], on_result)
+    finally:
+        ray.get([r.close.remote() for r in runners])
+        for r in runners:
+            ray.kill(r)
+    report = summarize(results, ec, checkpoint, time.time() - t0, workers)
+    (Path(out) / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

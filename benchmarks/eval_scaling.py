@@ -35,7 +35,7 @@ def main() -> None:
 
     import tempfile
 
-    from mbpo_ray.cli import evaluate_checkpoint
+    from actors.env_runner import evaluate_checkpoint
     from mbpo_ray.config import build_config
     from mbpo_ray.policy import read_policy_meta
 

@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="config overrides such as --sft.lr=1e-4 (after --)")
     args = ap.parse_args()
 
-    from mbpo_ray.cli import evaluate_checkpoint
+    from actors.env_runner import evaluate_checkpoint
     from mbpo_ray.config import build_config, default_cache_dir, parse_task_ids
     from mbpo_ray.policy.sft import train_sft
 

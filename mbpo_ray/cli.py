@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mbpo_ray.config import Config, ConfigError, build_config, parse_overrides
+from mbpo_ray.connect import connect_ray
 from mbpo_ray.envs.libero_env import EnvError
 from mbpo_ray.replay.schema import ReplayError
 
@@ -62,49 +63,6 @@ def _progress(total: int, desc: str):
 # ----------------------------------------------------------------------------- collect
 
 
-def _init_ray(num_cpus: int) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
-
-
-def _collect_parallel(cfg: Config, uri: str, on_episode) -> list[dict]:
-    """Episodes spread over env-runner actors; each actor takes the next episode when free."""
-    import ray
-
-    from actors.env_runner import make_env_runners
-    from mbpo_ray.collect import episode_plan
-
-    plan = episode_plan(cfg)
-    workers = min(cfg.collect.workers, len(plan))
-    _init_ray(max(workers, os.cpu_count() or 1))
-    runners = make_env_runners(cfg.to_dict(), uri, workers)
-    pending: dict[Any, Any] = {}
-    results = []
-    try:
-        for runner in runners:
-            if plan:
-                pending[runner.expert_episode.remote(*plan.pop(0))] = runner
-        while pending:
-            [ready], _ = ray.wait(list(pending), num_returns=1)
-            runner = pending.pop(ready)
-            results.append(ray.get(ready))
-            on_episode(results[-1])
-            if plan:
-                pending[runner.expert_episode.remote(*plan.pop(0))] = runner
-    finally:
-        ray.get([r.close.remote() for r in runners])
-        for r in runners:
-            ray.kill(r)
-    return sorted(results, key=lambda r: r["index"])
-
-
 def collect(cfg: Config, uri: str) -> list[dict]:
     import dataclasses
 
@@ -123,7 +81,9 @@ def collect(cfg: Config, uri: str) -> list[dict]:
 
     try:
         if cfg.collect.workers > 1:
-            results = _collect_parallel(cfg, uri, on_episode)
+            from actors.env_runner import collect_parallel
+
+            results = collect_parallel(cfg, uri, on_episode)
         else:
             results = [dataclasses.asdict(r) for r in collect_local(cfg, store, on_episode)]
     finally:
@@ -278,42 +238,6 @@ def cmd_sft(args, extra) -> int:
     return 0
 
 
-def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambda r: None) -> dict:
-    """LIBERO's protocol over env-runner actors; writes ``eval.json`` and GIFs into ``out``."""
-    import ray
-
-    from actors.env_runner import make_env_runners, run_episodes
-    from mbpo_ray.policy import read_policy_meta
-    from mbpo_ray.policy.evaluate import eval_plan, summarize, write_video
-
-    ec = cfg.eval
-    meta = read_policy_meta(checkpoint)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    plan = eval_plan(ec)
-    workers = min(ec.workers, len(plan))
-    _init_ray(max(workers, os.cpu_count() or 1))
-    env_cfg = {"suite": ec.suite, "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"],
-               "max_steps": ec.max_steps, "renderer": cfg.env.renderer, "settle_steps": cfg.env.settle_steps}
-    runners = make_env_runners({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], **env_cfg}}, None, workers)
-    ckpt = str(Path(checkpoint).resolve())
-    t0 = time.time()
-
-    def on_result(r: dict) -> None:
-        if r.get("frames") is not None:
-            r["video"] = write_video(r.pop("frames"), Path(out), r)
-        on_episode(r)
-
-    try:
-        results = run_episodes(runners, [{"checkpoint": ckpt, **job} for job in plan], on_result)
-    finally:
-        ray.get([r.close.remote() for r in runners])
-        for r in runners:
-            ray.kill(r)
-    report = summarize(results, ec, checkpoint, time.time() - t0, workers)
-    (Path(out) / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
 def cmd_eval(args, extra) -> int:
     from mbpo_ray.policy import read_policy_meta
 
@@ -329,6 +253,8 @@ def cmd_eval(args, extra) -> int:
         bar.set_postfix(success=f"{wins[0]}/{bar.n}")
 
     try:
+        from actors.env_runner import evaluate_checkpoint
+
         report = evaluate_checkpoint(args.checkpoint, cfg, args.out, on_episode)
     finally:
         bar.close()
@@ -365,7 +291,7 @@ def cmd_train(args, extra) -> int:
                 raise ConfigError(f"{flag} is required for a new run")
     elif not (Path(out) / "checkpoint" / "state.json").is_file():
         raise FileNotFoundError(f"{out} has no checkpoint to resume (no checkpoint/state.json)")
-    _init_ray(os.cpu_count() or 1)
+    connect_ray(os.cpu_count() or 1)
     bar = tqdm(total=cfg.mbpo.iterations, desc="VLA-MBPO", unit="it", dynamic_ncols=True, file=sys.stderr)
 
     def progress(log: dict) -> None:

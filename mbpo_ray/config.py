@@ -309,9 +309,9 @@ class MBPOConfig:
     value_coef: float = 1.0
     entropy_coef: float = 0.0
     critic_warmup: int = 1  # first iterations train the critic only (the SFT critic is untrained)
-    learners: int = 1  # DDP ranks of the policy learner group (gloo on CPU, NCCL on GPU)
-    wm_workers_min: int = 1
-    wm_workers_max: int = 1
+    learners: int = 2  # DDP ranks of the policy learner group (gloo on CPU, NCCL on GPU)
+    wm_workers_min: int = 2  # world-model replicas (vLLM engines), autoscaled between min and max
+    wm_workers_max: int = 2
     max_staleness: int = 1  # policy versions an imagined sample may lag the learner by
     real_every: int = 2  # every K iterations env runners roll the policy out in LIBERO (0 = never)
     real_episodes: int = 2
@@ -322,9 +322,11 @@ class MBPOConfig:
     wm_finetune_steps: int = 50
     checkpoint_every: int = 2
     seed: int = 0
-    worker_cpus: float = 1.0  # Ray resources of one world-model worker (a GPU per replica on a cluster)
+    # Ray resources; the defaults (2 x 0.5 + 2 x 0.25 + 0.5) fill a 2-core machine. On a cluster: a GPU
+    # per world-model replica and per learner rank (configs/cluster.yaml)
+    worker_cpus: float = 0.5
     worker_gpus: float = 0.0
-    learner_cpus: float = 0.5  # per learner rank (the defaults fit a 2-core machine)
+    learner_cpus: float = 0.25  # per learner rank
     learner_gpus: float = 0.0
     runner_cpus: float = 0.5  # per env runner
 
