@@ -55,18 +55,24 @@ test-all: install
 lint: install
 	$(BIN)/ruff check .
 
-# Benchmarks write JSON + PNG into benchmarks/results/ (about 2 hours here: the world model ~25 min,
-# the policy ~35 min: SFT on 10 demos of 2 tasks, 100 evaluation episodes, evaluation scaling).
+# Benchmarks write JSON + PNG into benchmarks/results/ (about 4 hours here: the world model ~25 min,
+# the policy ~35 min, imagination throughput ~10 min, scaling ~6 min, the paper's claims ~1.5 hours).
 CACHE ?= $(HOME)/.cache/mbpo-ray
-SFT_WORK := $(CACHE)/bench/sft_eval-$(shell date +%Y%m%d-%H%M%S)
+STAMP_TIME := $(shell date +%Y%m%d-%H%M%S)
+WM_WORK := $(CACHE)/wm/run-$(STAMP_TIME)
+SFT_WORK := $(CACHE)/bench/sft_eval-$(STAMP_TIME)
 bench: install
 	$(BIN)/python benchmarks/env_render.py --steps 100 --rounds 2
 	$(BIN)/python benchmarks/replay_store.py --transitions 100000
 	$(BIN)/python benchmarks/expert_success.py --suite libero_spatial --tasks 0-9 --init-states 20 --workers 2
 	$(BIN)/python benchmarks/engine_throughput.py
-	$(BIN)/python benchmarks/world_model_quality.py --store $(CACHE)/wm/demos --episodes 30 --work $(CACHE)/wm/run-$$(date +%Y%m%d-%H%M%S) --world_model.steps=2000 --world_model.checkpoint_every=100 --world_model.patience=2
+	$(BIN)/python benchmarks/imagination_throughput.py
+	$(BIN)/python benchmarks/world_model_quality.py --store $(CACHE)/wm/demos --episodes 30 --work $(WM_WORK) --world_model.steps=2000 --world_model.checkpoint_every=100 --world_model.patience=2
 	$(BIN)/python benchmarks/sft_eval.py --store $(CACHE)/wm/demos --demos-per-task 10 --tasks 0-1 --steps 3000 --episodes-per-task 50 --workers 2 --unseen-from 15 --work $(SFT_WORK)
 	$(BIN)/python benchmarks/eval_scaling.py --checkpoint $(SFT_WORK)/policy --tasks 0-1 --episodes-per-task 10
+	$(BIN)/python benchmarks/iteration_breakdown.py --policy $(SFT_WORK)/policy --world-model $(WM_WORK)/wm --store $(CACHE)/wm/demos
+	$(BIN)/python benchmarks/scaling.py --policy $(SFT_WORK)/policy --world-model $(WM_WORK)/wm --store $(CACHE)/wm/demos
+	$(BIN)/python benchmarks/fidelity.py --policy $(SFT_WORK)/policy --sft-eval $(SFT_WORK)/eval/eval.json --world-model $(WM_WORK)/wm --store $(CACHE)/wm/demos --work $(CACHE)/bench/fidelity-$(STAMP_TIME)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
