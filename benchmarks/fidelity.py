@@ -4,6 +4,7 @@ runners on a local Ray cluster), evaluated with LIBERO's protocol.
 
     python benchmarks/fidelity.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --world-model WM_CKPT \\
         --store DEMO_STORE --work DIR [--n-chunks 1 2 4] [--seeds 0] [--iterations 15] [--episodes 50]
+        [--run-only 2:1 ...]
 
 Real-data budget: the SFT policy's own demonstrations, nothing more. MBPO starts its branches from a
 store holding exactly those demonstrations (copied out of DEMO_STORE by episode id) and collects no
@@ -59,7 +60,9 @@ def world_model_data(src: str, wm: str) -> dict:
             "tasks": sorted({e.task_id for e in train})}
 
 
-def run_mbpo(args, store: str, n: int, seed: int) -> Path:
+def run_mbpo(args, store: str, n: int, seed: int) -> Path | None:
+    """The run's folder once it has its final evaluation (a complete earlier run is kept); None when
+    ``--run-only`` leaves it out."""
     from mbpo_ray.cli import main
 
     out = Path(args.work) / f"mbpo_n{n}_seed{seed}"
@@ -67,6 +70,12 @@ def run_mbpo(args, store: str, n: int, seed: int) -> Path:
                                                    for x in (out / "metrics.jsonl").read_text().splitlines()):
         print(f"{out} is complete: kept", flush=True)
         return out
+    if args.run_only is not None and f"{n}:{seed}" not in args.run_only:
+        return None
+    if out.exists():  # an interrupted run starts over
+        import shutil
+
+        shutil.rmtree(out)
     argv = ["train", "--policy", args.policy, "--world-model", args.world_model, "--store", store, "--out", str(out),
             f"--mbpo.n_chunks={n}", f"--mbpo.seed={seed}", f"--mbpo.iterations={args.iterations}",
             f"--mbpo.tasks={args.tasks}", f"--mbpo.branches={args.branches}", f"--mbpo.actor_lr={args.actor_lr}",
@@ -97,6 +106,8 @@ def main() -> None:
     ap.add_argument("--actor-lr", default="5e-5")
     ap.add_argument("--updates", type=int, default=8)
     ap.add_argument("--critic-warmup", type=int, default=3)
+    ap.add_argument("--run-only", nargs="+", metavar="N:SEED",
+                    help="start only these runs; other (n, seed) pairs are reported if complete, else left out")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
     if args.plot_only:
@@ -115,6 +126,8 @@ def main() -> None:
     for n in args.n_chunks:
         for seed in args.seeds:
             out = run_mbpo(args, str(Path(args.work) / "budget_store"), n, seed)
+            if out is None:
+                continue
             logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
             evals = [x for x in logs if "eval/success" in x]
             curves[f"mbpo_n{n}_seed{seed}"] = [
@@ -128,9 +141,14 @@ def main() -> None:
                              "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs))})
     summary = {}
     for m in dict.fromkeys(r["method"] for r in rows):
-        rates = [r["success_rate"] for r in rows if r["method"] == m]
-        summary[m] = {"mean": round(float(np.mean(rates)), 4), "min": min(rates), "max": max(rates),
-                      "n_task_seed_pairs": len(rates)}
+        mine = [r for r in rows if r["method"] == m]
+        per_seed = [float(np.mean([r["success_rate"] for r in mine if r["seed"] == s]))
+                    for s in sorted({r["seed"] for r in mine})]
+        summary[m] = {"mean": round(float(np.mean(per_seed)), 4), "seeds": sorted({r["seed"] for r in mine}),
+                      "per_seed_mean": [round(x, 4) for x in per_seed],
+                      "seed_spread": round(max(per_seed) - min(per_seed), 4),
+                      "per_task": {t: round(float(np.mean([r["success_rate"] for r in mine if r["task"] == t])), 4)
+                                   for t in sorted({r["task"] for r in mine})}}
     quality = read_result("world_model_quality")
     from mbpo_ray.policy import load_policy
 
@@ -139,8 +157,8 @@ def main() -> None:
         "scale": (f"libero_spatial tasks {args.tasks}, {len(ids)} scripted demonstrations "
                   f"({demo_steps} env steps) as the whole real-data budget, a {vla_params:.1f} M-parameter VLA "
                   f"trained from scratch, a 3.6 M-parameter UMM world model, {args.iterations} "
-                  f"MBPO iterations of {args.branches} branches, {len(args.seeds)} seed(s), "
-                  f"{args.episodes} init states per task"),
+                  f"MBPO iterations of {args.branches} branches, {args.episodes} init states per task "
+                  "(seeds per method in summary)"),
         "rows": rows, "summary": summary, "curves": curves,
         "world_model_training_data": world_model_data(args.store, args.world_model),
         "world_model_quality": {k: quality[k] for k in ("head", "wrist", "reward")},

@@ -1,7 +1,8 @@
 """World-model learner: finetunes the UMM on the replay store as real data arrives.
 
 It holds the transformers model of a world-model checkpoint with its optimizer; ``finetune(steps)``
-re-reads the store (new real episodes included; the checkpoint's held-out episodes stay out), runs
+tokenises the episodes that reached the store since its last call (the checkpoint's held-out
+episodes stay out; only token sequences are kept, not frames), runs
 the same per-segment loss as ``train-world-model`` and publishes the new weights to the weight
 store, from where every running engine pulls them in place (``WorldModelEngine.update_weights``).
 """
@@ -40,28 +41,34 @@ class WorldModelLearner:
         self.weights = WeightStore(weights_uri)
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
-        self.data, self.seen = None, 0
+        self.prompts: list[list[int]] = []  # token sequences of every training transition seen so far
+        self.targets: list[list[int]] = []
+        self.known: set[str] = set()
 
     def _refresh(self) -> int:
-        """Tokenise the store's training episodes again when new ones arrived; returns transitions."""
+        """Tokenise the episodes that arrived since the last call (only those); returns transitions."""
         from mbpo_ray.world_model.data import load_episodes
         from mbpo_ray.world_model.train import TokenData
 
         self.store.refresh()
-        ids = [e.episode_id for e in self.store.episodes if e.chunks > 0 and e.episode_id not in self.heldout]
-        if len(ids) != self.seen:
-            self.data = TokenData(load_episodes(self.store, ids), self.tokenizer, self.layout)
-            self.seen = len(ids)
-        return len(self.data.rows)
+        new = [e.episode_id for e in self.store.episodes
+               if e.chunks > 0 and e.episode_id not in self.heldout and e.episode_id not in self.known]
+        if new:  # frames are dropped once tokenised: only the token lists are kept
+            part = TokenData(load_episodes(self.store, new), self.tokenizer, self.layout)
+            self.prompts += part.prompts
+            self.targets += part.targets
+            self.known.update(new)
+        return len(self.prompts)
 
     def finetune(self, steps: int, version: int) -> dict:
-        from mbpo_ray.world_model.train import segment_losses
+        from mbpo_ray.world_model.train import collate, segment_losses
 
         t0 = time.perf_counter()
         n = self._refresh()
         losses: dict[str, list[float]] = {}
         for _ in range(steps):
-            ids, labels, seg = self.data.batch(self.rng.integers(0, n, self.batch_size), self.layout)
+            idx = self.rng.integers(0, n, self.batch_size)
+            ids, labels, seg = collate([self.prompts[i] for i in idx], [self.targets[i] for i in idx], self.layout)
             out = segment_losses(self.model, ids, labels, seg)
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
@@ -70,7 +77,7 @@ class WorldModelLearner:
             for k, v in out.items():
                 losses.setdefault(k, []).append(float(v))
         self.weights.publish(WORLD_MODEL, self.model.state_dict(), version)
-        return {**{k: float(np.mean(v)) for k, v in losses.items()}, "transitions": n, "episodes": self.seen,
+        return {**{k: float(np.mean(v)) for k, v in losses.items()}, "transitions": n, "episodes": len(self.known),
                 "seconds": time.perf_counter() - t0}
 
     def save(self, path: str) -> str:
