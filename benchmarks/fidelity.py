@@ -186,13 +186,16 @@ def plot(r: dict) -> None:
     a.set_ylabel("LIBERO success (mean over tasks)")
     a.set_title("Success vs iteration", fontsize=9)
     a.legend(fontsize=7)
-    methods = list(r["summary"])
+    methods = sorted(r["summary"], key=lambda m: (m != "sft", m))
     means = [100 * r["summary"][m]["mean"] for m in methods]
-    bars = b.bar(methods, means, color=["#999999"] + ["#4477aa"] * (len(methods) - 1))
-    b.bar_label(bars, labels=[f"{v:.0f}%" for v in means], fontsize=8)
+    episodes = [sum(x["episodes"] for x in r["rows"] if x["method"] == m) for m in methods]
+    ci95 = [196 * np.sqrt(max(p / 100 * (1 - p / 100), 1e-9) / n) for p, n in zip(means, episodes, strict=True)]
+    bars = b.bar(methods, means, yerr=ci95, capsize=4, color=["#999999"] + ["#4477aa"] * (len(methods) - 1))
+    b.bar_label(bars, labels=[f"{v:.0f}%" for v in means], fontsize=8, label_type="center", color="white")
     steps = r["rows"][0]["real_env_steps"]
     b.set_ylabel(f"success at {steps} real env steps (%)")
-    b.set_title("Same real-data budget: SFT vs MBPO by branch length", fontsize=9)
+    b.set_title("Same real-data budget: SFT vs MBPO by branch length\n(whiskers: 95% binomial CI over each bar's "
+                "episodes)", fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "fidelity.png")
     print(f"wrote {RESULTS / 'fidelity.png'}")

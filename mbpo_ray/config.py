@@ -329,9 +329,12 @@ class MBPOConfig:
     learner_cpus: float = 0.25  # per learner rank
     learner_gpus: float = 0.0
     runner_cpus: float = 0.5  # per env runner
+    wm_learner_cpus: float = 0.5  # the world-model learner (only with wm_finetune_every)
+    wm_learner_gpus: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus"):
+        for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus", "wm_learner_cpus",
+                     "wm_learner_gpus"):
             _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)
         _check_range("mbpo.iterations", self.iterations, 1, 10_000_000)
         _check_tasks("mbpo.tasks", self.tasks, "libero_90")
@@ -359,6 +362,15 @@ class MBPOConfig:
     @property
     def task_ids(self) -> list[int]:
         return parse_task_ids(self.tasks)
+
+    def resources(self) -> dict[str, float]:
+        """CPUs and GPUs the loop's actors reserve at once (world-model workers at their maximum)."""
+        runners = self.env_runners if self.real_every or self.eval_episodes else 0
+        wm_learner = 1 if self.wm_finetune_every else 0
+        return {"CPU": self.wm_workers_max * self.worker_cpus + self.learners * self.learner_cpus
+                + runners * self.runner_cpus + wm_learner * self.wm_learner_cpus,
+                "GPU": self.wm_workers_max * self.worker_gpus + self.learners * self.learner_gpus
+                + wm_learner * self.wm_learner_gpus}
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     from mbpo_ray.weights import WeightStore
 
     mc, run = cfg.mbpo, Path(out)
+    _check_resources(mc)
     state = _start_state(run, resume)
     if resume:  # the inputs of the run as it was started
         saved = json.loads((run / "run.json").read_text())
@@ -71,7 +72,8 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                             optimizer_state=str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None)
     runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if mc.real_every or mc.eval_episodes else []
     remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]  # noqa: E731
-    wm_learner = make_world_model_learner(world_model_dir, store_uri, str(run / "weights")) if mc.wm_finetune_every else None
+    wm_learner = (make_world_model_learner(world_model_dir, store_uri, str(run / "weights"), mc.wm_learner_cpus,
+                                           mc.wm_learner_gpus) if mc.wm_finetune_every else None)
     tb = SummaryWriter(str(run / "tb"))
     rng = np.random.default_rng(mc.seed)
     if "rng" in state:
@@ -154,6 +156,30 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     for w in pool.workers:
         ray.kill(w)
     return {**last, "run": str(run), "world_model_replaced": pool.replaced}
+
+
+def _check_resources(mc) -> None:
+    """Actors that cannot all be placed would wait forever: on a fixed cluster, say so before starting
+    anything. Where an autoscaler adds nodes (``MBPO_RAY_AUTOSCALING=1``) the loop waits for them."""
+    import os
+
+    import ray
+
+    from mbpo_ray.config import ConfigError
+
+    have = ray.cluster_resources()
+    for kind, need in mc.resources().items():
+        if need > have.get(kind, 0.0) + 1e-9:
+            msg = (f"the loop reserves {need:g} {kind} (world-model workers {mc.wm_workers_max} x "
+                   f"{mc.worker_cpus:g} CPU / {mc.worker_gpus:g} GPU, learners {mc.learners} x {mc.learner_cpus:g} / "
+                   f"{mc.learner_gpus:g}, env runners {mc.env_runners} x {mc.runner_cpus:g} CPU"
+                   f"{f', world-model learner {mc.wm_learner_cpus:g} / {mc.wm_learner_gpus:g}' if mc.wm_finetune_every else ''}"
+                   f") but the cluster has {have.get(kind, 0.0):g}")
+            if os.environ.get("MBPO_RAY_AUTOSCALING"):
+                print(f"{msg}: waiting for the autoscaler to add nodes", flush=True)
+                continue
+            raise ConfigError(f"{msg}: lower the mbpo counts or *_cpus / *_gpus, or add nodes "
+                              "(MBPO_RAY_AUTOSCALING=1 on a cluster whose autoscaler adds them)")
 
 
 def _start_state(run: Path, resume: bool) -> dict:

@@ -83,6 +83,16 @@ def test_resume_repeats_the_uninterrupted_run(ray_cluster, loop_inputs, tmp_path
     assert logs[0][2]["ppo/loss"] == logs[1][2]["ppo/loss"]
 
 
+def test_train_refuses_what_the_cluster_cannot_place(ray_cluster, loop_inputs, tmp_path, capsys):
+    _, store, policy, wm = loop_inputs
+    out = tmp_path / "run"
+    code = main(["train", "--policy", policy, "--world-model", wm, "--store", store, "--out", str(out),
+                 "--mbpo.worker_cpus=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the loop reserves 5 CPU" in err and "but the cluster has 2" in err, err
+    assert not out.exists()  # refused before anything was written
+
+
 def test_train_errors(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r")]) == 2
     assert "--policy is required for a new run" in capsys.readouterr().err
