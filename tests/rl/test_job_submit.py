@@ -57,8 +57,13 @@ def test_job_submit_runs_training(loop_inputs, tmp_path):
     env.update(PATH=f"{venv_bin}:{env['PATH']}", RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     dashboard = _free_port()
     temp = tempfile.mkdtemp(prefix="rayjob-", dir="/tmp")  # short: Ray's socket paths are limited in length
+    # every port of its own: another Ray instance on this machine (the test session's) holds the defaults,
+    # and a job agent that cannot bind its port leaves the job server with "No available agent"
+    ports = [f"--{name}={_free_port()}" for name in (
+        "port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     head = subprocess.Popen(
-        [str(venv_bin / "ray"), "start", "--head", "--block", f"--port={_free_port()}",
+        [str(venv_bin / "ray"), "start", "--head", "--block", *ports,
          "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
          "--num-cpus=2", "--object-store-memory=300000000", "--disable-usage-stats", f"--temp-dir={temp}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
