@@ -181,7 +181,8 @@ def plot(r: dict) -> None:
     sft = r["summary"]["sft"]["mean"]
     for name, pts in r["curves"].items():
         xs, ys = [0] + [p["iteration"] for p in pts], [sft] + [p["success"] for p in pts]
-        a.plot(xs, ys, marker="o", label=name)
+        seed1 = not name.endswith("seed0")  # later seeds dashed: equal values stay visible
+        a.plot(xs, ys, marker="s" if seed1 else "o", linestyle="--" if seed1 else "-", label=name)
     a.set_xlabel("MBPO iteration (0 = SFT)")
     a.set_ylabel("LIBERO success (mean over tasks)")
     a.set_title("Success vs iteration", fontsize=9)
