@@ -333,8 +333,8 @@ class MBPOConfig:
     wm_learner_gpus: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus", "wm_learner_cpus",
-                     "wm_learner_gpus"):
+        for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus",
+                     "wm_learner_cpus", "wm_learner_gpus"):
             _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)
         _check_range("mbpo.iterations", self.iterations, 1, 10_000_000)
         _check_tasks("mbpo.tasks", self.tasks, "libero_90")
@@ -362,15 +362,6 @@ class MBPOConfig:
     @property
     def task_ids(self) -> list[int]:
         return parse_task_ids(self.tasks)
-
-    def resources(self) -> dict[str, float]:
-        """CPUs and GPUs the loop's actors reserve at once (world-model workers at their maximum)."""
-        runners = self.env_runners if self.real_every or self.eval_episodes else 0
-        wm_learner = 1 if self.wm_finetune_every else 0
-        return {"CPU": self.wm_workers_max * self.worker_cpus + self.learners * self.learner_cpus
-                + runners * self.runner_cpus + wm_learner * self.wm_learner_cpus,
-                "GPU": self.wm_workers_max * self.worker_gpus + self.learners * self.learner_gpus
-                + wm_learner * self.wm_learner_gpus}
 
 
 @dataclass(frozen=True)
@@ -425,11 +416,10 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             _fail(name, value, "must be an integer")
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                _fail(name, value, "must be a number")
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(value) if isinstance(value, str) else value
+        except ValueError:
+            _fail(name, value, "must be a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(name, value, "must be a number")
         return float(value)

@@ -34,7 +34,6 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     from actors.world_model_worker import world_model_worker_class
     from learners.policy_learner import LearnerGroup
     from learners.world_model_learner import make_world_model_learner
-    from mbpo_ray.policy import read_policy_meta
     from mbpo_ray.rl.imagine import Branches
     from mbpo_ray.weights import WeightStore
 
@@ -59,10 +58,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         state["version"] = weights.latest(POLICY) + 1
         weights.publish(POLICY, load_file(str(run / "checkpoint" / "policy" / "model.safetensors")), state["version"])
         world_model_dir = str(run / "checkpoint" / "world_model")
-    cfg_dict = cfg.to_dict()
-    meta = read_policy_meta(start_policy)
-    env = {**cfg_dict["env"], "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"]}
-    cfg_dict["env"] = env
+    cfg_dict, meta = actor_config(cfg, start_policy)
     wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus)
     bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {})}
     pool = WorldModelPool(lambda: wm_cls.remote(cfg_dict, world_model_dir, start_policy, store_uri, str(run / "weights")),
@@ -70,7 +66,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     learners = LearnerGroup(cfg_dict, start_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
                             mc.learner_gpus,
                             optimizer_state=str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None)
-    runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if mc.real_every or mc.eval_episodes else []
+    runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if _uses_runners(mc) else []
     remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]  # noqa: E731
     wm_learner = (make_world_model_learner(world_model_dir, store_uri, str(run / "weights"), mc.wm_learner_cpus,
                                            mc.wm_learner_gpus) if mc.wm_finetune_every else None)
@@ -158,6 +154,31 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     return {**last, "run": str(run), "world_model_replaced": pool.replaced}
 
 
+def actor_config(cfg: Config, policy_dir: str) -> tuple[dict, dict]:
+    """The config the loop's actors get (frames at the policy's store size, its chunk size) and the
+    policy checkpoint's metadata."""
+    from mbpo_ray.policy import read_policy_meta
+
+    cfg_dict, meta = cfg.to_dict(), read_policy_meta(policy_dir)
+    cfg_dict["env"] = {**cfg_dict["env"], "image_size": meta["store_image_size"],
+                       "chunk_size": meta["bins"]["chunk_size"]}
+    return cfg_dict, meta
+
+
+def _uses_runners(mc) -> bool:
+    return bool(mc.real_every or mc.eval_episodes)
+
+
+def resources(mc) -> dict[str, float]:
+    """CPUs and GPUs the loop's actors reserve at once (world-model workers at their maximum)."""
+    runners = mc.env_runners if _uses_runners(mc) else 0
+    wm_learner = 1 if mc.wm_finetune_every else 0
+    return {"CPU": mc.wm_workers_max * mc.worker_cpus + mc.learners * mc.learner_cpus
+            + runners * mc.runner_cpus + wm_learner * mc.wm_learner_cpus,
+            "GPU": mc.wm_workers_max * mc.worker_gpus + mc.learners * mc.learner_gpus
+            + wm_learner * mc.wm_learner_gpus}
+
+
 def _check_resources(mc) -> None:
     """Actors that cannot all be placed would wait forever: on a fixed cluster, say so before starting
     anything. Where an autoscaler adds nodes (``MBPO_RAY_AUTOSCALING=1``) the loop waits for them."""
@@ -168,7 +189,7 @@ def _check_resources(mc) -> None:
     from mbpo_ray.config import ConfigError
 
     have = ray.cluster_resources()
-    for kind, need in mc.resources().items():
+    for kind, need in resources(mc).items():
         if need > have.get(kind, 0.0) + 1e-9:
             msg = (f"the loop reserves {need:g} {kind} (world-model workers {mc.wm_workers_max} x "
                    f"{mc.worker_cpus:g} CPU / {mc.worker_gpus:g} GPU, learners {mc.learners} x {mc.learner_cpus:g} / "
