@@ -37,6 +37,13 @@ def provenance() -> dict:
     }
 
 
+def add_loop_inputs(ap) -> None:
+    """The flags of benchmarks that start the loop from existing checkpoints and a store."""
+    ap.add_argument("--policy", required=True, help="an SFT policy checkpoint")
+    ap.add_argument("--world-model", required=True, help="a train-world-model checkpoint folder")
+    ap.add_argument("--store", required=True, help="a replay store with demonstrations of the tasks")
+
+
 def read_result(name: str) -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
@@ -61,6 +68,35 @@ def bar_chart(name: str, labels: list[str], values: list[float], ylabel: str, ti
     ax.bar_label(bars, labels=[f"{v:,.1f}" if v < 100 else f"{v:,.0f}" for v in values], fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(textwrap.fill(title, 60), fontsize=9)
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
+def grouped_bars(name: str, groups: list[str], series: dict[str, tuple[list[float], str]], ylabel: str,
+                 title: str, log: bool = False, figsize: tuple[float, float] = (7, 4)) -> Path:
+    """One cluster of bars per group (x tick labels ``groups``), one bar per series ``label -> (values,
+    colour)``, each labelled with its value; ``RESULTS/<name>.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x, width = np.arange(len(groups)), 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=figsize, dpi=120)
+    for i, (label, (values, colour)) in enumerate(series.items()):
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label, color=colour)
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path = RESULTS / f"{name}.png"
     fig.savefig(path)

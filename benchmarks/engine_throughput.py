@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, read_result, write_result  # noqa: E402
+from benchmarks.common import grouped_bars, read_result, write_result  # noqa: E402
 
 
 def random_checkpoint(root: Path):
@@ -102,26 +102,13 @@ def main() -> None:
 
 
 def plot(r: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     batches = [k for k in r if k.startswith("batch_")]
-    x = np.arange(len(batches))
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    for off, (eng, colour) in zip((-0.2, 0.2), (("vllm", "#4477aa"), ("hf", "#cc6677")), strict=True):
-        vals = [r[b][f"{eng}_chunks_per_s"] for b in batches]
-        bars = ax.bar(x + off, vals, 0.4, label=eng, color=colour)
-        ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7)
-    ax.set_xticks(x, [f"batch {b.split('_')[1]}\n(vLLM {r[b]['ratio']:.1f}x)" for b in batches])
-    ax.set_ylabel("imagined chunk-transitions / s")
-    ax.set_title(f"World-model engines, same checkpoint ({r['tokens_per_transition']} generated tokens "
-                 "per transition)", fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(RESULTS / "engine_throughput.png")
-    print(f"wrote {RESULTS / 'engine_throughput.png'}")
+    grouped_bars("engine_throughput", [f"batch {b.split('_')[1]}\n(vLLM {r[b]['ratio']:.1f}x)" for b in batches],
+                 {eng: ([r[b][f"{eng}_chunks_per_s"] for b in batches], colour)
+                  for eng, colour in (("vllm", "#4477aa"), ("hf", "#cc6677"))},
+                 "imagined chunk-transitions / s",
+                 f"World-model engines, same checkpoint ({r['tokens_per_transition']} generated tokens per transition)",
+                 figsize=(6, 3.6))
 
 
 if __name__ == "__main__":

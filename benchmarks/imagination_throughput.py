@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, read_result, write_result  # noqa: E402
+from benchmarks.common import grouped_bars, read_result, write_result  # noqa: E402
 
 SYSTEMS = ("umm_vllm", "umm_hf", "ctrl_world")
 LABELS = {"umm_vllm": "UMM, vLLM", "umm_hf": "UMM, HF transformers", "ctrl_world": "Ctrl-World-style diffusion"}
@@ -170,29 +170,14 @@ def main() -> None:
 
 
 def plot(r: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     batches = [k for k in r if k.startswith("batch_")]
-    x = np.arange(len(batches))
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     colours = {"umm_vllm": "#4477aa", "umm_hf": "#66ccee", "ctrl_world": "#cc6677"}
-    for i, s in enumerate(SYSTEMS):
-        vals = [r[b][s] for b in batches]
-        bars = ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=LABELS[s], color=colours[s])
-        ax.bar_label(bars, labels=[f"{v:.3g}" for v in vals], fontsize=7)
-    ax.set_yscale("log")
-    ax.set_xticks(x, [f"batch {b.split('_')[1]}\nvLLM {r[b]['ratio_vllm_vs_ctrl_world']:.1f}x baseline"
-                      for b in batches])
-    ax.set_ylabel("imagined chunk-transitions / s (log)")
-    ax.set_title(f"Imagination throughput, same machine, one run (UMM {r['params']['umm'] / 1e6:.2f} M, "
-                 f"diffusion UNet {r['params']['ctrl_world'] / 1e6:.2f} M parameters)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "imagination_throughput.png")
-    print(f"wrote {RESULTS / 'imagination_throughput.png'}")
+    grouped_bars("imagination_throughput",
+                 [f"batch {b.split('_')[1]}\nvLLM {r[b]['ratio_vllm_vs_ctrl_world']:.1f}x baseline" for b in batches],
+                 {LABELS[s]: ([r[b][s] for b in batches], colours[s]) for s in SYSTEMS},
+                 "imagined chunk-transitions / s (log)",
+                 f"Imagination throughput, same machine, one run (UMM {r['params']['umm'] / 1e6:.2f} M, "
+                 f"diffusion UNet {r['params']['ctrl_world'] / 1e6:.2f} M parameters)", log=True)
 
 
 if __name__ == "__main__":

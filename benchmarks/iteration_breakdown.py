@@ -27,7 +27,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import bar_chart, write_result  # noqa: E402
+from benchmarks.common import add_loop_inputs, bar_chart, write_result  # noqa: E402
 
 PHASES = {"imagine_s": "time/imagine_s", "learn_s": "time/update_s", "sync_s": "time/sync_s",
           "real_s": "time/real_s", "eval_s": "time/eval_s"}
@@ -57,9 +57,7 @@ def run(args, workers: int, root: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", required=True)
-    ap.add_argument("--world-model", required=True)
-    ap.add_argument("--store", required=True)
+    add_loop_inputs(ap)
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--branches", type=int, default=32)
     ap.add_argument("--learners", type=int, default=2)

@@ -24,18 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import bar_chart, write_result  # noqa: E402
+from benchmarks.common import add_loop_inputs, bar_chart, write_result  # noqa: E402
 
 
 def config(args) -> dict:
     from mbpo_ray.config import build_config
-    from mbpo_ray.policy import read_policy_meta
+    from mbpo_ray.mbpo import actor_config
 
     cfg = build_config(overrides=[f"--mbpo.n_chunks={args.n_chunks}", f"--mbpo.branches={args.branches}",
-                                  "--mbpo.tasks=0-1", "--world_model.engine=vllm"]).to_dict()
-    meta = read_policy_meta(args.policy)
-    cfg["env"] = {**cfg["env"], "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"]}
-    return cfg
+                                  "--mbpo.tasks=0-1", "--world_model.engine=vllm"])
+    return actor_config(cfg, args.policy)[0]
 
 
 def imagine_rate(args, cfg: dict, workers: int, weights: str) -> tuple[float, object]:
@@ -81,9 +79,7 @@ def learn_rate(args, cfg: dict, ranks: int, weights: str, batch) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", required=True)
-    ap.add_argument("--world-model", required=True)
-    ap.add_argument("--store", required=True)
+    add_loop_inputs(ap)
     ap.add_argument("--branches", type=int, default=64)
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--n-chunks", type=int, default=2)
