@@ -68,12 +68,7 @@ def bar_chart(name: str, labels: list[str], values: list[float], ylabel: str, ti
     ax.bar_label(bars, labels=[f"{v:,.1f}" if v < 100 else f"{v:,.0f}" for v in values], fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(textwrap.fill(title, 60), fontsize=9)
-    fig.tight_layout()
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    print(f"wrote {path}")
-    return path
+    return save_figure(fig, name)
 
 
 def grouped_bars(name: str, groups: list[str], series: dict[str, tuple[list[float], str]], ylabel: str,
@@ -97,6 +92,12 @@ def grouped_bars(name: str, groups: list[str], series: dict[str, tuple[list[floa
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
+    return save_figure(fig, name)
+
+
+def save_figure(fig, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = RESULTS / f"{name}.png"
     fig.savefig(path)
