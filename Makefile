@@ -72,7 +72,7 @@ bench: install
 	$(BIN)/python benchmarks/eval_scaling.py --checkpoint $(SFT_WORK)/policy --tasks 0-1 --episodes-per-task 10
 	$(BIN)/python benchmarks/iteration_breakdown.py --policy $(SFT_WORK)/policy --world-model $(WM_WORK)/wm --store $(CACHE)/wm/demos
 	$(BIN)/python benchmarks/scaling.py --policy $(SFT_WORK)/policy --world-model $(WM_WORK)/wm --store $(CACHE)/wm/demos
-	$(BIN)/python benchmarks/fidelity.py --policy $(SFT_WORK)/policy --sft-eval $(SFT_WORK)/eval/eval.json --world-model $(WM_WORK)/wm --store $(CACHE)/wm/demos --work $(CACHE)/bench/fidelity-$(STAMP_TIME)
+	$(BIN)/python benchmarks/fidelity.py --policy $(SFT_WORK)/policy --sft-eval $(SFT_WORK)/eval/eval.json --world-model $(WM_WORK)/wm --store $(CACHE)/wm/demos --work $(CACHE)/bench/fidelity-$(STAMP_TIME) --bc --seeds 0 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,18 +1,20 @@
 """The paper's claims at small scale: VLA-MBPO from a few-shot SFT policy, branch length n in {1, 2, 4},
-with the project's own loop (`mbpo-ray train`: vLLM world-model workers, DDP learners, LIBERO env
+and behaviour cloning inside the world model, with the project's own loop (`mbpo-ray train`: vLLM world-model workers, DDP learners, LIBERO env
 runners on a local Ray cluster), evaluated with LIBERO's protocol.
 
     python benchmarks/fidelity.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --world-model WM_CKPT \\
-        --store DEMO_STORE --work DIR [--n-chunks 1 2 4] [--seeds 0] [--iterations 15] [--episodes 50]
-        [--run-only 2:1 ...]
+        --store DEMO_STORE --work DIR [--n-chunks 1 2 4] [--bc] [--seeds 0] [--iterations 15] [--episodes 50]
+        [--run-only 2:1 bc:0 ...]
 
 Real-data budget: the SFT policy's own demonstrations, nothing more. MBPO starts its branches from a
 store holding exactly those demonstrations (copied out of DEMO_STORE by episode id) and collects no
 real rollouts (``mbpo.real_every=0``); the world model is used as given (its own training data is
 recorded in the JSON). Every MBPO run ends with an evaluation on init states 0..episodes-1 of each
 task, greedy actions, the suite's step limit: the protocol of ``mbpo-ray eval``, whose report of
-the same SFT checkpoint (SFT_EVAL_JSON) gives the SFT rows. Writes
-benchmarks/results/fidelity.{json,png}.
+the same SFT checkpoint (SFT_EVAL_JSON) gives the SFT rows. ``--bc`` adds the "BC (world model)"
+rows: the same loop, branches and budget with ``mbpo.objective=bc`` (the policy imitates the imagined
+chunks of branches the world model judged successful) at the paper's branch length, 2 chunks.
+Writes benchmarks/results/fidelity.{json,png}.
 """
 
 from __future__ import annotations
@@ -60,24 +62,28 @@ def world_model_data(src: str, wm: str) -> dict:
             "tasks": sorted({e.task_id for e in train})}
 
 
-def run_mbpo(args, store: str, n: int, seed: int) -> Path | None:
+BC_CHUNKS = 2  # branch length of the BC (world model) runs
+
+
+def run_mbpo(args, store: str, n: int, seed: int, objective: str = "ppo") -> Path | None:
     """The run's folder once it has its final evaluation (a complete earlier run is kept); None when
     ``--run-only`` leaves it out."""
     from mbpo_ray.cli import main
 
-    out = Path(args.work) / f"mbpo_n{n}_seed{seed}"
+    bc = objective == "bc"
+    out = Path(args.work) / (f"bc_n{n}_seed{seed}" if bc else f"mbpo_n{n}_seed{seed}")
     if (out / "metrics.jsonl").exists() and any("eval/success" in json.loads(x)
                                                    for x in (out / "metrics.jsonl").read_text().splitlines()):
         print(f"{out} is complete: kept", flush=True)
         return out
-    if args.run_only is not None and f"{n}:{seed}" not in args.run_only:
+    if args.run_only is not None and f"{'bc' if bc else n}:{seed}" not in args.run_only:
         return None
     if out.exists():  # an interrupted run starts over
         import shutil
 
         shutil.rmtree(out)
     argv = ["train", "--policy", args.policy, "--world-model", args.world_model, "--store", store, "--out", str(out),
-            f"--mbpo.n_chunks={n}", f"--mbpo.seed={seed}", f"--mbpo.iterations={args.iterations}",
+            f"--mbpo.objective={objective}", f"--mbpo.n_chunks={n}", f"--mbpo.seed={seed}", f"--mbpo.iterations={args.iterations}",
             f"--mbpo.tasks={args.tasks}", f"--mbpo.branches={args.branches}", f"--mbpo.actor_lr={args.actor_lr}",
             f"--mbpo.updates_per_batch={args.updates}", f"--mbpo.critic_warmup={args.critic_warmup}",
             "--mbpo.real_every=0", f"--mbpo.eval_episodes={args.episodes}", f"--mbpo.eval_every={args.eval_every}",
@@ -98,6 +104,7 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--tasks", default="0-1")
     ap.add_argument("--n-chunks", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--bc", action="store_true", help=f"add BC (world model) runs ({BC_CHUNKS}-chunk branches)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--iterations", type=int, default=15)
     ap.add_argument("--eval-every", type=int, default=0)
@@ -106,7 +113,7 @@ def main() -> None:
     ap.add_argument("--actor-lr", default="5e-5")
     ap.add_argument("--updates", type=int, default=8)
     ap.add_argument("--critic-warmup", type=int, default=3)
-    ap.add_argument("--run-only", nargs="+", metavar="N:SEED",
+    ap.add_argument("--run-only", nargs="+", metavar="N:SEED",  # bc:SEED for a BC run
                     help="start only these runs; other (n, seed) pairs are reported if complete, else left out")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
@@ -123,22 +130,25 @@ def main() -> None:
     for t, r in sft["tasks"].items():
         rows.append({"method": "sft", "task": int(t), "seed": 0, "success_rate": r["success_rate"],
                      "episodes": r["episodes"], "real_env_steps": demo_steps, "iteration": 0})
-    for n in args.n_chunks:
+    runs = [(f"mbpo_n{n}", n, "ppo") for n in args.n_chunks] + ([("bc_world_model", BC_CHUNKS, "bc")] if args.bc else [])
+    for method, n, objective in runs:
         for seed in args.seeds:
-            out = run_mbpo(args, str(Path(args.work) / "budget_store"), n, seed)
+            out = run_mbpo(args, str(Path(args.work) / "budget_store"), n, seed, objective)
             if out is None:
                 continue
             logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
             evals = [x for x in logs if "eval/success" in x]
-            curves[f"mbpo_n{n}_seed{seed}"] = [
+            curves[f"{method}_seed{seed}"] = [
                 {"iteration": x["iteration"], "success": x["eval/success"],
                  "imagined_reward": x["imagine/reward_mean"]} for x in evals]
             last = evals[-1]
             for t in sft["tasks"]:
-                rows.append({"method": f"mbpo_n{n}", "task": int(t), "seed": seed,
+                rows.append({"method": method, "task": int(t), "seed": seed, "n_chunks": n,
                              "success_rate": last[f"eval/success_task{t}"], "episodes": args.episodes,
                              "real_env_steps": demo_steps, "iteration": last["iteration"],
-                             "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs))})
+                             "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs)),
+                             "imagined_successful_branches": round(sum(x["imagine/reward_mean"] for x in logs)
+                                                                   * args.branches)})
     summary = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == m]
@@ -163,7 +173,9 @@ def main() -> None:
         "world_model_training_data": world_model_data(args.store, args.world_model),
         "world_model_quality": {k: quality[k] for k in ("head", "wrist", "reward")},
         "paper_libero_long_success": PAPER_LIBERO_LONG,
-        "bc_world_model": "not run: behaviour cloning inside the world model is not implemented in this project",
+        "bc_world_model": (f"mbpo.objective=bc, {BC_CHUNKS}-chunk branches, the MBPO runs' settings: the policy "
+                           "imitates the imagined chunks of branches the world model judged successful"
+                           if args.bc else "not run (pass --bc)"),
         "settings": {"actor_lr": args.actor_lr, "updates_per_batch": args.updates, "critic_warmup": args.critic_warmup,
                      "branches": args.branches, "iterations": args.iterations, "real_every": 0},
     }
@@ -187,16 +199,18 @@ def plot(r: dict) -> None:
     a.set_ylabel("LIBERO success (mean over tasks)")
     a.set_title("Success vs iteration", fontsize=9)
     a.legend(fontsize=7)
-    methods = sorted(r["summary"], key=lambda m: (m != "sft", m))
+    methods = sorted(r["summary"], key=lambda m: (m != "sft", m != "bc_world_model", m))
     means = [100 * r["summary"][m]["mean"] for m in methods]
     episodes = [sum(x["episodes"] for x in r["rows"] if x["method"] == m) for m in methods]
     ci95 = [196 * np.sqrt(max(p / 100 * (1 - p / 100), 1e-9) / n) for p, n in zip(means, episodes, strict=True)]
-    bars = b.bar(methods, means, yerr=ci95, capsize=4, color=["#999999"] + ["#4477aa"] * (len(methods) - 1))
+    colours = {"sft": "#999999", "bc_world_model": "#ccbb44"}
+    bars = b.bar([m.replace("_world_model", " (WM)") for m in methods], means, yerr=ci95, capsize=4,
+                 color=[colours.get(m, "#4477aa") for m in methods])
     b.bar_label(bars, labels=[f"{v:.0f}%" for v in means], fontsize=8, label_type="center", color="white")
     steps = r["rows"][0]["real_env_steps"]
     b.set_ylabel(f"success at {steps} real env steps (%)")
-    b.set_title("Same real-data budget: SFT vs MBPO by branch length\n(whiskers: 95% binomial CI over each bar's "
-                "episodes)", fontsize=8)
+    b.set_title("Same real-data budget: SFT, BC in the world model, MBPO by branch length\n"
+                "(whiskers: 95% binomial CI over each bar's episodes)", fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "fidelity.png")
     print(f"wrote {RESULTS / 'fidelity.png'}")

@@ -70,6 +70,8 @@ class PolicyLearner:
         ``seed`` (from the driver's checkpointed generator) draws the minibatches: a resumed run
         repeats the updates of an uninterrupted one."""
         mc = self.cfg.mbpo
+        if mc.objective == "bc":
+            return self._imitate(br, version, seed)
         rng = np.random.default_rng(seed)
         t0 = time.perf_counter()
         f = torch.from_numpy
@@ -102,14 +104,55 @@ class PolicyLearner:
             self.opt.step()
             for k in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                 stats.setdefault(k, []).append(float(getattr(out, k)))
+        metrics = {k: float(np.mean(x)) for k, x in stats.items()}
+        metrics.update(samples=n, trained=mc.updates_per_batch * min(mc.minibatch_size, n),
+                       advantage_mean=float(mean), return_mean=float(ret.mean()) if n else 0.0)
+        return self._publish(version, metrics, t0)
+
+    def _imitate(self, br: Branches, version: int, seed: int) -> dict:
+        """Behaviour cloning inside the world model (the paper's "BC (world model)" baseline): the
+        policy maximises the likelihood of its own imagined chunks on the branches the world model
+        judged successful; no critic, no advantages. Branches without a predicted success teach
+        nothing. Every rank takes part in every step (DDP's all-reduce); a rank whose shard holds no
+        success contributes a zero-weighted sample, and the loss is the mean over all ranks' samples."""
+        mc = self.cfg.mbpo
+        rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        keep = br.valid & br.terminal.any(axis=1, keepdims=True)
+        n = int(keep.sum())
+        m = min(mc.minibatch_size, n)
+        counts = self._allreduce(torch.tensor([float(n), float(m)], dtype=torch.float64))
+        stats: dict[str, list[float]] = {}
+        if counts[0] > 0:  # the same decision on every rank
+            rows = keep if n else br.valid & (np.cumsum(br.valid.ravel()).reshape(br.valid.shape) == 1)
+            head, wrist, actions = br.head[rows], br.wrist[rows], torch.from_numpy(br.actions[rows])
+            instr = np.array(br.instruction, dtype=object)[np.nonzero(rows)[0]]
+            # DDP averages gradients over ranks: scale so the result is the mean over every rank's samples
+            scale = self.world_size / float(counts[1]) if n else 0.0
+            for _ in range(mc.updates_per_batch):
+                idx = rng.choice(len(actions), size=max(m, 1), replace=False)
+                obs = Observations(head[idx], wrist[idx], np.zeros((len(idx), 8), np.float32), list(instr[idx]))
+                logp, ent, _ = self.model(obs, actions[idx], None, True)
+                dims = logp[0].numel()
+                loss = -logp.sum() * scale / dims
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+                self.opt.step()
+                if n:
+                    stats.setdefault("loss", []).append(-float(logp.detach().mean()))
+                    stats.setdefault("entropy", []).append(float(ent.detach().mean()))
+        metrics = {k: float(np.mean(x)) for k, x in stats.items()}
+        metrics.update(samples=n, trained=mc.updates_per_batch * m if counts[0] > 0 else 0,
+                       success_branches=int(br.terminal.any(axis=1).sum()))
+        return self._publish(version, metrics, t0)
+
+    def _publish(self, version: int, metrics: dict, t0: float) -> dict:
+        """Rank 0 publishes ``version`` to the weight store; the update's timings join its metrics."""
         t_pub = time.perf_counter()
         if self.rank == 0:
             self.weights.publish(POLICY, self.policy.state_dict(), version)
-        publish_s = time.perf_counter() - t_pub
-        metrics = {k: float(np.mean(x)) for k, x in stats.items()}
-        metrics.update(samples=n, trained=mc.updates_per_batch * min(mc.minibatch_size, n), publish_s=publish_s,
-                       seconds=time.perf_counter() - t0, advantage_mean=float(mean),
-                       return_mean=float(ret.mean()) if n else 0.0)
+        metrics.update(publish_s=time.perf_counter() - t_pub, seconds=time.perf_counter() - t0)
         return metrics
 
     def save(self, path: str, extra: dict | None = None) -> str:
@@ -141,12 +184,18 @@ class LearnerGroup:
         return [r.update.remote(s, version, seed, critic_only) for r, s in zip(self.ranks, shards, strict=True)]
 
     def collect(self, refs: list) -> dict:
+        """Counts summed, times the slowest rank's, other metrics averaged over the ranks that report
+        them, weighted by their samples."""
         results = ray.get(refs)
-        total = sum(m["samples"] for m in results)
-        out = {k: float(np.average([m[k] for m in results], weights=[max(1, m["samples"]) for m in results]))
-               for k in results[0] if k not in ("samples", "seconds", "trained", "publish_s")}
-        out.update(samples=total, trained=sum(m["trained"] for m in results),
-                   seconds=max(m["seconds"] for m in results), publish_s=max(m["publish_s"] for m in results))
+        out = {}
+        for k in dict.fromkeys(k for m in results for k in m):
+            have = [m for m in results if k in m]
+            if k in _SUMMED:
+                out[k] = sum(m[k] for m in have)
+            elif k in _SLOWEST:
+                out[k] = max(m[k] for m in have)
+            else:
+                out[k] = float(np.average([m[k] for m in have], weights=[max(1, m["samples"]) for m in have]))
         return out
 
     def update(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> dict:
@@ -157,6 +206,9 @@ class LearnerGroup:
 
     def checksums(self) -> list[float]:
         return ray.get([r.weights_checksum.remote() for r in self.ranks])
+
+
+_SUMMED, _SLOWEST = ("samples", "trained", "success_branches"), ("seconds", "publish_s")
 
 
 def _split(br: Branches, n: int) -> list[Branches]:

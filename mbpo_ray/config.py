@@ -171,6 +171,7 @@ class WorldModelConfig:
 
 
 POLICY_ARCHS = ("binned_vla",)  # names in mbpo_ray.policy.POLICIES
+OBJECTIVES = ("ppo", "bc")  # mbpo.objective
 
 
 def parse_task_ids(spec: str) -> list[int]:
@@ -295,6 +296,9 @@ class MBPOConfig:
     """
 
     iterations: int = 4
+    # ppo: VLA-MBPO. bc: behaviour cloning inside the world model (the paper's baseline): imitate the
+    # imagined chunks of branches the world model judged successful, no critic
+    objective: str = "ppo"
     tasks: str = "0-1"  # tasks of env.suite whose start states are branched from
     branches: int = 32  # imagined branches per iteration (all world-model workers together)
     n_chunks: int = 2  # branch length in chunks; bootstrapped with V(last observation)
@@ -348,7 +352,11 @@ class MBPOConfig:
         _check_range("mbpo.critic_lr", self.critic_lr, 0.0, 1.0)
         _check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
         _check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
+        _check_choice("mbpo.objective", self.objective, OBJECTIVES)
         _check_range("mbpo.learners", self.learners, 1, 4096)
+        if self.branches < self.learners:
+            raise ConfigError(f"mbpo.branches={self.branches} is fewer than mbpo.learners={self.learners}: every "
+                              "learner rank needs at least one branch per batch; raise branches or lower learners")
         _check_range("mbpo.wm_workers_min", self.wm_workers_min, 1, 4096)
         _check_range("mbpo.wm_workers_max", self.wm_workers_max, self.wm_workers_min, 4096)
         _check_range("mbpo.max_staleness", self.max_staleness, 0, 1000)

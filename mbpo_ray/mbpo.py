@@ -88,7 +88,8 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         state.pop("imagine_seed")  # consumed: a checkpoint from here on holds only a batch still in flight
         br = Branches.concat([p["branches"] for p in parts])
         staleness = state["version"] - br.policy_version
-        refs = learners.update_async(br, state["version"] + 1, int(rng.integers(2**31)), critic_only=it < mc.critic_warmup)
+        refs = learners.update_async(br, state["version"] + 1, int(rng.integers(2**31)),
+                                     critic_only=mc.objective == "ppo" and it < mc.critic_warmup)
         if overlap and it + 1 < mc.iterations:
             batch = imagine()
         m = learners.collect(refs)
@@ -103,7 +104,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                "time/imagine_s": im["seconds"], "time/update_s": update_s,
                "time/sync_s": m["publish_s"] + im["sync_seconds"],  # publish by rank 0 + the slowest replica's pull
                "learner/rank_divergence": max(sums) - min(sums),
-               **{f"ppo/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained", "publish_s")}}
+               **{f"{mc.objective}/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained", "publish_s")}}
         if staleness > mc.max_staleness:
             raise RuntimeError(f"imagined samples {staleness} versions old exceed mbpo.max_staleness={mc.max_staleness}")
         log["pool/target"] = pool.autoscale(im["seconds"], update_s)
