@@ -63,20 +63,22 @@ def world_model_data(src: str, wm: str) -> dict:
 
 
 BC_CHUNKS = 2  # branch length of the BC (world model) runs
+# run folder and method suffix per mbpo.critic_init: zero-critic runs are rows of their own
+CRITIC_SUFFIX = {"checkpoint": "", "zero": "_critic_zero"}
 
 
-def run_mbpo(args, store: str, n: int, seed: int, objective: str = "ppo") -> Path | None:
+def run_mbpo(args, store: str, n: int, seed: int, objective: str = "ppo", critic: str = "checkpoint") -> Path | None:
     """The run's folder once it has its final evaluation (a complete earlier run is kept); None when
-    ``--run-only`` leaves it out."""
+    ``--run-only`` or another ``--critic-init`` leaves it out."""
     from mbpo_ray.cli import main
 
     bc = objective == "bc"
-    out = Path(args.work) / (f"bc_n{n}_seed{seed}" if bc else f"mbpo_n{n}_seed{seed}")
+    out = Path(args.work) / (f"bc_n{n}_seed{seed}" if bc else f"mbpo_n{n}_seed{seed}{CRITIC_SUFFIX[critic]}")
     if (out / "metrics.jsonl").exists() and any("eval/success" in json.loads(x)
                                                    for x in (out / "metrics.jsonl").read_text().splitlines()):
         print(f"{out} is complete: kept", flush=True)
         return out
-    if args.run_only is not None and f"{'bc' if bc else n}:{seed}" not in args.run_only:
+    if critic != args.critic_init or args.run_only is not None and f"{'bc' if bc else n}:{seed}" not in args.run_only:
         return None
     if out.exists():  # an interrupted run starts over
         import shutil
@@ -86,6 +88,7 @@ def run_mbpo(args, store: str, n: int, seed: int, objective: str = "ppo") -> Pat
             f"--mbpo.objective={objective}", f"--mbpo.n_chunks={n}", f"--mbpo.seed={seed}", f"--mbpo.iterations={args.iterations}",
             f"--mbpo.tasks={args.tasks}", f"--mbpo.branches={args.branches}", f"--mbpo.actor_lr={args.actor_lr}",
             f"--mbpo.updates_per_batch={args.updates}", f"--mbpo.critic_warmup={args.critic_warmup}",
+            f"--mbpo.critic_init={critic}",
             "--mbpo.real_every=0", f"--mbpo.eval_episodes={args.episodes}", f"--mbpo.eval_every={args.eval_every}",
             "--mbpo.wm_workers_min=1", "--mbpo.wm_workers_max=1", "--mbpo.learners=1", "--mbpo.env_runners=2",
             "--mbpo.worker_cpus=0.5", "--mbpo.learner_cpus=0.25", "--mbpo.runner_cpus=0.5",
@@ -97,11 +100,11 @@ def run_mbpo(args, store: str, n: int, seed: int, objective: str = "ppo") -> Pat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", required=True, help="the SFT checkpoint")
-    ap.add_argument("--sft-eval", required=True, help="eval.json of `mbpo-ray eval` on that checkpoint")
-    ap.add_argument("--world-model", required=True)
-    ap.add_argument("--store", required=True, help="a store holding the SFT demonstrations")
-    ap.add_argument("--work", required=True)
+    ap.add_argument("--policy", help="the SFT checkpoint")
+    ap.add_argument("--sft-eval", help="eval.json of `mbpo-ray eval` on that checkpoint")
+    ap.add_argument("--world-model")
+    ap.add_argument("--store", help="a store holding the SFT demonstrations")
+    ap.add_argument("--work")
     ap.add_argument("--tasks", default="0-1")
     ap.add_argument("--n-chunks", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--bc", action="store_true", help=f"add BC (world model) runs ({BC_CHUNKS}-chunk branches)")
@@ -113,12 +116,18 @@ def main() -> None:
     ap.add_argument("--actor-lr", default="5e-5")
     ap.add_argument("--updates", type=int, default=8)
     ap.add_argument("--critic-warmup", type=int, default=3)
+    ap.add_argument("--critic-init", choices=("checkpoint", "zero"), default="checkpoint",
+                    help="mbpo.critic_init of the MBPO runs to start (complete runs of either are reported; "
+                    "zero-critic rows are methods of their own, mbpo_nN_critic_zero)")
     ap.add_argument("--run-only", nargs="+", metavar="N:SEED",  # bc:SEED for a BC run
                     help="start only these runs; other (n, seed) pairs are reported if complete, else left out")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
     if args.plot_only:
         return plot(read_result("fidelity"))
+    missing = [n for n in ("policy", "sft_eval", "world_model", "store", "work") if getattr(args, n) is None]
+    if missing:
+        ap.error(f"the following arguments are required: {', '.join('--' + n.replace('_', '-') for n in missing)}")
     for name in ("policy", "world_model", "store", "work", "sft_eval"):
         setattr(args, name, os.path.expanduser(getattr(args, name)))
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -130,10 +139,11 @@ def main() -> None:
     for t, r in sft["tasks"].items():
         rows.append({"method": "sft", "task": int(t), "seed": 0, "success_rate": r["success_rate"],
                      "episodes": r["episodes"], "real_env_steps": demo_steps, "iteration": 0})
-    runs = [(f"mbpo_n{n}", n, "ppo") for n in args.n_chunks] + ([("bc_world_model", BC_CHUNKS, "bc")] if args.bc else [])
-    for method, n, objective in runs:
+    runs = [(f"mbpo_n{n}{CRITIC_SUFFIX[c]}", n, "ppo", c) for c in CRITIC_SUFFIX for n in args.n_chunks]
+    runs += [("bc_world_model", BC_CHUNKS, "bc", "checkpoint")] if args.bc else []
+    for method, n, objective, critic in runs:
         for seed in args.seeds:
-            out = run_mbpo(args, str(Path(args.work) / "budget_store"), n, seed, objective)
+            out = run_mbpo(args, str(Path(args.work) / "budget_store"), n, seed, objective, critic)
             if out is None:
                 continue
             logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -143,7 +153,7 @@ def main() -> None:
                  "imagined_reward": x["imagine/reward_mean"]} for x in evals]
             last = evals[-1]
             for t in sft["tasks"]:
-                rows.append({"method": method, "task": int(t), "seed": seed, "n_chunks": n,
+                rows.append({"method": method, "task": int(t), "seed": seed, "n_chunks": n, "critic_init": critic,
                              "success_rate": last[f"eval/success_task{t}"], "episodes": args.episodes,
                              "real_env_steps": demo_steps, "iteration": last["iteration"],
                              "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs)),
@@ -191,21 +201,30 @@ def plot(r: dict) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     sft = r["summary"]["sft"]["mean"]
-    for name, pts in r["curves"].items():
-        xs, ys = [0] + [p["iteration"] for p in pts], [sft] + [p["success"] for p in pts]
-        seed1 = not name.endswith("seed0")  # later seeds dashed: equal values stay visible
-        a.plot(xs, ys, marker="s" if seed1 else "o", linestyle="--" if seed1 else "-", label=name)
-    a.set_xlabel("MBPO iteration (0 = SFT)")
+    methods = list(dict.fromkeys(name.rsplit("_seed", 1)[0] for name in r["curves"]))
+    for k, m in enumerate(methods):  # one colour per method, its seeds as thin lines, the mean bold
+        colour, dx = plt.cm.tab10(k), 0.25 * (k - (len(methods) - 1) / 2)  # offset: equal values stay visible
+        runs = [pts for name, pts in r["curves"].items() if name.rsplit("_seed", 1)[0] == m]
+        for pts in runs:
+            a.plot([dx] + [p["iteration"] + dx for p in pts], [sft] + [p["success"] for p in pts], color=colour,
+                   alpha=0.45, linewidth=1, marker=".")
+        last = max(pts[-1]["iteration"] for pts in runs)
+        mean = np.mean([pts[-1]["success"] for pts in runs if pts[-1]["iteration"] == last])
+        a.plot([dx, last + dx], [sft, mean], color=colour, linewidth=2.2, marker="o", label=f"{m} ({len(runs)} seeds)")
+    a.set_xlabel("MBPO iteration (0 = SFT); thin: seeds, bold: their mean")
     a.set_ylabel("LIBERO success (mean over tasks)")
-    a.set_title("Success vs iteration", fontsize=9)
+    a.set_title(f"Success vs iteration (no real rollouts: every point at {r['rows'][0]['real_env_steps']} "
+                "real env steps)", fontsize=8)
     a.legend(fontsize=7)
     methods = sorted(r["summary"], key=lambda m: (m != "sft", m != "bc_world_model", m))
     means = [100 * r["summary"][m]["mean"] for m in methods]
     episodes = [sum(x["episodes"] for x in r["rows"] if x["method"] == m) for m in methods]
     ci95 = [196 * np.sqrt(max(p / 100 * (1 - p / 100), 1e-9) / n) for p, n in zip(means, episodes, strict=True)]
     colours = {"sft": "#999999", "bc_world_model": "#ccbb44"}
-    bars = b.bar([m.replace("_world_model", " (WM)") for m in methods], means, yerr=ci95, capsize=4,
-                 color=[colours.get(m, "#4477aa") for m in methods])
+    bars = b.bar([m.replace("_world_model", " (WM)").replace("_critic_zero", "\nV0=0") for m in methods], means,
+                 yerr=ci95, capsize=4,
+                 color=[colours.get(m, "#66ccee" if m.endswith("critic_zero") else "#4477aa") for m in methods])
+    b.tick_params(axis="x", labelsize=7)
     b.bar_label(bars, labels=[f"{v:.0f}%" for v in means], fontsize=8, label_type="center", color="white")
     steps = r["rows"][0]["real_env_steps"]
     b.set_ylabel(f"success at {steps} real env steps (%)")

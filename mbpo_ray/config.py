@@ -313,6 +313,9 @@ class MBPOConfig:
     value_coef: float = 1.0
     entropy_coef: float = 0.0
     critic_warmup: int = 1  # first iterations train the critic only (the SFT critic is untrained)
+    # checkpoint: the critic as the starting checkpoint has it (SFT leaves it at its random init);
+    # zero: its output layer zeroed, V = 0 everywhere until imagined successes teach it
+    critic_init: str = "checkpoint"
     learners: int = 2  # DDP ranks of the policy learner group (gloo on CPU, NCCL on GPU)
     wm_workers_min: int = 2  # world-model replicas (vLLM engines), autoscaled between min and max
     wm_workers_max: int = 2
@@ -353,6 +356,7 @@ class MBPOConfig:
         _check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
         _check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
         _check_choice("mbpo.objective", self.objective, OBJECTIVES)
+        _check_choice("mbpo.critic_init", self.critic_init, ("checkpoint", "zero"))
         _check_range("mbpo.learners", self.learners, 1, 4096)
         if self.branches < self.learners:
             raise ConfigError(f"mbpo.branches={self.branches} is fewer than mbpo.learners={self.learners}: every "

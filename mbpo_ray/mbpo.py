@@ -2,6 +2,7 @@
 
 Run folder ``OUT``::
 
+    OUT/start_policy/ the starting policy with its critic at zero (mbpo.critic_init=zero)
     OUT/weights/      versioned weight store (policy, world_model): what every replica pulls
     OUT/policies/vN/  policy checkpoints handed to env runners (real data, evaluation)
     OUT/checkpoint/   everything needed to resume: policy + optimizer, world model, state.json
@@ -52,6 +53,8 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                                                   "store": store_uri, "config": cfg.to_dict()}, indent=1))
     weights = WeightStore(str(run / "weights"))
     start_policy = str(run / "checkpoint" / "policy") if resume else policy_dir
+    if not resume and mc.critic_init == "zero":
+        start_policy = _critic_at_zero(policy_dir, run / "start_policy")
     if resume:  # the checkpointed weights become the newest version: replicas come up on them
         from safetensors.torch import load_file
 
@@ -164,6 +167,29 @@ def actor_config(cfg: Config, policy_dir: str) -> tuple[dict, dict]:
     cfg_dict["env"] = {**cfg_dict["env"], "image_size": meta["store_image_size"],
                        "chunk_size": meta["bins"]["chunk_size"]}
     return cfg_dict, meta
+
+
+def _critic_at_zero(policy_dir: str, dst: Path) -> str:
+    """A copy of the starting policy whose critic answers V = 0 everywhere (the last linear layer of
+    ``value_head`` zeroed). SFT never trains the value head: its random outputs would otherwise be
+    bootstrapped into every imagined return until the critic unlearns them."""
+    import torch
+
+    from mbpo_ray.config import ConfigError
+    from mbpo_ray.policy import load_policy, read_policy_meta, save_policy
+
+    policy = load_policy(policy_dir)
+    linear = [m for m in getattr(policy, "value_head", torch.nn.Identity()).modules() if isinstance(m, torch.nn.Linear)]
+    if not linear:
+        raise ConfigError(f"mbpo.critic_init=zero needs a policy with a linear value_head; {policy_dir} has none: "
+                          "use mbpo.critic_init=checkpoint")
+    with torch.no_grad():
+        linear[-1].weight.zero_()
+        if linear[-1].bias is not None:
+            linear[-1].bias.zero_()
+    meta = read_policy_meta(policy_dir)
+    save_policy(policy, dst, {k: v for k, v in meta.items() if k not in ("policy", "bins")})
+    return str(dst)
 
 
 def _uses_runners(mc) -> bool:

@@ -100,3 +100,24 @@ def test_train_errors(tmp_path, capsys):
     assert "no checkpoint to resume" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "r"), "--mbpo.wm_workers_min=3", "--mbpo.wm_workers_max=2"]) == 2
     assert "mbpo.wm_workers_max=2 is not allowed" in capsys.readouterr().err
+
+
+def test_critic_at_zero_keeps_the_actor(loop_inputs, tmp_path):
+    """mbpo.critic_init=zero: the loop starts from a copy whose value is 0 everywhere, actor untouched."""
+    import numpy as np
+
+    from mbpo_ray.mbpo import _critic_at_zero
+    from mbpo_ray.policy import load_policy, read_policy_meta
+    from mbpo_ray.policy.base import Observations
+    from tests.conftest import random_obs
+    from tests.rl.conftest import SPEC
+
+    _, _, policy_dir, _ = loop_inputs
+    copy = _critic_at_zero(policy_dir, tmp_path / "start")
+    rng = np.random.default_rng(0)
+    frames = [random_obs(rng, SPEC) for _ in range(3)]
+    obs = Observations(np.stack([f.head for f in frames]), np.stack([f.wrist for f in frames]),
+                       np.zeros((3, 8), np.float32), ["open the top drawer"] * 3)
+    (lo, v0), (lc, vc) = load_policy(policy_dir).logits_and_value(obs), load_policy(copy).logits_and_value(obs)
+    assert torch.equal(lo, lc) and v0.abs().min() > 0 and torch.equal(vc, torch.zeros(3))
+    assert read_policy_meta(copy)["store_image_size"] == read_policy_meta(policy_dir)["store_image_size"]
