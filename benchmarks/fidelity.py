@@ -1,10 +1,11 @@
 """The paper's claims at small scale: VLA-MBPO from a few-shot SFT policy, branch length n in {1, 2, 4},
-and behaviour cloning inside the world model, with the project's own loop (`mbpo-ray train`: vLLM world-model workers, DDP learners, LIBERO env
-runners on a local Ray cluster), evaluated with LIBERO's protocol.
+and behaviour cloning inside the world model, with the project's own loop (`mbpo-ray train`: vLLM
+world-model workers, DDP learners, LIBERO env runners on a local Ray cluster), evaluated with
+LIBERO's protocol.
 
     python benchmarks/fidelity.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --world-model WM_CKPT \\
         --store DEMO_STORE --work DIR [--n-chunks 1 2 4] [--bc] [--seeds 0] [--iterations 15] [--episodes 50]
-        [--run-only 2:1 bc:0 ...]
+        [--eval-every K] [--critic-init checkpoint|zero] [--run-only 2:1 bc:0 ...]
 
 Real-data budget: the SFT policy's own demonstrations, nothing more. MBPO starts its branches from a
 store holding exactly those demonstrations (copied out of DEMO_STORE by episode id) and collects no
