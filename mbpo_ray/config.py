@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses validated at construction.
 
-YAML files and dotted ``--section.field=value`` overrides are only loaders: they build a
-plain dict that :func:`build_config` turns into a :class:`Config`. Any bad value fails here,
+YAML files and dotted ``--section.field=value`` overrides are only loaders (``config_loader``): they
+build a plain dict that :func:`build_config` turns into a :class:`Config`. Any bad value fails here,
 at start, with one :class:`ConfigError` naming the field and what is allowed.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from mbpo_ray.config_loader import ConfigError, fail, from_dict, load_yaml, merge, parse_overrides
+
+__all__ = ["Config", "ConfigError", "build_config", "parse_overrides"]  # and the section dataclasses
 
 # Suite facts from LIBERO's evaluation protocol (max steps per episode).
 SUITE_MAX_STEPS = {
@@ -29,25 +30,17 @@ SOURCES = ("demo", "real", "imagined")
 RENDERERS = ("egl", "osmesa")
 
 
-class ConfigError(ValueError):
-    """A configuration value is wrong. The message names the field and the allowed values."""
-
-
-def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{name}={value!r} is not allowed: {allowed}")
-
-
 def _check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
     allowed = tuple(allowed)
     if value not in allowed:
-        _fail(name, value, "choose one of " + ", ".join(map(str, allowed)))
+        fail(name, value, "choose one of " + ", ".join(map(str, allowed)))
 
 
 def _check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
-        _fail(name, value, f"must lie in [{lo_s}, {hi_s}]")
+        fail(name, value, f"must lie in [{lo_s}, {hi_s}]")
 
 
 def default_cache_dir() -> str:
@@ -159,7 +152,7 @@ class WorldModelConfig:
         _check_range("world_model.num_layers", self.num_layers, 1, 256)
         _check_range("world_model.num_heads", self.num_heads, 1, 256)
         if self.hidden_size % self.num_heads:
-            _fail("world_model.num_heads", self.num_heads, f"must divide hidden_size={self.hidden_size}")
+            fail("world_model.num_heads", self.num_heads, f"must divide hidden_size={self.hidden_size}")
         _check_range("world_model.steps", self.steps, 1, 10_000_000)
         _check_range("world_model.batch_size", self.batch_size, 1, 4096)
         _check_range("world_model.lr", self.lr, 1e-7, 1.0)
@@ -190,9 +183,9 @@ def _check_tasks(name: str, spec: str, suite: str) -> None:
     try:
         ids = parse_task_ids(spec)
     except ValueError:
-        _fail(name, spec, "task ids like 0-9 or 0,3,5-7")
+        fail(name, spec, "task ids like 0-9 or 0,3,5-7")
     if ids[0] < 0 or ids[-1] >= n_tasks:
-        _fail(name, spec, f"{suite} has tasks 0-{n_tasks - 1}")
+        fail(name, spec, f"{suite} has tasks 0-{n_tasks - 1}")
 
 
 @dataclass(frozen=True)
@@ -218,9 +211,9 @@ class PolicyConfig:
             except ValueError:
                 ints = []
             if not ints or min(ints) < 1:
-                _fail(f"policy.{name}", value, "comma-separated positive integers, e.g. 32,64,128")
+                fail(f"policy.{name}", value, "comma-separated positive integers, e.g. 32,64,128")
         if len(self.widths) != len(self.depths):
-            _fail("policy.vision_depths", self.vision_depths, "one depth per entry of policy.vision_widths")
+            fail("policy.vision_depths", self.vision_depths, "one depth per entry of policy.vision_widths")
         _check_range("policy.text_width", self.text_width, 8, 8192)
         _check_range("policy.hidden_size", self.hidden_size, 16, 16384)
         _check_range("policy.n_bins", self.n_bins, 2, 4096)
@@ -408,100 +401,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# ----------------------------------------------------------------------------- loaders
-
-
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """Coerce a YAML/CLI value to the annotated type, or fail naming the field."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        tp = args[0]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        _fail(name, value, "must be true or false")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(name, value, "must be an integer")
-        return value
-    if tp is float:
-        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
-            value = float(value) if isinstance(value, str) else value
-        except ValueError:
-            _fail(name, value, "must be a number")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(name, value, "must be a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            _fail(name, value, "must be a string")
-        return str(value)
-    return value
-
-
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown field {where}{unknown[0]}; allowed fields: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else key
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _from_dict(tp, value, name)
-        else:
-            kwargs[key] = _coerce(name, value, tp)
-    return cls(**kwargs)
-
-
-def parse_overrides(args: typing.Sequence[str]) -> dict[str, Any]:
-    """Turn ``["--env.suite=libero_goal", "collect.workers=4"]`` into a nested dict."""
-    out: dict[str, Any] = {}
-    for arg in args:
-        text = arg[2:] if arg.startswith("--") else arg
-        if "=" not in text:
-            raise ConfigError(f"override {arg!r} must look like --section.field=value")
-        key, raw = text.split("=", 1)
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {arg!r} conflicts with another override of {part}")
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
-    return out
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping at top level")
-    return data
-
-
 def build_config(
     path: str | os.PathLike | None = None,
     overrides: typing.Sequence[str] | dict[str, Any] = (),
@@ -509,4 +408,4 @@ def build_config(
     """YAML file (optional) + dotted overrides -> validated :class:`Config`."""
     data = load_yaml(path) if path else {}
     extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    return _from_dict(Config, _merge(data, extra), "")
+    return from_dict(Config, merge(data, extra), "")
