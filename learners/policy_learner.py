@@ -83,25 +83,18 @@ class PolicyLearner:
         mean = moments[0] / moments[2]
         std = (moments[1] / moments[2] - mean**2).clamp_min(1e-12).sqrt()
         adv = ((adv - mean) / (std + 1e-8)).float()
-        head, wrist = br.head[v], br.wrist[v]
-        instr = np.array(br.instruction, dtype=object)[np.nonzero(v)[0]]
-        actions, old = f(br.actions[v]), f(br.token_log_prob[v])
+        steps = _Steps(br, v)
+        old = f(br.token_log_prob[v])
         n = len(adv)
         stats: dict[str, list[float]] = {}
         for _ in range(mc.updates_per_batch):
             idx = rng.choice(n, size=min(mc.minibatch_size, n), replace=False)
-            obs = Observations(head[idx], wrist[idx], np.zeros((len(idx), 8), np.float32), list(instr[idx]))
-            logp, ent, value = self.model(obs, actions[idx], None, True)
+            logp, ent, value = self.model(steps.observations(idx), steps.actions[idx], None, True)
             out = ppo_loss(logp.reshape(len(idx), -1), old[idx].reshape(len(idx), -1), adv[idx], value, ret[idx],
                            ent.reshape(len(idx), -1), mc.clip, mc.value_coef, mc.entropy_coef)
             loss = mc.value_coef * 0.5 * (value - ret[idx]).pow(2).mean() if critic_only else out.loss
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if critic_only:  # the shared trunk stays as SFT left it while the critic catches up
-                for p in self.actor_params:
-                    p.grad = None
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
-            self.opt.step()
+            # the shared trunk stays as SFT left it while the critic catches up
+            self._step(loss, freeze_actor=critic_only)
             for k in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                 stats.setdefault(k, []).append(float(getattr(out, k)))
         metrics = {k: float(np.mean(x)) for k, x in stats.items()}
@@ -113,8 +106,9 @@ class PolicyLearner:
         """Behaviour cloning inside the world model (the paper's "BC (world model)" baseline): the
         policy maximises the likelihood of its own imagined chunks on the branches the world model
         judged successful; no critic, no advantages. Branches without a predicted success teach
-        nothing. Every rank takes part in every step (DDP's all-reduce); a rank whose shard holds no
-        success contributes a zero-weighted sample, and the loss is the mean over all ranks' samples."""
+        nothing, and the critic warm-up does not apply. Every rank takes part in every step (DDP's
+        all-reduce); a rank whose shard holds no success contributes a zero-weighted sample, and the
+        loss is the mean over all ranks' samples."""
         mc = self.cfg.mbpo
         rng = np.random.default_rng(seed)
         t0 = time.perf_counter()
@@ -124,21 +118,16 @@ class PolicyLearner:
         counts = self._allreduce(torch.tensor([float(n), float(m)], dtype=torch.float64))
         stats: dict[str, list[float]] = {}
         if counts[0] > 0:  # the same decision on every rank
-            rows = keep if n else br.valid & (np.cumsum(br.valid.ravel()).reshape(br.valid.shape) == 1)
-            head, wrist, actions = br.head[rows], br.wrist[rows], torch.from_numpy(br.actions[rows])
-            instr = np.array(br.instruction, dtype=object)[np.nonzero(rows)[0]]
+            rows = keep.copy()
+            if not n:  # no success in this shard: the first step of the first branch (always taken), weight 0
+                rows[0, 0] = True
+            steps = _Steps(br, rows)
             # DDP averages gradients over ranks: scale so the result is the mean over every rank's samples
             scale = self.world_size / float(counts[1]) if n else 0.0
             for _ in range(mc.updates_per_batch):
-                idx = rng.choice(len(actions), size=max(m, 1), replace=False)
-                obs = Observations(head[idx], wrist[idx], np.zeros((len(idx), 8), np.float32), list(instr[idx]))
-                logp, ent, _ = self.model(obs, actions[idx], None, True)
-                dims = logp[0].numel()
-                loss = -logp.sum() * scale / dims
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
-                self.opt.step()
+                idx = rng.choice(len(steps.actions), size=max(m, 1), replace=False)
+                logp, ent, _ = self.model(steps.observations(idx), steps.actions[idx], None, True)
+                self._step(-logp.sum() * scale / logp[0].numel())
                 if n:
                     stats.setdefault("loss", []).append(-float(logp.detach().mean()))
                     stats.setdefault("entropy", []).append(float(ent.detach().mean()))
@@ -146,6 +135,17 @@ class PolicyLearner:
         metrics.update(samples=n, trained=mc.updates_per_batch * m if counts[0] > 0 else 0,
                        success_branches=int(br.terminal.any(axis=1).sum()))
         return self._publish(version, metrics, t0)
+
+    def _step(self, loss: torch.Tensor, freeze_actor: bool = False) -> None:
+        """One optimizer step on ``loss`` (gradients clipped to norm 1); ``freeze_actor`` drops the
+        actor's gradients so only the critic moves."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if freeze_actor:
+            for p in self.actor_params:
+                p.grad = None
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+        self.opt.step()
 
     def _publish(self, version: int, metrics: dict, t0: float) -> dict:
         """Rank 0 publishes ``version`` to the weight store; the update's timings join its metrics."""
@@ -206,6 +206,20 @@ class LearnerGroup:
 
     def checksums(self) -> list[float]:
         return ray.get([r.weights_checksum.remote() for r in self.ranks])
+
+
+class _Steps:
+    """The chunk steps a (B, n) mask selects from a batch of branches, as minibatches of
+    observations (imagined steps carry no proprio) and the actions taken."""
+
+    def __init__(self, br: Branches, mask: np.ndarray):
+        self.head, self.wrist = br.head[mask], br.wrist[mask]
+        self.instruction = np.array(br.instruction, dtype=object)[np.nonzero(mask)[0]]
+        self.actions = torch.from_numpy(br.actions[mask])
+
+    def observations(self, idx: np.ndarray) -> Observations:
+        return Observations(self.head[idx], self.wrist[idx], np.zeros((len(idx), 8), np.float32),
+                            list(self.instruction[idx]))
 
 
 _SUMMED, _SLOWEST = ("samples", "trained", "success_branches"), ("seconds", "publish_s")

@@ -91,8 +91,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         state.pop("imagine_seed")  # consumed: a checkpoint from here on holds only a batch still in flight
         br = Branches.concat([p["branches"] for p in parts])
         staleness = state["version"] - br.policy_version
-        refs = learners.update_async(br, state["version"] + 1, int(rng.integers(2**31)),
-                                     critic_only=mc.objective == "ppo" and it < mc.critic_warmup)
+        refs = learners.update_async(br, state["version"] + 1, int(rng.integers(2**31)), critic_only=it < mc.critic_warmup)
         if overlap and it + 1 < mc.iterations:
             batch = imagine()
         m = learners.collect(refs)
