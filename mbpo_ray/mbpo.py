@@ -170,22 +170,18 @@ def actor_config(cfg: Config, policy_dir: str) -> tuple[dict, dict]:
 
 def _critic_at_zero(policy_dir: str, dst: Path) -> str:
     """A copy of the starting policy whose critic answers V = 0 everywhere (the last linear layer of
-    ``value_head`` zeroed). SFT never trains the value head: its random outputs would otherwise be
-    bootstrapped into every imagined return until the critic unlearns them."""
+    ``value_head``, the critic the learner trains, zeroed). SFT never trains the value head: its
+    random outputs would otherwise be bootstrapped into every imagined return until the critic
+    unlearns them."""
     import torch
 
-    from mbpo_ray.config import ConfigError
     from mbpo_ray.policy import load_policy, read_policy_meta, save_policy
 
     policy = load_policy(policy_dir)
-    linear = [m for m in getattr(policy, "value_head", torch.nn.Identity()).modules() if isinstance(m, torch.nn.Linear)]
-    if not linear:
-        raise ConfigError(f"mbpo.critic_init=zero needs a policy with a linear value_head; {policy_dir} has none: "
-                          "use mbpo.critic_init=checkpoint")
+    last = [m for m in policy.value_head.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():
-        linear[-1].weight.zero_()
-        if linear[-1].bias is not None:
-            linear[-1].bias.zero_()
+        last.weight.zero_()
+        last.bias.zero_()
     meta = read_policy_meta(policy_dir)
     save_policy(policy, dst, {k: v for k, v in meta.items() if k not in ("policy", "bins")})
     return str(dst)
