@@ -5,8 +5,11 @@
   180 degrees as LIBERO's own evaluation code shows them;
 * proprio = end-effector position (3), orientation as axis-angle (3), gripper finger positions (2);
 * 7-dim OSC pose-delta action (6) + gripper (1: -1 open, +1 close);
-* :meth:`LiberoEnv.step_chunk` runs ``H`` actions with the cameras off, stops early on success or
-  at the suite's max steps, and renders both cameras exactly once, at the chunk end.
+* :meth:`LiberoEnv.step_chunk` runs ``H`` actions with the cameras off and renders both cameras
+  exactly once, at the chunk end. A success reached inside the chunk is recorded and the chunk still
+  runs to its end (the episode then ends), so a chunk that succeeds is as long as any other: only
+  the suite's max steps cut a chunk short. (A world model trained on success chunks cut short and
+  padded would learn to read success from the padding instead of from the frames.)
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ class Observation:
 @dataclass
 class ChunkResult:
     obs: Observation  # observation after the last executed action
-    actions: np.ndarray  # (steps, 7) executed; steps < H when the episode ended inside the chunk
-    success: bool  # the env's own success predicate held after the chunk
+    actions: np.ndarray  # (steps, 7) executed; steps < H only when the suite's max steps came inside the chunk
+    success: bool  # the env's own success predicate held at some step of the episode up to the chunk end
     done: bool  # success, or the suite's max steps reached
     reward: float  # LIBERO's sparse reward: 1.0 on success
 
@@ -112,6 +115,7 @@ class LiberoEnv:
         self.t = 0  # policy steps since the end of the settle phase
         self.renders = 0  # number of observations rendered (both cameras each)
         self.success = False
+        self._over = False  # the episode has ended (success or max steps): reset() before stepping
         self._closed = False
 
     # ------------------------------------------------------------------ context / cleanup
@@ -178,22 +182,30 @@ class LiberoEnv:
             self._env.step(SETTLE_ACTION)
         self.t = 0
         self.success = False
+        self._over = False
         return self.observe() if render else None
 
     def step(self, action: np.ndarray, render: bool = False) -> tuple[Observation | None, bool]:
-        """One env step. Returns (observation if rendered, done)."""
-        if self.t >= self.horizon or self.success:
+        """One env step. Returns (observation if rendered, done: success or max steps)."""
+        obs, done = self._advance(action, render)
+        self._over = done
+        return obs, done
+
+    def _advance(self, action: np.ndarray, render: bool = False) -> tuple[Observation | None, bool]:
+        """One step that may continue past a success (inside a chunk); success stays recorded."""
+        if self._over or self.t >= self.horizon:
             raise EnvError("episode is over: call reset() first")
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (ACTION_DIM,):
             raise EnvError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
         _, _, done, _ = self._env.step(np.clip(action, -1.0, 1.0))
         self.t += 1
-        self.success = bool(done)
+        self.success = self.success or bool(done)
         return (self.observe() if render else None), self.success or self.t >= self.horizon
 
     def step_chunk(self, actions: np.ndarray | Callable[[LiberoEnv], np.ndarray]) -> ChunkResult:
-        """Execute up to H actions; render once at the end; stop early on success or time-out.
+        """Execute H actions; render once at the end. A success inside the chunk ends the episode
+        after the chunk, not at once; only the suite's max steps stop a chunk early.
 
         ``actions`` is an (H, 7) array (open loop, as a VLA emits a chunk) or a callable
         ``f(env) -> (7,)`` asked before each of the H steps (closed loop, for the scripted expert
@@ -206,13 +218,14 @@ class LiberoEnv:
             if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
                 raise EnvError(f"action chunk must have shape (H, {ACTION_DIM}), got {chunk.shape}")
             policy, n = None, len(chunk)
-        executed, done = [], False
+        executed = []
         for k in range(n):
             action = np.clip(np.asarray(policy(self) if policy else chunk[k], dtype=np.float64), -1, 1)
-            _, done = self.step(action)
+            self._advance(action)
             executed.append(action)
-            if done:
+            if self.t >= self.horizon:
                 break
+        self._over = done = self.success or self.t >= self.horizon
         return ChunkResult(
             obs=self.observe(),
             actions=np.asarray(executed, dtype=np.float32).reshape(-1, ACTION_DIM),

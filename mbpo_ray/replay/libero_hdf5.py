@@ -11,10 +11,12 @@ Layout (one file per task, ``<task_name>_demo.hdf5``)::
     data/demo_i/obs/eye_in_hand_rgb  (T, S, S, 3) uint8, same
     data/demo_i/obs/ee_pos (T, 3), ee_ori (T, 3), gripper_states (T, 2)
 
-``obs[t]`` is observed before ``actions[t]``. A demo becomes chunk rows starting at steps
-0, H, 2H, ...; chunk ``j`` holds ``actions[jH : min(jH+H, T-1)]`` and the terminal row holds
-``obs[T-1]``: the effect of the very last action is never observed in the file, so that one action
-is dropped. The demo's final success (``dones[-1]``/``rewards[-1]``) is put on its last chunk.
+``obs[t]`` is observed before ``actions[t]``. The effect of the very last action is never observed
+in the file, so that one action is dropped and the terminal row holds ``obs[T-1]``. Chunk
+boundaries are aligned to the end: the last chunk ends at ``T-1`` and carries the demo's final
+success (``dones[-1]``/``rewards[-1]``), every chunk is H actions long except the first, which holds
+the remaining ``(T-1) mod H`` actions. So a successful chunk is never a short one (as in the live
+env, see ``LiberoEnv.step_chunk``): its length cannot tell the world model that it succeeded.
 Frames are rotated exactly as the live environment's frames (see ``mbpo_ray.envs.libero_env``).
 """
 
@@ -84,12 +86,12 @@ def _demo_batch(store: ReplayStore, demo, name: str, meta: dict) -> pa.RecordBat
 
     b = EpisodeBuilder(store.spec, source="demo", **meta)
     h, last = store.spec.chunk_size, t_len - 1
-    starts = list(range(0, last, h))
-    for j, t in enumerate(starts):
+    starts = ([0] if last % h else []) + list(range(last % h, last, h))
+    for j, (t, end) in enumerate(zip(starts, [*starts[1:], last], strict=True)):
         final = j == len(starts) - 1
         b.add_chunk(
             obs(t),
-            actions[t : min(t + h, last)],
+            actions[t:end],
             reward=float(final and success),
             success=final and success,
             done=final,

@@ -25,8 +25,11 @@ class Episodes:
     is_last: np.ndarray  # (R,)
 
     def transitions(self) -> np.ndarray:
-        """Row indices k whose successor k+1 is the observation after k's chunk."""
-        return np.flatnonzero(~self.is_last)
+        """Row indices k whose successor k+1 is the observation after k's chunk, for chunks of the
+        full H actions only. A chunk cut short (by the step limit, or in data recorded before chunks
+        ran to their end) would have to be padded, and padding is a cue the policy never produces in
+        imagination: a model could learn to read the reward from it instead of from the frames."""
+        return np.flatnonzero(~self.is_last & (self.num_actions == self.actions.shape[1]))
 
 
 def load_episodes(store: ReplayStore, episode_ids: list[str]) -> Episodes:

@@ -63,7 +63,9 @@ def test_import_official_layout(tmp_path, capsys):
     for k, demo in enumerate(demos):
         t = store.read_episode(k)
         t_len = demo["T"]
-        starts = list(range(0, t_len - 1, 10))
+        # boundaries aligned to the end: only the first chunk may be short, the successful last one is full
+        r = (t_len - 1) % 10
+        starts = ([0] if r else []) + list(range(r, t_len - 1, 10))
         assert t.num_rows == len(starts) + 1
         assert t.column("step").to_pylist() == starts + [t_len - 1]
         head = frames(t, "head", S)
@@ -73,7 +75,7 @@ def test_import_official_layout(tmp_path, capsys):
         np.testing.assert_array_equal(head[:, S // 2, S // 2, 0], 40 + np.array(starts + [t_len - 1]))
         acts = np.stack(t.column("actions").to_numpy(zero_copy_only=False)).reshape(-1, 10, 7)
         n = t.column("num_actions").to_pylist()
-        assert sum(n) == t_len - 1
+        assert sum(n) == t_len - 1 and n[-2] == 10 and all(x == 10 for x in n[1:-1])
         got = np.concatenate([acts[i, : n[i]] for i in range(len(starts))])
         np.testing.assert_allclose(got, demo["actions"][: t_len - 1], rtol=1e-6)
         proprio = np.stack(t.column("proprio").to_numpy(zero_copy_only=False))
