@@ -149,8 +149,11 @@ def collect_parallel(cfg: Config, uri: str, on_episode) -> list[dict]:
     return sorted(results, key=lambda r: r["index"])
 
 
-def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambda r: None) -> dict:
-    """LIBERO's protocol over env-runner actors; writes ``eval.json`` and GIFs into ``out``."""
+def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambda r: None,
+                        to_store: str | None = None) -> dict:
+    """LIBERO's protocol over env-runner actors; writes ``eval.json`` and GIFs into ``out``. With
+    ``to_store`` every episode, success or not, is also appended to that replay store as a policy
+    rollout (``source="real"``): on-policy data for the world model."""
     from mbpo_ray.policy import read_policy_meta
     from mbpo_ray.policy.evaluate import eval_plan, summarize, write_video
 
@@ -162,7 +165,7 @@ def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambd
     connect_ray(max(workers, os.cpu_count() or 1))
     env_cfg = {"suite": ec.suite, "image_size": meta["store_image_size"], "chunk_size": meta["bins"]["chunk_size"],
                "max_steps": ec.max_steps, "renderer": cfg.env.renderer, "settle_steps": cfg.env.settle_steps}
-    runners = make_env_runners({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], **env_cfg}}, None, workers)
+    runners = make_env_runners({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], **env_cfg}}, to_store, workers)
     ckpt = str(Path(checkpoint).resolve())
     t0 = time.time()
 
@@ -172,7 +175,8 @@ def evaluate_checkpoint(checkpoint: str, cfg: Config, out: str, on_episode=lambd
         on_episode(r)
 
     try:
-        results = run_episodes(runners, [{"checkpoint": ckpt, **job} for job in plan], on_result)
+        results = run_episodes(runners, [{"checkpoint": ckpt, **job, "to_store": bool(to_store)} for job in plan],
+                               on_result)
     finally:
         ray.get([r.close.remote() for r in runners])
         for r in runners:

@@ -255,7 +255,11 @@ def cmd_eval(args, extra) -> int:
     try:
         from actors.env_runner import evaluate_checkpoint
 
-        report = evaluate_checkpoint(args.checkpoint, cfg, args.out, on_episode)
+        if args.to_store:
+            from mbpo_ray.replay import ReplayStore
+
+            ReplayStore.open(args.to_store)  # a clear error before any episode runs
+        report = evaluate_checkpoint(args.checkpoint, cfg, args.out, on_episode, to_store=args.to_store)
     finally:
         bar.close()
     for t, r in report["tasks"].items():
@@ -431,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--videos", type=int, help="episodes written as GIFs")
     ev.add_argument("--sample", action="store_true", default=None, help="sample actions (default: greedy)")
     ev.add_argument("--out", required=True, help="folder for eval.json and the GIFs")
+    ev.add_argument("--to-store", dest="to_store",
+                    help="also append every episode (failures too) to this replay store as a policy rollout")
     ev.set_defaults(func=cmd_eval, shorthands=EVAL_SHORTHANDS)
 
     tr = with_config(sub.add_parser("train", help="the distributed VLA-MBPO loop (world model + PPO + real LIBERO)"))
