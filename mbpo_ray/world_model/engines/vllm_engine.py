@@ -48,14 +48,16 @@ class VLLMEngine(WorldModelEngine):
             )
 
     def _generate(self, prompts, n_tokens: int, allowed: list[int], temperature: float, seed: int | None,
-                  logprob_ids: list[int] | None = None):
+                  logprob_ids: list[int] | None = None, chosen_logprobs: bool = False):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = [
             SamplingParams(max_tokens=n_tokens, min_tokens=n_tokens, temperature=temperature,
                            seed=seed + i if temperature > 0 and seed is not None else None, detokenize=False,
-                           allowed_token_ids=allowed, ignore_eos=True, logprobs=len(logprob_ids) if logprob_ids else None,
+                           allowed_token_ids=allowed, ignore_eos=True,
+                           # 0: only the chosen tokens' log-probabilities (their sum: cumulative_logprob)
+                           logprobs=len(logprob_ids) if logprob_ids else (0 if chosen_logprobs else None),
                            logprob_token_ids=logprob_ids)
             for i in range(len(prompts))
         ]
@@ -66,16 +68,19 @@ class VLLMEngine(WorldModelEngine):
         codes = self.layout.view_ids  # image codes and <keep>
         k = self.layout.codes_per_view
         seeds = [None] * 3 if seed is None else [seed, seed + 10_007, seed + 20_011]
-        heads = [list(o.token_ids) for o in self._generate(prompts, k, codes, temperature, seeds[0])]
+        head_out = self._generate(prompts, k, codes, temperature, seeds[0], chosen_logprobs=True)
+        heads = [list(o.token_ids) for o in head_out]
         ctx = [p + h + [WRIST] for p, h in zip(prompts, heads, strict=True)]
-        wrists = [list(o.token_ids) for o in self._generate(ctx, k, codes, temperature, seeds[1])]
+        wrist_out = self._generate(ctx, k, codes, temperature, seeds[1], chosen_logprobs=True)
+        wrists = [list(o.token_ids) for o in wrist_out]
         ctx = [c + w + [REW] for c, w in zip(ctx, wrists, strict=True)]
         answers = self._generate(ctx, 1, [YES, NO], temperature, seeds[2], logprob_ids=[YES, NO])
         out = []
-        for p, h, w, a in zip(prompts, heads, wrists, answers, strict=True):
+        for p, h, w, a, oh, ow in zip(prompts, heads, wrists, answers, head_out, wrist_out, strict=True):
             lp = a.logprobs[0]
             tokens = h + [WRIST] + w + [REW, a.token_ids[0]]
-            out.append(self._imagined(p, tokens, _logprob(lp, YES), _logprob(lp, NO)))
+            surprisal = -(_cumulative(oh) + _cumulative(ow)) / (2 * k)
+            out.append(self._imagined(p, tokens, _logprob(lp, YES), _logprob(lp, NO), surprisal))
         return out
 
     def update_weights(self, state_dict: dict, version: int) -> None:
@@ -122,6 +127,13 @@ def _hide_unscannable_attributes():
     finally:
         for namespace, attr, value in hidden:
             namespace[attr] = value
+
+
+def _cumulative(output) -> float:
+    """Sum of the chosen tokens' log-probabilities of one completion."""
+    if output.cumulative_logprob is not None:
+        return float(output.cumulative_logprob)
+    return float(sum(_logprob(lp, t) for lp, t in zip(output.logprobs, output.token_ids, strict=True)))
 
 
 def _logprob(logprobs, token: int) -> float:

@@ -1,0 +1,154 @@
+"""Does the world model answer the policy's actions truthfully? Counterfactual checks on held-out data.
+
+* reward under changed actions, frames unchanged (accuracy and F1 of P(yes) > 0.5 against the
+  recorded outcome):
+  - ``recorded``: the chunks as executed;
+  - ``policy_tail``: the second half of every chunk replaced by the actions the policy samples at
+    that state (the chunk's effect on the outcome is mostly decided by then; a model that reads the
+    answer from the frames keeps it, one that keys on particular action tokens does not);
+  - ``padded_nonfinal``: every chunk that did not succeed cut at a random step and padded by
+    repeating its last action, as success chunks were padded before chunks ran to their end; a
+    model that learned "a repeated tail means yes" answers yes to them;
+* action sensitivity: PSNR of the imagined next head and wrist views against the real ones under
+  the recorded chunk vs under a chunk taken from another time step of the same episode (a model
+  that ignores actions scores the same under both);
+* ``uncertainty_error_corr``: how well the engine's per-transition uncertainty (mean surprisal of the
+  generated codes) tracks the transition's frame error;
+* ``by_source``: the one-step report (PSNR per view, reward) on demonstrations and on policy
+  rollouts separately: MBPO needs accuracy on the policy's states, not the expert's.
+
+Every check runs at the given sampling temperature (greedy = 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mbpo_ray.policy.base import Observations
+from mbpo_ray.world_model.data import Episodes
+from mbpo_ray.world_model.tokenizer import psnr, resize_frames
+
+
+def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp = float((pred & truth).sum())
+    denom = float(pred.sum() + truth.sum())
+    return 2 * tp / denom if denom else 1.0
+
+
+def reward_stats(p_yes: np.ndarray, truth: np.ndarray) -> dict:
+    pred = p_yes > 0.5
+    return {"accuracy": float((pred == truth).mean()), "f1": _f1(pred, truth), "positives": int(truth.sum()),
+            "predicted_yes": int(pred.sum()), "transitions": int(len(truth))}
+
+
+def imagine_rows(wm, ep: Episodes, rows: np.ndarray, actions: list[np.ndarray], temperature: float, seed: int,
+                 batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Imagined next head and wrist frames (decoded), P(yes) and uncertainty of ``rows`` under ``actions``."""
+    head_codes, wrist_codes = wm.tokenizer.encode(ep.head[rows]), wm.tokenizer.encode(ep.wrist[rows])
+    heads, wrists, p_yes, unc = [], [], [], []
+    for i in range(0, len(rows), batch):
+        sl = slice(i, i + batch)
+        r = wm.imagine_step([ep.instruction[ep.row_episode[k]] for k in rows[sl]], head_codes[sl], wrist_codes[sl],
+                            actions[sl], temperature=temperature, seed=seed + i)
+        heads.append(wm.tokenizer.decode(r.head))
+        wrists.append(wm.tokenizer.decode(r.wrist))
+        p_yes.append(r.p_yes)
+        unc.append(r.uncertainty)
+    return np.concatenate(heads), np.concatenate(wrists), np.concatenate(p_yes), np.concatenate(unc)
+
+
+def uncertainty_error_corr(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarray,
+                           uncertainty: np.ndarray, size: int) -> float:
+    """Pearson correlation of each transition's uncertainty with its frame error (the mean squared
+    error of the imagined head and wrist views against the real ones)."""
+    err = np.zeros(len(rows))
+    for view, img in (("head", head), ("wrist", wrist)):
+        real = resize_frames(getattr(ep, view), size)[rows + 1].astype(np.float64)
+        err += ((img.astype(np.float64) - real) ** 2).reshape(len(rows), -1).mean(1) / 2
+    ok = np.isfinite(uncertainty)
+    if ok.sum() < 3 or np.std(uncertainty[ok]) == 0 or np.std(err[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(uncertainty[ok], err[ok])[0, 1])
+
+
+def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarray, size: int) -> dict:
+    out = {}
+    for view, img in (("head", head), ("wrist", wrist)):
+        real = resize_frames(getattr(ep, view), size)
+        out[view] = {"psnr": float(psnr(img, real[rows + 1]).mean()),
+                     "psnr_copy_baseline": float(psnr(real[rows], real[rows + 1]).mean())}
+    return out
+
+
+def policy_tails(policy, ep: Episodes, rows: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Each recorded chunk with its second half replaced by the policy's sampled actions at that state."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(rows), 64):
+        r = rows[i : i + 64]
+        obs = Observations(ep.head[r], ep.wrist[r], np.zeros((len(r), 8), np.float32),
+                           [ep.instruction[ep.row_episode[k]] for k in r])
+        with torch.no_grad():
+            sampled = policy.act(obs, greedy=False, generator=gen).actions.numpy()
+        for k, s in zip(r, sampled, strict=True):
+            a = ep.actions[k].copy()
+            a[len(a) // 2 :] = s[len(a) // 2 :]
+            out.append(a)
+    return out
+
+
+def padded_nonfinal(ep: Episodes, rows: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """Chunks that did not succeed cut at a random step and padded with their last action; success
+    chunks as recorded."""
+    out = []
+    for k in rows:
+        a = ep.actions[k].copy()
+        if not ep.success[k]:
+            cut = int(rng.integers(1, len(a)))
+            a[cut:] = a[cut - 1]
+        out.append(a)
+    return out
+
+
+def other_time_step(ep: Episodes, rows: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """For each row, the chunk of another row of the same episode (another episode's if it has one row)."""
+    out = []
+    for k in rows:
+        same = rows[(ep.row_episode[rows] == ep.row_episode[k]) & (rows != k)]
+        pool = same if len(same) else rows[rows != k]
+        out.append(ep.actions[int(rng.choice(pool))].copy())
+    return out
+
+
+def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, temperature: float = 0.0,
+                          seed: int = 0) -> dict:
+    """The checks above on every full-chunk transition of ``ep``; ``sources[i]`` is episode i's source."""
+    rows = ep.transitions()
+    size = wm.tokenizer.preset.image_size
+    truth = ep.success[rows]
+    rng = np.random.default_rng(seed)
+    recorded = [ep.actions[k] for k in rows]
+    head, wrist, p, unc = imagine_rows(wm, ep, rows, recorded, temperature, seed)
+    report = {"temperature": temperature, **view_stats(ep, rows, head, wrist, size), "reward": reward_stats(p, truth),
+              "uncertainty_error_corr": uncertainty_error_corr(ep, rows, head, wrist, unc, size),
+              "uncertainty_mean": float(np.nanmean(unc)) if np.isfinite(unc).any() else float("nan")}
+    counter = {"recorded": reward_stats(p, truth)}
+    if policy is not None:
+        counter["policy_tail"] = reward_stats(
+            imagine_rows(wm, ep, rows, policy_tails(policy, ep, rows, seed), temperature, seed)[2], truth)
+    counter["padded_nonfinal"] = reward_stats(
+        imagine_rows(wm, ep, rows, padded_nonfinal(ep, rows, rng), temperature, seed)[2], truth)
+    report["counterfactual"] = counter
+    oh, ow, _, _ = imagine_rows(wm, ep, rows, other_time_step(ep, rows, rng), temperature, seed)
+    other = view_stats(ep, rows, oh, ow, size)
+    report["action_sensitivity"] = {v: {"psnr_recorded": report[v]["psnr"], "psnr_other": other[v]["psnr"]}
+                                    for v in ("head", "wrist")}
+    src = np.array([sources[ep.row_episode[k]] for k in rows])
+    report["by_source"] = {}
+    for name, key in (("demo", "demo"), ("policy", "real")):
+        sel = src == key
+        if sel.any():
+            report["by_source"][name] = {**view_stats(ep, rows[sel], head[sel], wrist[sel], size),
+                                         "reward": reward_stats(p[sel], truth[sel])}
+    return report
