@@ -31,6 +31,7 @@ POLICIES = {
 }
 WEIGHTS = "model.safetensors"
 META = "policy.json"
+CODEC = "codec"  # the frame codec's tokenizer folder, when the policy has one
 
 
 def policy_class(arch: str) -> type[Policy]:
@@ -53,6 +54,9 @@ def save_policy(policy: Policy, path: str | Path, extra: dict | None = None) -> 
     state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     save_file(state, str(path / WEIGHTS))
     meta = {"policy": policy.cfg.__dict__, "bins": policy.bins.to_dict(), **(extra or {})}
+    if policy.frame_codec is not None:
+        policy.frame_codec.save(path / CODEC)
+        meta["frame_codec"] = CODEC
     (path / META).write_text(json.dumps(meta, indent=1))
 
 
@@ -71,8 +75,28 @@ def load_policy(path: str | Path, device: str = "cpu") -> Policy:
     meta = read_policy_meta(path)
     policy = build_policy(PolicyConfig(**meta["policy"]), ActionBins.from_dict(meta["bins"]))
     policy.load_state_dict(load_file(str(Path(path) / WEIGHTS)))
+    if meta.get("frame_codec"):
+        policy.frame_codec = load_frame_codec(Path(path) / meta["frame_codec"])
     return policy.to(device).eval()
 
 
-__all__ = ["POLICIES", "ActOutput", "ActionBins", "Observations", "Policy", "build_policy", "load_policy",
-           "policy_class", "read_policy_meta", "save_policy"]
+def load_frame_codec(tokenizer_dir: str | Path):
+    from mbpo_ray.world_model.tokenizer import ImageTokenizer
+
+    if not (Path(tokenizer_dir) / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{tokenizer_dir} is not a tokenizer folder (no tokenizer.json); make one with "
+                                "`mbpo-ray train-tokenizer`, or pass a world model's tokenizer/")
+    return ImageTokenizer.load(tokenizer_dir)
+
+
+def with_frame_codec(policy_dir: str | Path, tokenizer_dir: str | Path, out: str | Path) -> str:
+    """A copy of the checkpoint whose every input frame round-trips through ``tokenizer_dir``."""
+    meta = read_policy_meta(policy_dir)
+    policy = load_policy(policy_dir)
+    policy.frame_codec = load_frame_codec(tokenizer_dir)
+    save_policy(policy, out, {k: v for k, v in meta.items() if k not in ("policy", "bins", "frame_codec")})
+    return str(out)
+
+
+__all__ = ["POLICIES", "ActOutput", "ActionBins", "Observations", "Policy", "build_policy", "load_frame_codec",
+           "load_policy", "policy_class", "read_policy_meta", "save_policy", "with_frame_codec"]

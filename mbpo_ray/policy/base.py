@@ -124,9 +124,26 @@ class Policy(nn.Module):
     whose head is not a per-(step, dim) categorical); the contract is the two methods' signatures.
     """
 
+    # an ImageTokenizer every input frame round-trips through (encode, decode) before the policy sees
+    # it: then SFT, imagination (whose frames are decoded codes) and real evaluation all show the
+    # policy one kind of frame. Not a submodule: it is not trained and not in the state dict; it
+    # travels with the checkpoint as ``codec/`` (see ``save_policy``).
+    frame_codec = None
+
     def __init__(self, bins: ActionBins):
         super().__init__()
         self.bins = bins
+
+    def preprocess(self, obs: Observations) -> Observations:
+        if self.frame_codec is None:
+            return obs
+        c = self.frame_codec
+
+        def through(x):
+            x = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            return c.decode(c.encode(x))
+
+        return Observations(through(obs.head), through(obs.wrist), obs.proprio, obs.instruction)
 
     @property
     def device(self) -> torch.device:
@@ -138,7 +155,7 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: Observations, greedy: bool = False, generator: torch.Generator | None = None) -> ActOutput:
-        logits, value = self.logits_and_value(obs)
+        logits, value = self.logits_and_value(self.preprocess(obs))
         logp = F.log_softmax(logits.float(), dim=-1)
         if greedy:
             bins = logp.argmax(dim=-1)
@@ -160,7 +177,7 @@ class Policy(nn.Module):
         ``mask`` (B, H) marks the valid steps of chunks cut short by an episode's end (default: all).
         ``per_token``: log-probs and entropies per binned dimension (B, H, 7) instead of per chunk.
         """
-        logits, value = self.logits_and_value(obs)
+        logits, value = self.logits_and_value(self.preprocess(obs))
         logp = F.log_softmax(logits.float(), dim=-1)
         bins = self.bins.to_bins(actions).to(logp.device)
         per = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)  # (B, H, 7)

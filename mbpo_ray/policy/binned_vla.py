@@ -92,4 +92,6 @@ class BinnedVLA(Policy):
         z = self.features(obs)
         b = self.bins
         logits = self.action_head(z).reshape(len(z), b.chunk_size, b.action_dim, b.n_bins)
-        return logits, self.value_head(z).squeeze(-1)
+        # the critic reads the trunk's features but does not train them: its gradients (value targets
+        # bootstrapped from an imperfect world model) never move what the actor computes
+        return logits, self.value_head(z.detach()).squeeze(-1)

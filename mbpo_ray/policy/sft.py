@@ -108,7 +108,9 @@ def sft_loss(policy: Policy, obs: Observations, actions: np.ndarray, mask: torch
     return {"loss": -logp.sum() / n, "entropy": ent.sum().detach() / n}
 
 
-def train_sft(store_uri: str, out: str, cfg: Config, resume: bool = False) -> dict:
+def train_sft(store_uri: str, out: str, cfg: Config, resume: bool = False, frame_codec: str | None = None) -> dict:
+    """Behaviour cloning; with ``frame_codec`` (a tokenizer folder) every frame the policy sees, here
+    and wherever the checkpoint is used, round-trips through that tokenizer first."""
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -132,6 +134,10 @@ def train_sft(store_uri: str, out: str, cfg: Config, resume: bool = False) -> di
         policy = load_policy(out_p).train()
     else:
         policy = _new_policy(cfg, demos, store.spec.chunk_size)
+        if frame_codec:
+            from mbpo_ray.policy import load_frame_codec
+
+            policy.frame_codec = load_frame_codec(frame_codec)
     extra = {"demos": chosen, "suite": cfg.env.suite, "store_image_size": store.spec.image_size,
              "store": str(store_uri), "sft": asdict(sc), "instructions": sorted(set(demos.instruction))}
     opt = torch.optim.AdamW(policy.parameters(), lr=sc.lr, weight_decay=0.01)
