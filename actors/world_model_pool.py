@@ -48,14 +48,16 @@ class WorldModelPool:
             ray.kill(self.workers.pop())
         ray.get([w.pid.remote() for w in self.workers], timeout=self.ready_timeout_s)  # engines started
 
-    def imagine(self, n: int, seed: int, task_ids: list[int] | None) -> tuple[list[dict], dict]:
-        """``n`` branches split over the replicas; (per-share results, stats). Shares are seeded by
-        their index, so a redone share reproduces the lost one exactly."""
-        shares = _shares(n, len(self.workers))
+    def imagine(self, n: int, seed: int, task_ids: list[int] | None, iteration: int = 0,
+                group_size: int = 1) -> tuple[list[dict], dict]:
+        """``n`` branches split over the replicas in whole groups of ``group_size`` (branches of one
+        start state); (per-share results, stats). Shares are seeded by their index, so a redone share
+        reproduces the lost one exactly."""
+        shares = [s * group_size for s in _shares(n // group_size, len(self.workers))]
         jobs = {i: (s, seed * 1009 + i) for i, s in enumerate(shares) if s > 0}
         results: dict[int, dict] = {}
         t0 = time.perf_counter()
-        pending = {self.workers[i % len(self.workers)].imagine.remote(s, sd, task_ids): (i, i % len(self.workers))
+        pending = {self.workers[i % len(self.workers)].imagine.remote(s, sd, task_ids, iteration): (i, i % len(self.workers))
                    for i, (s, sd) in jobs.items()}
         redone = 0
         while pending:
@@ -67,7 +69,7 @@ class WorldModelPool:
                 self._replace(w)
                 redone += 1
                 s, sd = jobs[i]
-                pending[self.workers[w].imagine.remote(s, sd, task_ids)] = (i, w)
+                pending[self.workers[w].imagine.remote(s, sd, task_ids, iteration)] = (i, w)
         stats = {"seconds": time.perf_counter() - t0, "redone_shares": redone, "workers": len(self.workers),
                  "sync_seconds": max(r.get("sync_seconds", 0.0) for r in results.values())}
         return [results[i] for i in sorted(results)], stats

@@ -13,7 +13,6 @@ import os
 import time
 
 import numpy as np
-import pyarrow as pa
 import ray
 
 from mbpo_ray.config import build_config
@@ -50,28 +49,37 @@ class WorldModelWorker:
         return {"policy_version": self.policy_version, "world_model_version": self.wm.engine.version,
                 "seconds": time.perf_counter() - t0}
 
-    def imagine(self, n: int, seed: int, task_ids: list[int] | None = None) -> dict:
-        """``n`` branches of ``mbpo.n_chunks`` chunks from start states drawn with ``seed``."""
+    def imagine(self, n: int, seed: int, task_ids: list[int] | None = None, iteration: int = 0) -> dict:
+        """``n`` branches of ``mbpo.n_chunks`` chunks: ``n / mbpo.group_size`` start states drawn with
+        ``seed`` by ``mbpo.start_sampler`` (an equal share per task), each branched ``group_size`` times.
+        The store is refreshed first, so real episodes appended during the run become start states."""
+        from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
         from mbpo_ray.rl.imagine import imagine
 
         synced = self.sync()
         t0 = time.perf_counter()
+        self.store.refresh()
         rng = np.random.default_rng(seed)
+        mc = self.cfg.mbpo
+        if n % mc.group_size:
+            raise ValueError(f"{n} branches are not whole groups of mbpo.group_size={mc.group_size}")
+        starts, episodes = n // mc.group_size, self.store.episodes
+        draw = SAMPLERS[mc.start_sampler]
+        tasks = rng.choice(task_ids, size=starts) if task_ids else np.full(starts, -1)
+        picks = [draw(episodes, int((tasks == t).sum()), rng, None if t < 0 else int(t), iteration, mc)
+                 for t in np.unique(tasks)]  # an equal share of start states per task
+        ep, chunk = (np.repeat(np.concatenate([p[i] for p in picks]), mc.group_size) for i in (0, 1))
         cols = ["episode_id", "chunk_index", "head", "wrist", "instruction", "task_id"]
-        if task_ids:  # an equal share of start states per task
-            tasks = rng.choice(task_ids, size=n)
-            parts = [self.store.sample_start_states(int((tasks == t).sum()), rng, t, cols)
-                     for t in task_ids if (tasks == t).any()]
-            table = pa.concat_tables(parts)
-        else:
-            table = self.store.sample_start_states(n, rng, None, cols)
+        table = self.store.read_start_states(ep, chunk, cols)
         size = self.store.spec.image_size
         head, wrist = frames(table, "head", size), frames(table, "wrist", size)
         instr = table.column("instruction").to_pylist()
-        mc = self.cfg.mbpo
-        br = imagine(self.wm, self.policy, head, wrist, instr, mc.n_chunks, mc.temperature, seed)
+        group = np.repeat(np.arange(starts), mc.group_size)
+        br = imagine(self.wm, self.policy, head, wrist, instr, mc.n_chunks, mc.temperature, seed, group=group,
+                     max_uncertainty=mc.max_uncertainty)
         br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),
                                                      table.column("chunk_index").to_pylist(), strict=True)]
+        br.to_go = chunks_to_go(episodes, ep, chunk)
         br.policy_version, br.world_model_version = self.policy_version, self.wm.engine.version
         secs = time.perf_counter() - t0
         return {"branches": br, "seconds": secs, "sync_seconds": synced["seconds"], "chunk_transitions": br.steps,

@@ -20,7 +20,7 @@ def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root,  # untracked files count
                                     capture_output=True, text=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
@@ -42,6 +42,20 @@ def add_loop_inputs(ap) -> None:
     ap.add_argument("--policy", required=True, help="an SFT policy checkpoint")
     ap.add_argument("--world-model", required=True, help="a train-world-model checkpoint folder")
     ap.add_argument("--store", required=True, help="a replay store with demonstrations of the tasks")
+
+
+def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
+    """Exact two-sided McNemar test of paired outcomes (the same init states under two policies):
+    only the discordant pairs count; p = P(a Binomial(n_discordant, 1/2) is as unbalanced)."""
+    from math import comb
+
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    only_b = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    only_a = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"p_value": p, "only_first": only_a, "only_second": only_b, "pairs": len(a)}
 
 
 def read_result(name: str) -> dict:

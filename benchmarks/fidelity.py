@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,7 +32,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, read_result, write_result  # noqa: E402
+from benchmarks.common import RESULTS, mcnemar_exact, read_result, write_result  # noqa: E402
 
 PAPER_LIBERO_LONG = {"mbpo_n1": 63.9, "mbpo_n2": 66.8, "mbpo_n4": 62.9, "mbpo_full": 52.8}
 
@@ -63,40 +64,104 @@ def world_model_data(src: str, wm: str) -> dict:
             "tasks": sorted({e.task_id for e in train})}
 
 
-BC_CHUNKS = 2  # branch length of the BC (world model) runs
+BC_CHUNKS = 2  # branch length of the BC (world model) and group-relative runs
 # run folder and method suffix per mbpo.critic_init: zero-critic runs are rows of their own
 CRITIC_SUFFIX = {"checkpoint": "", "zero": "_critic_zero"}
 
 
-def run_mbpo(args, store: str, n: int, seed: int, objective: str = "ppo", critic: str = "checkpoint") -> Path | None:
+@dataclass(frozen=True)
+class Method:
+    """One row family of the table: a method name, its run-folder prefix and --run-only key, and
+    the overrides that make it."""
+
+    name: str
+    folder: str
+    key: str
+    n: int
+    objective: str = "ppo"
+    critic: str = "checkpoint"
+    overrides: tuple[str, ...] = ()
+
+
+def methods(args) -> list[Method]:
+    out = [Method(f"mbpo_n{n}{CRITIC_SUFFIX[c]}", f"mbpo_n{n}", str(n), n, critic=c)
+           for c in CRITIC_SUFFIX for n in args.n_chunks]
+    if args.bc:
+        out.append(Method("bc_world_model", f"bc_n{BC_CHUNKS}", "bc", BC_CHUNKS, "bc"))
+    grpo = (f"--mbpo.group_size={args.group_size}",)
+    if args.grpo:
+        out.append(Method(f"mbpo_grpo_n{BC_CHUNKS}", f"grpo_n{BC_CHUNKS}", "grpo", BC_CHUNKS, "grpo", overrides=grpo))
+    if args.null_control:  # the group-relative loop with the imagined returns shuffled across branches
+        out.append(Method("null_control", f"null_grpo_n{BC_CHUNKS}", "null", BC_CHUNKS, "grpo",
+                          overrides=(*grpo, "--mbpo.null_control=true")))
+    return out
+
+
+def run_mbpo(args, store: str, m: Method, seed: int) -> Path | None:
     """The run's folder once it has its final evaluation (a complete earlier run is kept); None when
     ``--run-only`` or another ``--critic-init`` leaves it out."""
     from mbpo_ray.cli import main
 
-    bc = objective == "bc"
-    out = Path(args.work) / (f"bc_n{n}_seed{seed}" if bc else f"mbpo_n{n}_seed{seed}{CRITIC_SUFFIX[critic]}")
+    out = Path(args.work) / f"{m.folder}_seed{seed}{CRITIC_SUFFIX[m.critic]}"
     if (out / "metrics.jsonl").exists() and any("eval/success" in json.loads(x)
                                                    for x in (out / "metrics.jsonl").read_text().splitlines()):
         print(f"{out} is complete: kept", flush=True)
         return out
-    if critic != args.critic_init or args.run_only is not None and f"{'bc' if bc else n}:{seed}" not in args.run_only:
+    if m.critic != args.critic_init or args.run_only is not None and f"{m.key}:{seed}" not in args.run_only:
         return None
     if out.exists():  # an interrupted run starts over
         import shutil
 
         shutil.rmtree(out)
     argv = ["train", "--policy", args.policy, "--world-model", args.world_model, "--store", store, "--out", str(out),
-            f"--mbpo.objective={objective}", f"--mbpo.n_chunks={n}", f"--mbpo.seed={seed}", f"--mbpo.iterations={args.iterations}",
+            f"--mbpo.objective={m.objective}", f"--mbpo.n_chunks={m.n}", f"--mbpo.seed={seed}",
+            f"--mbpo.iterations={args.iterations}",
             f"--mbpo.tasks={args.tasks}", f"--mbpo.branches={args.branches}", f"--mbpo.actor_lr={args.actor_lr}",
             f"--mbpo.updates_per_batch={args.updates}", f"--mbpo.critic_warmup={args.critic_warmup}",
-            f"--mbpo.critic_init={critic}",
+            f"--mbpo.critic_init={m.critic}",
             "--mbpo.real_every=0", f"--mbpo.eval_episodes={args.episodes}", f"--mbpo.eval_every={args.eval_every}",
             "--mbpo.wm_workers_min=1", "--mbpo.wm_workers_max=1", "--mbpo.learners=1", "--mbpo.env_runners=2",
             "--mbpo.worker_cpus=0.5", "--mbpo.learner_cpus=0.25", "--mbpo.runner_cpus=0.5",
-            f"--mbpo.checkpoint_every={args.iterations}"]
+            f"--mbpo.checkpoint_every={args.iterations}", *(f"--{x}" for x in args.set), *m.overrides]
     if main(argv):
         raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
     return out
+
+
+def paired_outcomes(sft: dict, run: Path, iteration: int) -> tuple[list[bool], list[bool], list[int]]:
+    """SFT's and the run's outcome on each (task, init state) both evaluated; the init states used."""
+    mine = json.loads((run / "eval" / f"iter_{iteration}.json").read_text())["episodes"]
+    base = {(int(t), i): i in set(r["successes"]) for t, r in sft["tasks"].items() for i in range(r["episodes"])}
+    pairs = [(base[(e["task_id"], e["init_state"])], e["success"]) for e in mine if (e["task_id"], e["init_state"]) in base]
+    if len(pairs) != len(mine):
+        raise SystemExit(f"{run}: evaluated init states that the SFT evaluation did not: no paired test")
+    return [a for a, _ in pairs], [b for _, b in pairs], sorted({e["init_state"] for e in mine})
+
+
+def run_rows(args, sft: dict, m: Method, seed: int, out: Path, demo_steps: int, curves: dict) -> list[dict]:
+    """One row per task of a finished run (its last evaluation), with the run's paired test against
+    SFT on the same init states and its imagined success in the first and last third of iterations."""
+    logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in logs if "eval/success" in x]
+    curves[f"{m.name}_seed{seed}"] = [{"iteration": x["iteration"], "success": x["eval/success"],
+                                       "imagined_reward": x["imagine/reward_mean"]} for x in evals]
+    last = evals[-1]
+    base, mine, inits = paired_outcomes(sft, out, last["iteration"])
+    test = mcnemar_exact(base, mine)
+    third = max(1, len(logs) // 3)
+    success = [x["imagine/reward_mean"] for x in logs]  # imagined successes per branch (reward 1 at a success)
+    rows = []
+    for t in sft["tasks"]:
+        rows.append({"method": m.name, "task": int(t), "seed": seed, "n_chunks": m.n, "critic_init": m.critic,
+                     "objective": m.objective, "overrides": [*(f"--{x}" for x in args.set), *m.overrides],
+                     "success_rate": last[f"eval/success_task{t}"], "episodes": args.episodes,
+                     "real_env_steps": demo_steps, "iteration": last["iteration"],
+                     "p_value_vs_sft": test["p_value"], "paired": test, "init_states": inits,
+                     "imagined_success_first_third": round(float(np.mean(success[:third])), 4),
+                     "imagined_success_last_third": round(float(np.mean(success[-third:])), 4),
+                     "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs)),
+                     "imagined_successful_branches": round(sum(success) * args.branches)})
+    return rows
 
 
 def main() -> None:
@@ -120,7 +185,13 @@ def main() -> None:
     ap.add_argument("--critic-init", choices=("checkpoint", "zero"), default="checkpoint",
                     help="mbpo.critic_init of the MBPO runs to start (complete runs of either are reported; "
                     "zero-critic rows are methods of their own, mbpo_nN_critic_zero)")
-    ap.add_argument("--run-only", nargs="+", metavar="N:SEED",  # bc:SEED for a BC run
+    ap.add_argument("--grpo", action="store_true", help=f"add group-relative runs ({BC_CHUNKS}-chunk branches)")
+    ap.add_argument("--null-control", action="store_true", dest="null_control",
+                    help="add the group-relative loop with imagined returns shuffled across branches")
+    ap.add_argument("--group-size", type=int, default=8, dest="group_size", help="branches per start state (grpo)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="mbpo.FIELD=VALUE",
+                    help="overrides for every run started (e.g. mbpo.start_sampler=reverse)")
+    ap.add_argument("--run-only", nargs="+", metavar="N:SEED",  # bc:SEED, grpo:SEED, null:SEED
                     help="start only these runs; other (n, seed) pairs are reported if complete, else left out")
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args()
@@ -139,27 +210,13 @@ def main() -> None:
     rows, curves = [], {}
     for t, r in sft["tasks"].items():
         rows.append({"method": "sft", "task": int(t), "seed": 0, "success_rate": r["success_rate"],
-                     "episodes": r["episodes"], "real_env_steps": demo_steps, "iteration": 0})
-    runs = [(f"mbpo_n{n}{CRITIC_SUFFIX[c]}", n, "ppo", c) for c in CRITIC_SUFFIX for n in args.n_chunks]
-    runs += [("bc_world_model", BC_CHUNKS, "bc", "checkpoint")] if args.bc else []
-    for method, n, objective, critic in runs:
+                     "episodes": r["episodes"], "real_env_steps": demo_steps, "iteration": 0,
+                     "p_value_vs_sft": None, "init_states": list(range(r["episodes"]))})
+    for m in methods(args):
         for seed in args.seeds:
-            out = run_mbpo(args, str(Path(args.work) / "budget_store"), n, seed, objective, critic)
-            if out is None:
-                continue
-            logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-            evals = [x for x in logs if "eval/success" in x]
-            curves[f"{method}_seed{seed}"] = [
-                {"iteration": x["iteration"], "success": x["eval/success"],
-                 "imagined_reward": x["imagine/reward_mean"]} for x in evals]
-            last = evals[-1]
-            for t in sft["tasks"]:
-                rows.append({"method": method, "task": int(t), "seed": seed, "n_chunks": n, "critic_init": critic,
-                             "success_rate": last[f"eval/success_task{t}"], "episodes": args.episodes,
-                             "real_env_steps": demo_steps, "iteration": last["iteration"],
-                             "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs)),
-                             "imagined_successful_branches": round(sum(x["imagine/reward_mean"] for x in logs)
-                                                                   * args.branches)})
+            out = run_mbpo(args, str(Path(args.work) / "budget_store"), m, seed)
+            if out is not None:
+                rows += run_rows(args, sft, m, seed, out, demo_steps, curves)
     summary = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == m]
@@ -188,7 +245,8 @@ def main() -> None:
                            "imitates the imagined chunks of branches the world model judged successful"
                            if args.bc else "not run (pass --bc)"),
         "settings": {"actor_lr": args.actor_lr, "updates_per_batch": args.updates, "critic_warmup": args.critic_warmup,
-                     "branches": args.branches, "iterations": args.iterations, "real_every": 0},
+                     "branches": args.branches, "iterations": args.iterations, "real_every": 0,
+                     "group_size": args.group_size, "overrides": [f"--{x}" for x in args.set]},
     }
     write_result("fidelity", result)
     plot(result)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -24,7 +25,8 @@ import torch
 from mbpo_ray.config import build_config
 from mbpo_ray.policy.base import Observations
 from mbpo_ray.rl.imagine import Branches
-from mbpo_ray.rl.ppo import gae, ppo_loss
+from mbpo_ray.rl.objectives import OBJECTIVES
+from mbpo_ray.rl.ppo import PPOLoss, ppo_loss
 from mbpo_ray.weights import WeightStore
 
 POLICY = "policy"
@@ -32,7 +34,7 @@ POLICY = "policy"
 
 class PolicyLearner:
     def __init__(self, cfg_dict: dict, policy_dir: str, weights_uri: str, rank: int, world_size: int,
-                 init_method: str | None, optimizer_state: str | None = None):
+                 init_method: str | None, optimizer_state: str | None = None, store_uri: str | None = None):
         import torch.distributed as dist
 
         from mbpo_ray.policy import load_policy
@@ -56,6 +58,14 @@ class PolicyLearner:
         if optimizer_state:
             self.opt.load_state_dict(torch.load(optimizer_state, weights_only=False))
         self.weights = WeightStore(weights_uri)
+        # the starting policy, frozen: the anchor of mbpo.kl_coef
+        self.reference = load_policy(policy_dir).eval().requires_grad_(False) if mc.kl_coef else None
+        self.real = None  # real Monte-Carlo returns for the critic (mbpo.critic_fit_steps, critic_real_coef)
+        if store_uri and (mc.critic_fit_steps or mc.critic_real_coef) and mc.objective == "ppo":
+            from mbpo_ray.rl.critic import real_returns
+
+            self.real = real_returns(store_uri, mc.gamma, mc.task_ids, seed=mc.seed)
+        self._real_rng = np.random.default_rng([mc.seed, rank])  # re-seeded from every update's seed
 
     def _allreduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -65,42 +75,113 @@ class PolicyLearner:
         return x
 
     def update(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> dict:
-        """PPO steps on this rank's shard; returns the rank's metrics. Rank 0 publishes ``version``.
+        """Steps of the configured objective on this rank's shard; returns the rank's metrics. Rank 0
+        publishes ``version``.
 
         ``seed`` (from the driver's checkpointed generator) draws the minibatches: a resumed run
-        repeats the updates of an uninterrupted one."""
+        repeats the updates of an uninterrupted one. Every rank takes part in every step (DDP's
+        all-reduce); a rank with nothing to train on joins with a zero-weighted sample, and each step's
+        loss is the mean over every rank's samples. The updates of a batch stop early once the
+        chunk-level approximate KL to the behaviour policy passes ``mbpo.target_kl``."""
         mc = self.cfg.mbpo
         if mc.objective == "bc":
             return self._imitate(br, version, seed)
         rng = np.random.default_rng(seed)
+        self._real_rng = np.random.default_rng([seed, self.rank])  # each rank its own real minibatches
         t0 = time.perf_counter()
-        f = torch.from_numpy
-        adv, ret = gae(f(br.reward), f(br.value), f(br.terminal), f(br.valid), f(br.last_value), mc.gamma, mc.lam)
-        v = br.valid
-        adv, ret = adv[f(v)], ret[f(v)]
-        # advantage moments over every rank's valid steps
-        moments = self._allreduce(torch.stack([adv.sum(), (adv**2).sum(), torch.tensor(float(len(adv)))]).double())
-        mean = moments[0] / moments[2]
-        std = (moments[1] / moments[2] - mean**2).clamp_min(1e-12).sqrt()
-        adv = ((adv - mean) / (std + 1e-8)).float()
-        steps = _Steps(br, v)
-        old = f(br.token_log_prob[v])
-        n = len(adv)
+        tg = OBJECTIVES[mc.objective](br, mc, self._allreduce, seed)
+        critic_only = critic_only and tg.returns is not None  # an objective without a critic has no warm-up
+        n = len(tg.advantages)
+        m = min(mc.minibatch_size, n)
+        counts = self._allreduce(torch.tensor([float(n), float(m)], dtype=torch.float64))
         stats: dict[str, list[float]] = {}
-        for _ in range(mc.updates_per_batch):
-            idx = rng.choice(n, size=min(mc.minibatch_size, n), replace=False)
-            logp, ent, value = self.model(steps.observations(idx), steps.actions[idx], None, True)
-            out = ppo_loss(logp.reshape(len(idx), -1), old[idx].reshape(len(idx), -1), adv[idx], value, ret[idx],
-                           ent.reshape(len(idx), -1), mc.clip, mc.value_coef, mc.entropy_coef)
-            loss = mc.value_coef * 0.5 * (value - ret[idx]).pow(2).mean() if critic_only else out.loss
-            # the shared trunk stays as SFT left it while the critic catches up
-            self._step(loss, freeze_actor=critic_only)
-            for k in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
-                stats.setdefault(k, []).append(float(getattr(out, k)))
+        done, ret = 0, None
+        if counts[0] > 0:
+            mask = tg.mask.copy()
+            if not n:  # nothing here: the first step of the first branch (always taken), weight 0
+                mask[0, 0] = True
+            steps = _Steps(br, mask)
+            old = torch.from_numpy(br.token_log_prob[mask])
+            adv = tg.advantages if n else torch.zeros(1)
+            ret = tg.returns if tg.returns is not None and n else None
+            scale = self.world_size * m / float(counts[1]) if n else 0.0
+            for _ in range(mc.updates_per_batch):
+                idx = rng.choice(len(adv), size=max(m, 1), replace=False)
+                sl = self._losses(steps, idx, old[idx], adv[idx], None if ret is None else ret[idx])
+                out, chunk_kl = sl.ppo, sl.chunk_kl
+                loss = mc.value_coef * sl.critic if critic_only else out.loss + mc.kl_coef * sl.kl_ref
+                self._step(loss * scale, freeze_actor=critic_only)
+                done += 1
+                if n:
+                    for k in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
+                        stats.setdefault(k, []).append(float(getattr(out, k).detach()))
+                    stats.setdefault("kl_ref", []).append(float(sl.kl_ref.detach()))
+                    stats.setdefault("chunk_kl", []).append(chunk_kl)
+                mean_kl = self._allreduce(torch.tensor([chunk_kl * m, float(m)], dtype=torch.float64))
+                if mc.target_kl and not critic_only and mean_kl[0] / mean_kl[1].clamp_min(1) > mc.target_kl:
+                    break  # the same decision on every rank
         metrics = {k: float(np.mean(x)) for k, x in stats.items()}
-        metrics.update(samples=n, trained=mc.updates_per_batch * min(mc.minibatch_size, n),
-                       advantage_mean=float(mean), return_mean=float(ret.mean()) if n else 0.0)
+        metrics.update({"return_mean": float(ret.mean()) if ret is not None else 0.0, **tg.stats,
+                        "samples": n, "trained": done * m, "updates": done})
         return self._publish(version, metrics, t0)
+
+    def _losses(self, steps: _Steps, idx: np.ndarray, old: torch.Tensor, adv: torch.Tensor,
+                ret: torch.Tensor | None) -> _StepLoss:
+        """The clipped surrogate (+ value loss where ``ret`` is given) on one minibatch, the KL to
+        the starting policy (k3 per action token, with grad) and the chunk-level approximate KL to the
+        behaviour policy (k3 summed over a chunk's tokens, mean over the minibatch)."""
+        mc = self.cfg.mbpo
+        obs, actions = steps.observations(idx), steps.actions[idx]
+        b = len(idx)
+        real = self._real_minibatch(b) if ret is not None and mc.critic_real_coef else None
+        if real is not None:  # real Monte-Carlo targets ride in the same forward pass (one DDP forward per step)
+            obs, actions = _cat(obs, real[0]), torch.cat([actions, torch.zeros_like(actions[: len(real[1])])])
+        logp, ent, value = self.model(obs, actions, None, True)
+        logp, ent = logp[:b].reshape(b, -1), ent[:b].reshape(b, -1)
+        real_loss = torch.zeros(())
+        if real is not None:
+            value, real_loss = value[:b], 0.5 * (value[b:] - real[1]).pow(2).mean()
+        out = ppo_loss(logp, old.reshape(b, -1), adv, value, value.detach() if ret is None else ret, ent,
+                       mc.clip, mc.value_coef if ret is not None else 0.0, mc.entropy_coef)
+        kl_ref = torch.zeros(())
+        if mc.kl_coef:
+            with torch.no_grad():
+                ref = self.reference.evaluate(obs, actions, None, True)[0].reshape(b, -1)
+            d = ref - logp
+            kl_ref = (d.exp() - d - 1).mean()
+        with torch.no_grad():
+            r = logp.detach() - old.reshape(b, -1)
+            chunk_kl = float(((r.exp() - 1) - r).sum(1).mean())
+        critic = 0.5 * (value - (value.detach() if ret is None else ret)).pow(2).mean() + mc.critic_real_coef * real_loss
+        if real is not None:
+            out.loss = out.loss + mc.value_coef * mc.critic_real_coef * real_loss
+        return _StepLoss(out, kl_ref, critic, chunk_kl)
+
+    def _real_minibatch(self, n: int):
+        """(observations, Monte-Carlo returns) of ``n`` stored real chunk boundaries, or None."""
+        if self.real is None:
+            return None
+        idx = self._real_rng.choice(len(self.real), size=min(n, len(self.real)), replace=False)
+        return self.real.observations(idx), torch.from_numpy(self.real.returns[idx])
+
+    def fit_critic(self, steps: int, version: int, seed: int) -> dict:
+        """Value-head regression on the real Monte-Carlo returns (the actor stays as it is); rank 0
+        publishes the result as ``version``."""
+        if self.real is None or not steps:
+            return {}
+        t0 = time.perf_counter()
+        self._real_rng = np.random.default_rng([seed, self.rank])
+        losses = []
+        for _ in range(steps):
+            obs, target = self._real_minibatch(self.cfg.mbpo.minibatch_size)
+            value = self.model(obs, torch.zeros(len(target), self.policy.bins.chunk_size, 7), None, True)[2]
+            loss = 0.5 * (value - target).pow(2).mean()
+            self._step(loss, freeze_actor=True)
+            losses.append(float(loss.detach()))
+        k = max(1, steps // 10)
+        return self._publish(version, {"critic_fit/loss_first": float(np.mean(losses[:k])),
+                                       "critic_fit/loss_last": float(np.mean(losses[-k:])), "samples": len(self.real),
+                                       "critic_fit/return_mean": float(self.real.returns.mean())}, t0)
 
     def _imitate(self, br: Branches, version: int, seed: int) -> dict:
         """Behaviour cloning inside the world model (the paper's "BC (world model)" baseline): the
@@ -171,12 +252,13 @@ class LearnerGroup:
     """M :class:`PolicyLearner` ranks on a Ray cluster; ``update`` shards a batch across them."""
 
     def __init__(self, cfg_dict: dict, policy_dir: str, weights_uri: str, n: int, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, optimizer_state: str | None = None):
+                 num_gpus: float = 0.0, optimizer_state: str | None = None, store_uri: str | None = None):
         init = f"tcp://127.0.0.1:{_free_port()}" if n > 1 else None
         env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus))), "GLOO_SOCKET_IFNAME": "lo"}
         cls = ray.remote(PolicyLearner).options(num_cpus=num_cpus, num_gpus=num_gpus,
                                                 runtime_env={"env_vars": env})
-        self.ranks = [cls.remote(cfg_dict, policy_dir, weights_uri, r, n, init, optimizer_state) for r in range(n)]
+        self.ranks = [cls.remote(cfg_dict, policy_dir, weights_uri, r, n, init, optimizer_state, store_uri)
+                      for r in range(n)]
 
     def update_async(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> list:
         """Start an update on every rank (each gets its shard); :meth:`collect` waits for it."""
@@ -204,8 +286,20 @@ class LearnerGroup:
     def save(self, path: str, extra: dict | None = None) -> str:
         return ray.get(self.ranks[0].save.remote(path, extra))
 
+    def fit_critic(self, steps: int, version: int, seed: int) -> dict:
+        """Every rank fits the critic on real returns (DDP keeps them identical); rank 0's metrics."""
+        return ray.get([r.fit_critic.remote(steps, version, seed) for r in self.ranks])[0]
+
     def checksums(self) -> list[float]:
         return ray.get([r.weights_checksum.remote() for r in self.ranks])
+
+
+@dataclass
+class _StepLoss:
+    ppo: PPOLoss  # the clipped surrogate (+ value loss where the objective trains a critic)
+    kl_ref: torch.Tensor  # KL to the starting policy, k3 per action token, with grad
+    critic: torch.Tensor  # the value loss alone, with grad (critic warm-up)
+    chunk_kl: float  # approximate KL to the behaviour policy, summed over a chunk's tokens
 
 
 class _Steps:
@@ -225,9 +319,23 @@ class _Steps:
 _SUMMED, _SLOWEST = ("samples", "trained", "success_branches"), ("seconds", "publish_s")
 
 
+def _cat(a: Observations, b: Observations) -> Observations:
+    """One batch of both; ``b``'s frames resized to ``a``'s (real frames at the store's size next to
+    imagined ones at the tokenizer's)."""
+    from mbpo_ray.policy.base import resize_uint8
+
+    size = a.head.shape[1]
+    fit = (lambda x: x) if b.head.shape[1] == size else (lambda x: resize_uint8(x, size).numpy())  # noqa: E731
+    return Observations(np.concatenate([a.head, fit(b.head)]), np.concatenate([a.wrist, fit(b.wrist)]),
+                        np.concatenate([a.proprio, b.proprio]), [*a.instruction, *b.instruction])
+
+
 def _split(br: Branches, n: int) -> list[Branches]:
-    """n shards of whole branches, as equal in size as possible."""
-    bounds = np.linspace(0, len(br), n + 1).astype(int)
+    """n shards of whole groups (branches of one start state stay together: group-relative
+    advantages need them), as equal in size as possible."""
+    firsts = np.flatnonzero(np.r_[True, br.group[1:] != br.group[:-1]])  # where each group begins
+    cut = np.linspace(0, len(firsts), n + 1).astype(int)
+    bounds = np.r_[firsts, len(br)][cut]
     return [br.take(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 

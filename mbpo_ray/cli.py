@@ -212,13 +212,19 @@ def cmd_train_world_model(args, extra) -> int:
 def cmd_eval_world_model(args, extra) -> int:
     from mbpo_ray.world_model.evaluate import evaluate_world_model
 
-    report = evaluate_world_model(args.checkpoint, args.store, args.out, engine=args.engine)
+    report = evaluate_world_model(args.checkpoint, args.store, args.out, engine=args.engine, policy_dir=args.policy,
+                                  temperature=args.temperature)
     for view in ("head", "wrist"):
         r = report[view]
         print(f"{view:6s} PSNR {r['psnr']:.2f} dB (copy-current-frame {r['psnr_copy_baseline']:.2f}), "
               f"SSIM {r['ssim']:.3f} (copy {r['ssim_copy_baseline']:.3f})")
     r = report["reward"]
     print(f"reward accuracy {r['accuracy']:.3f} (majority class {r['majority_baseline']:.3f}), F1 {r['f1']:.3f}")
+    for name, block in (("greedy", report), (f"temperature {report['temperature']:g}", report["sampled"])):
+        cf = ", ".join(f"{k} {v['f1']:.2f}" for k, v in block["counterfactual"].items())
+        sens = ", ".join(f"{v} {s['psnr_recorded']:.2f} vs {s['psnr_other']:.2f} dB"
+                         for v, s in block["action_sensitivity"].items())
+        print(f"{name}: reward F1 under counterfactual actions: {cf}; recorded vs other-step actions: {sens}")
     print(f"report and grid in {args.out}")
     return 0
 
@@ -230,7 +236,7 @@ def cmd_sft(args, extra) -> int:
     from mbpo_ray.policy.sft import train_sft
 
     cfg = _config(args, extra)
-    r = train_sft(args.store, args.out, cfg, resume=args.resume)
+    r = train_sft(args.store, args.out, cfg, resume=args.resume, frame_codec=args.frame_codec)
     demos = sum(r["demos"].values())
     print(f"policy ({r['params'] / 1e6:.1f} M parameters) trained {r['steps']} steps on {demos} demonstrations "
           f"of {len(r['demos'])} task(s) ({r['steps_per_s']:.2f} steps/s, {r['train_minutes']:.1f} min); "
@@ -243,6 +249,11 @@ def cmd_eval(args, extra) -> int:
 
     cfg = _config(args, extra)
     read_policy_meta(args.checkpoint)  # a clear error before Ray starts
+    if args.frame_codec:  # the same weights, every frame seen through the codec
+        from mbpo_ray.policy import with_frame_codec
+
+        _check_new_dir(args.out)
+        args.checkpoint = with_frame_codec(args.checkpoint, args.frame_codec, Path(args.out) / "policy_with_codec")
     ec = cfg.eval
     bar = _progress(len(ec.task_ids) * ec.episodes_per_task, f"eval {ec.suite}")
     wins = [0]
@@ -412,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("store")
     e.add_argument("--out", required=True)
     e.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    e.add_argument("--policy", help="a policy checkpoint: also judge the reward under its sampled action tails")
+    e.add_argument("--temperature", type=float, default=1.0, help="imagination's sampling temperature (mbpo.temperature)")
     e.set_defaults(func=cmd_eval_world_model)
 
     s = with_config(sub.add_parser("sft", help="behaviour cloning of the policy on a store's demonstrations"))
@@ -423,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--demos-per-task", type=int, dest="demos_per_task")
     s.add_argument("--steps", type=int)
     s.add_argument("--seed", type=int)
+    s.add_argument("--frame-codec", dest="frame_codec",
+                   help="a tokenizer folder: every frame the policy sees round-trips through it (one input domain "
+                   "for SFT, imagination and evaluation)")
     s.set_defaults(func=cmd_sft, shorthands=SFT_SHORTHANDS)
 
     ev = with_config(sub.add_parser("eval", help="success rate of a policy checkpoint on real LIBERO"))
@@ -435,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--videos", type=int, help="episodes written as GIFs")
     ev.add_argument("--sample", action="store_true", default=None, help="sample actions (default: greedy)")
     ev.add_argument("--out", required=True, help="folder for eval.json and the GIFs")
+    ev.add_argument("--frame-codec", dest="frame_codec",
+                    help="evaluate the checkpoint with every frame round-tripped through this tokenizer folder")
     ev.add_argument("--to-store", dest="to_store",
                     help="also append every episode (failures too) to this replay store as a policy rollout")
     ev.set_defaults(func=cmd_eval, shorthands=EVAL_SHORTHANDS)

@@ -164,7 +164,9 @@ class WorldModelConfig:
 
 
 POLICY_ARCHS = ("binned_vla",)  # names in mbpo_ray.policy.POLICIES
-OBJECTIVES = ("ppo", "bc")  # mbpo.objective
+OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
+ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
+START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
 
 
 def parse_task_ids(spec: str) -> list[int]:
@@ -289,13 +291,29 @@ class MBPOConfig:
     """
 
     iterations: int = 4
-    # ppo: VLA-MBPO. bc: behaviour cloning inside the world model (the paper's baseline): imitate the
-    # imagined chunks of branches the world model judged successful, no critic
+    # ppo: VLA-MBPO (GAE + critic). grpo: group-relative advantages over group_size branches from each
+    # start state, no critic. bc: behaviour cloning inside the world model (the paper's baseline):
+    # imitate the imagined chunks of branches the world model judged successful (mbpo_ray/rl/objectives.py)
     objective: str = "ppo"
+    group_size: int = 1  # branches per start state (grpo: 4-8; branches must be a multiple of it)
+    adv_norm: str = "mean"  # ppo: mean (centre), std (centre and scale to unit variance), none
+    kl_coef: float = 0.0  # weight of the KL to the starting (SFT) policy, per action token
+    target_kl: float = 0.0  # stop a batch's updates once the chunk-level approx KL passes this (0 = never)
+    null_control: bool = False  # shuffle imagined returns across branches: the no-signal control
+    # where branches start: uniform over every stored chunk boundary, or reverse: a window of the last
+    # start_window chunks of each successful episode, widening by start_window_growth chunks per
+    # iteration (a reverse curriculum); states of failed episodes are drawn fail_weight times as often
+    start_sampler: str = "uniform"
+    start_window: int = 3
+    start_window_growth: float = 0.5
+    fail_weight: float = 1.0
     tasks: str = "0-1"  # tasks of env.suite whose start states are branched from
     branches: int = 32  # imagined branches per iteration (all world-model workers together)
     n_chunks: int = 2  # branch length in chunks; bootstrapped with V(last observation)
     temperature: float = 1.0  # world-model sampling temperature during imagination
+    # > 0: a branch stops before a transition whose uncertainty (mean surprisal of the generated image
+    # codes, nats) exceeds this; 0 = off
+    max_uncertainty: float = 0.0
     clip: float = 0.1
     gamma: float = 0.99
     lam: float = 0.95
@@ -309,6 +327,10 @@ class MBPOConfig:
     # checkpoint: the critic as the starting checkpoint has it (SFT leaves it at its random init);
     # zero: its output layer zeroed, V = 0 everywhere until imagined successes teach it
     critic_init: str = "checkpoint"
+    # ppo: value-head regression steps on the Monte-Carlo returns of the store's real episodes before
+    # the loop starts, and the weight of such a real minibatch mixed into every critic update
+    critic_fit_steps: int = 0
+    critic_real_coef: float = 0.0
     learners: int = 2  # DDP ranks of the policy learner group (gloo on CPU, NCCL on GPU)
     wm_workers_min: int = 2  # world-model replicas (vLLM engines), autoscaled between min and max
     wm_workers_max: int = 2
@@ -349,11 +371,27 @@ class MBPOConfig:
         _check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
         _check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
         _check_choice("mbpo.objective", self.objective, OBJECTIVES)
+        _check_choice("mbpo.adv_norm", self.adv_norm, ADV_NORMS)
+        _check_choice("mbpo.start_sampler", self.start_sampler, START_SAMPLERS)
+        _check_range("mbpo.group_size", self.group_size, 1, 4096)
+        if self.branches % self.group_size:
+            raise ConfigError(f"mbpo.branches={self.branches} is not a multiple of mbpo.group_size={self.group_size}: "
+                              "every start state gets group_size branches")
+        if self.objective == "grpo" and self.group_size < 2:
+            raise ConfigError("mbpo.objective=grpo compares branches from the same start state: set mbpo.group_size >= 2")
+        for name in ("kl_coef", "target_kl", "start_window_growth"):
+            _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1e6)
+        _check_range("mbpo.start_window", self.start_window, 1, 1_000_000)
+        _check_range("mbpo.critic_fit_steps", self.critic_fit_steps, 0, 10_000_000)
+        _check_range("mbpo.max_uncertainty", self.max_uncertainty, 0.0, 1e6)
+        _check_range("mbpo.critic_real_coef", self.critic_real_coef, 0.0, 1e6)
+        _check_range("mbpo.fail_weight", self.fail_weight, 0.0, 1e6)
         _check_choice("mbpo.critic_init", self.critic_init, ("checkpoint", "zero"))
         _check_range("mbpo.learners", self.learners, 1, 4096)
-        if self.branches < self.learners:
-            raise ConfigError(f"mbpo.branches={self.branches} is fewer than mbpo.learners={self.learners}: every "
-                              "learner rank needs at least one branch per batch; raise branches or lower learners")
+        if self.branches // self.group_size < self.learners:
+            raise ConfigError(f"mbpo.branches={self.branches} hold {self.branches // self.group_size} groups of "
+                              f"mbpo.group_size={self.group_size}, fewer than mbpo.learners={self.learners}: every "
+                              "learner rank needs at least one group per batch; raise branches or lower learners")
         _check_range("mbpo.wm_workers_min", self.wm_workers_min, 1, 4096)
         _check_range("mbpo.wm_workers_max", self.wm_workers_max, self.wm_workers_min, 4096)
         _check_range("mbpo.max_staleness", self.max_staleness, 0, 1000)

@@ -8,6 +8,7 @@ Run folder ``OUT``::
     OUT/checkpoint/   everything needed to resume: policy + optimizer, world model, state.json
     OUT/tb/           TensorBoard scalars
     OUT/metrics.jsonl one line per iteration
+    OUT/eval/iter_N.json every evaluation episode's outcome by (task, init state)
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                           mc.wm_workers_min, mc.wm_workers_max, bundle)
     learners = LearnerGroup(cfg_dict, start_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
                             mc.learner_gpus,
-                            optimizer_state=str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None)
+                            optimizer_state=str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None,
+                            store_uri=store_uri)
     runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if _uses_runners(mc) else []
     remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]  # noqa: E731
     wm_learner = (make_world_model_learner(world_model_dir, store_uri, str(run / "weights"), mc.wm_learner_cpus,
@@ -79,11 +81,17 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         rng.bit_generator.state = state["rng"]
     overlap = mc.max_staleness >= 1  # imagine the next batch while the learner updates on this one
 
-    def imagine(seed: int | None = None):  # the batch's seed is checkpointed: a resumed run imagines it again
+    def imagine(iteration: int, seed: int | None = None):  # the batch's seed is checkpointed: a resumed run imagines it again
         state["imagine_seed"] = int(rng.integers(2**31)) if seed is None else seed
-        return pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids)
+        return pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids, iteration=iteration,
+                            group_size=mc.group_size)
 
-    batch = imagine(state.get("imagine_seed"))
+    if not resume and mc.critic_fit_steps and mc.objective == "ppo":  # the critic meets real returns first
+        state["version"] += 1
+        fit = learners.fit_critic(mc.critic_fit_steps, state["version"], int(rng.integers(2**31)))
+        _log(tb, run, {"iteration": 0, "policy_version": state["version"],
+                       **{k: v for k, v in fit.items() if k.startswith("critic_fit/")}})
+    batch = imagine(state["iteration"], state.get("imagine_seed"))
     last: dict = {}
     for it in range(state["iteration"], mc.iterations):
         t_it = time.perf_counter()
@@ -93,7 +101,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         staleness = state["version"] - br.policy_version
         refs = learners.update_async(br, state["version"] + 1, int(rng.integers(2**31)), critic_only=it < mc.critic_warmup)
         if overlap and it + 1 < mc.iterations:
-            batch = imagine()
+            batch = imagine(it + 1)
         m = learners.collect(refs)
         state["version"] += 1
         sums = learners.checksums()  # DDP ranks must hold identical weights
@@ -101,7 +109,9 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         log = {"iteration": it + 1, "policy_version": state["version"], "staleness": staleness,
                "imagine/chunk_transitions": br.steps, "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
                "imagine/reward_mean": float(br.reward.sum(1).mean()), "imagine/p_yes_mean": float(br.p_yes[br.valid].mean()),
+               "imagine/uncertainty_mean": float(br.uncertainty[br.valid].mean()),
                "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"],
+               **_success_by_start(br),
                "learner/samples_per_s": m["trained"] / max(update_s, 1e-9),
                "time/imagine_s": im["seconds"], "time/update_s": update_s,
                "time/sync_s": m["publish_s"] + im["sync_seconds"],  # publish by rank 0 + the slowest replica's pull
@@ -135,6 +145,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
             jobs = [{"checkpoint": policy_path, "suite": cfg.env.suite, "task_id": t, "init_state": i, "greedy": True}
                     for t in mc.task_ids for i in range(mc.eval_episodes)]
             ev = run_episodes(runners, jobs, make_runner=remake_runner)
+            _write_eval(run, it + 1, state["version"], ev)
             log.update({"eval/success": float(np.mean([r["success"] for r in ev])), "eval/episodes": len(ev),
                         "time/eval_s": time.perf_counter() - t0,
                         **{f"eval/success_task{t}": float(np.mean([r["success"] for r in ev if r["task_id"] == t]))
@@ -145,7 +156,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
         if (it + 1) % mc.checkpoint_every == 0 or it + 1 == mc.iterations:
             _checkpoint(run, learners, wm_learner, world_model_dir, state, rng, _meta(meta, state))
         if not overlap and it + 1 < mc.iterations:
-            batch = imagine()
+            batch = imagine(it + 1)
         last = log
         if progress is not None:
             progress(log)
@@ -155,6 +166,22 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     for w in pool.workers:
         ray.kill(w)
     return {**last, "run": str(run), "world_model_replaced": pool.replaced}
+
+
+def _success_by_start(br) -> dict[str, float]:
+    """Imagined success per branch, by how many chunks the start state lay before its episode's end."""
+    from mbpo_ray.replay.samplers import TO_GO_BUCKETS, bucket_name
+
+    if len(br.to_go) != len(br):
+        return {}
+    hit = br.terminal.any(axis=1)
+    out = {}
+    for lo, hi in TO_GO_BUCKETS:
+        sel = (br.to_go >= lo) & (br.to_go <= hi)
+        if sel.any():
+            out[f"imagine/success_to_go_{bucket_name(lo, hi)}"] = float(hit[sel].mean())
+            out[f"imagine/starts_to_go_{bucket_name(lo, hi)}"] = int(sel.sum())
+    return out
 
 
 def actor_config(cfg: Config, policy_dir: str) -> tuple[dict, dict]:
@@ -245,6 +272,16 @@ def _log(tb, run: Path, log: dict) -> None:
     tb.flush()
     with open(run / "metrics.jsonl", "a") as f:
         f.write(json.dumps(log) + "\n")
+
+
+def _write_eval(run: Path, iteration: int, version: int, results: list[dict]) -> None:
+    """``OUT/eval/iter_N.json``: every evaluation episode's outcome by (task, init state), so a run can
+    be compared with another policy episode by episode on the same init states (a paired test)."""
+    (run / "eval").mkdir(exist_ok=True)
+    episodes = sorted(({"task_id": int(r["task_id"]), "init_state": int(r["init_state"]), "success": bool(r["success"])}
+                       for r in results), key=lambda e: (e["task_id"], e["init_state"]))
+    (run / "eval" / f"iter_{iteration}.json").write_text(json.dumps(
+        {"iteration": iteration, "policy_version": version, "greedy": True, "episodes": episodes}, indent=0))
 
 
 def _meta(sft_meta: dict, state: dict) -> dict:

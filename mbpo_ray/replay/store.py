@@ -295,7 +295,7 @@ class ReplayStore:
         ``task_id`` restricts the draw to one task. Rows come back in draw order.
         """
         rng = rng or np.random.default_rng()
-        parts, first, chunks, tasks = self._starts()
+        _, _, chunks, tasks = self._starts()
         mask = chunks > 0 if task_id is None else (chunks > 0) & (tasks == task_id)
         if not mask.any():
             where = "" if task_id is None else f" for task {task_id}"
@@ -303,7 +303,17 @@ class ReplayStore:
         idx = np.flatnonzero(mask)
         weights = chunks[idx] / chunks[idx].sum()
         ep = idx[rng.choice(len(idx), size=n, p=weights)]
-        rows = first[ep] + (rng.random(n) * chunks[ep]).astype(np.int64)
+        return self.read_start_states(ep, (rng.random(n) * chunks[ep]).astype(np.int64), columns)
+
+    def read_start_states(self, episodes: np.ndarray, chunks: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+        """Rows of chunk ``chunks[i]`` of episode ``self.episodes[episodes[i]]``, in that order."""
+        parts, first, n_chunks, _ = self._starts()
+        episodes, chunks = np.asarray(episodes, np.int64), np.asarray(chunks, np.int64)
+        if len(episodes) and ((chunks < 0) | (chunks >= n_chunks[episodes])).any():
+            raise ReplayError("a start state lies outside its episode's chunks")
+        n = len(episodes)
+        rows = first[episodes] + chunks
+        ep = episodes
         order = np.lexsort((rows, parts[ep]))
         pieces = []
         for p in np.unique(parts[ep]):

@@ -34,9 +34,21 @@ class Branches:
     last_value: np.ndarray  # (B,) V(observation after the last step): the truncation bootstrap
     final_head: np.ndarray  # (B, S, S, 3) that last observation
     final_wrist: np.ndarray
+    # (B, n) the world model's mean surprisal over the step's generated codes (0 where not recorded)
+    uncertainty: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    group: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (B,) branches of one start state share it
     start_ids: list[str] = field(default_factory=list)  # "episode_id:chunk_index" of each start state
+    to_go: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (B,) start's chunks to its episode's end
     policy_version: int = 0
     world_model_version: int = 0
+
+    def __post_init__(self) -> None:
+        if self.uncertainty.shape != self.reward.shape:
+            self.uncertainty = np.zeros(self.reward.shape, np.float32)
+        if len(self.group) != len(self.instruction):
+            if len(self.group):
+                raise ValueError(f"group has {len(self.group)} entries for {len(self.instruction)} branches")
+            self.group = np.arange(len(self.instruction), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.instruction)
@@ -55,7 +67,10 @@ class Branches:
         out = {}
         for name in Branches.__dataclass_fields__:
             vals = [getattr(p, name) for p in parts]
-            if isinstance(vals[0], np.ndarray):
+            if name == "group":  # ids stay unique across the parts
+                offsets = np.cumsum([0] + [int(v.max()) + 1 if len(v) else 0 for v in vals[:-1]])
+                out[name] = np.concatenate([v + o for v, o in zip(vals, offsets, strict=True)])
+            elif isinstance(vals[0], np.ndarray):
                 out[name] = np.concatenate(vals)
             elif isinstance(vals[0], list):
                 out[name] = [v for x in vals for v in x]
@@ -65,10 +80,15 @@ class Branches:
 
 
 def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, instructions: list[str],
-            n_chunks: int, temperature: float = 1.0, seed: int = 0, greedy: bool = False) -> Branches:
+            n_chunks: int, temperature: float = 1.0, seed: int = 0, greedy: bool = False,
+            group: np.ndarray | None = None, max_uncertainty: float = 0.0) -> Branches:
     """Roll ``n_chunks`` imagined chunk steps from real frames ``head``/``wrist`` (B, S, S, 3).
 
     ``world_model`` is a :class:`mbpo_ray.world_model.evaluate.WorldModel` (tokenizer + engine).
+    ``group`` (B,) names the branches that start from the same state (default: one group each).
+    ``max_uncertainty`` > 0: a step whose imagined transition is more uncertain than this (mean
+    surprisal of its generated codes, nats) is not taken: the branch ends before it, truncated, and
+    bootstraps from the observation it stood at, so no reward or frame the model does not know is used.
     """
     tok = world_model.tokenizer
     b = len(instructions)
@@ -80,7 +100,8 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
         "head": np.zeros((b, n_chunks, size, size, 3), np.uint8), "wrist": np.zeros((b, n_chunks, size, size, 3), np.uint8),
         "actions": np.zeros((b, n_chunks, hz, 7), np.float32), "token_log_prob": np.zeros((b, n_chunks, hz, 7), np.float32),
         "value": np.zeros((b, n_chunks), np.float32), "reward": np.zeros((b, n_chunks), np.float32),
-        "p_yes": np.zeros((b, n_chunks), np.float32), "terminal": np.zeros((b, n_chunks), bool),
+        "p_yes": np.zeros((b, n_chunks), np.float32), "uncertainty": np.zeros((b, n_chunks), np.float32),
+        "terminal": np.zeros((b, n_chunks), bool),
         "valid": np.zeros((b, n_chunks), bool),
     }
     alive = np.ones(b, bool)
@@ -95,14 +116,22 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
         rec["head"][idx, j], rec["wrist"][idx, j] = head_img[idx], wrist_img[idx]
         rec["actions"][idx, j], rec["token_log_prob"][idx, j] = acts, out.token_log_prob.numpy()
         rec["value"][idx, j], rec["valid"][idx, j] = out.value.numpy(), True
-        h, w, p = world_model.step([instructions[i] for i in idx], head_codes[idx], wrist_codes[idx], list(acts),
-                                   temperature=temperature, seed=seed + 7919 * (j + 1))
-        success = p > 0.5
-        rec["p_yes"][idx, j], rec["reward"][idx, j], rec["terminal"][idx, j] = p, success.astype(np.float32), success
-        head_codes[idx], wrist_codes[idx] = h, w
-        head_img[idx], wrist_img[idx] = tok.decode(h), tok.decode(w)
+        r = world_model.imagine_step([instructions[i] for i in idx], head_codes[idx], wrist_codes[idx], list(acts),
+                                     temperature=temperature, seed=seed + 7919 * (j + 1))
+        rec["uncertainty"][idx, j] = r.uncertainty
+        unsure = max_uncertainty > 0 and r.uncertainty > max_uncertainty
+        if np.any(unsure):  # not taken: these branches end where they stand
+            rec["valid"][idx[unsure], j] = False
+            alive[idx[unsure]] = False
+            keep = ~unsure
+            idx, r = idx[keep], type(r)(r.head[keep], r.wrist[keep], r.p_yes[keep], r.uncertainty[keep])
+        success = r.p_yes > 0.5
+        rec["p_yes"][idx, j], rec["reward"][idx, j], rec["terminal"][idx, j] = r.p_yes, success.astype(np.float32), success
+        head_codes[idx], wrist_codes[idx] = r.head, r.wrist
+        head_img[idx], wrist_img[idx] = tok.decode(r.head), tok.decode(r.wrist)
         alive[idx[success]] = False
     with torch.no_grad():
         last_value = policy.act(Observations(head_img, wrist_img, proprio, list(instructions)), greedy=True).value
     return Branches(**rec, instruction=list(instructions), last_value=last_value.numpy().astype(np.float32),
-                    final_head=head_img, final_wrist=wrist_img)
+                    final_head=head_img, final_wrist=wrist_img,
+                    group=np.arange(b, dtype=np.int64) if group is None else np.asarray(group, np.int64))

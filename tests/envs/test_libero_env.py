@@ -125,3 +125,32 @@ def test_episode_does_not_depend_on_the_episodes_before_it(env):
     rollout(0)
     for x, y in zip(a, rollout(1), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_successful_chunk_runs_to_its_end_and_looks_like_any_other(tmp_path):
+    """The scripted expert solves task 0: the chunk in which success comes still executes all H actions
+    (success stays recorded), so in the world model's training data a success chunk and a failure
+    chunk have the same action-token layout: no padded tail that would tell the answer."""
+    from mbpo_ray.collect import run_expert_episode
+    from mbpo_ray.config import build_config
+    from mbpo_ray.replay import ReplayStore, StoreSpec
+    from mbpo_ray.world_model.data import load_episodes, sequences
+    from mbpo_ray.world_model.layout import TokenLayout
+
+    cfg = build_config(overrides={"env": {"task_id": 0, "image_size": 32}})
+    store = ReplayStore.create(str(tmp_path / "store"), StoreSpec(image_size=32, chunk_size=10))
+    with LiberoEnv(cfg.env) as env:
+        r = run_expert_episode(env, cfg, store, 0, 0)
+        assert r.success and env.t % 10 == 0  # the episode ended on a chunk boundary
+        with pytest.raises(EnvError, match="episode is over"):
+            env.step(np.zeros(7))
+    ep = load_episodes(store, [store.episodes[0].episode_id])
+    rows = ep.transitions()
+    assert ep.success[rows[-1]] and not ep.success[rows[:-1]].any() and (ep.num_actions[rows] == 10).all()
+    layout = TokenLayout.fit([ep.instruction[0]], ep.actions.reshape(-1, 7), 8, 4, 10)
+    codes = np.zeros((len(ep.head), 4), np.int64)
+    prompts, targets = sequences(ep, codes, codes, layout, rows)
+    acts = [p[-71:-1] for p in prompts]  # the H x 7 action tokens before the closing <head>
+    for k, a in zip(rows, acts, strict=True):  # exactly the executed actions, no padding, for every chunk
+        assert a == (layout.action_bins(ep.actions[k]) + layout.bin_offset).reshape(-1).tolist()
+    assert {len(p) for p in prompts} == {len(prompts[0])}

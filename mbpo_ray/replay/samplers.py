@@ -1,0 +1,74 @@
+"""Where imagined branches start: pure functions of (the store's episode index, rng, iteration).
+
+A sampler returns (episode positions in ``store.episodes``, chunk indices); the store reads just
+those rows (:meth:`ReplayStore.read_start_states`).
+
+* ``uniform``: every stored chunk boundary equally likely (episodes in proportion to their chunks).
+* ``reverse``: a reverse curriculum. From a successful episode only its last ``window`` chunk
+  boundaries are drawn (uniformly), so a short branch can still reach the outcome; ``window`` starts
+  at ``mbpo.start_window`` and widens by ``mbpo.start_window_growth`` chunks per iteration, moving the
+  starts back towards the beginning of the task. Every state of a failed episode (a policy rollout
+  that did not succeed) is a state the policy fails from: those are drawn uniformly, with the
+  episode's weight multiplied by ``mbpo.fail_weight``.
+
+:func:`chunks_to_go` gives each start's distance to its episode's end, the bucket under which the
+driver logs imagined success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from mbpo_ray.replay.schema import ReplayError
+from mbpo_ray.replay.store import EpisodeMeta
+
+Draw = tuple[np.ndarray, np.ndarray]
+
+
+def _eligible(episodes: list[EpisodeMeta], task_id: int | None) -> np.ndarray:
+    idx = np.array([i for i, e in enumerate(episodes) if e.chunks > 0 and (task_id is None or e.task_id == task_id)],
+                   dtype=np.int64)
+    if not len(idx):
+        raise ReplayError(f"no start states{'' if task_id is None else f' for task {task_id}'}: collect data first")
+    return idx
+
+
+def uniform(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id: int | None = None,
+            iteration: int = 0, mc=None) -> Draw:
+    idx = _eligible(episodes, task_id)
+    chunks = np.array([episodes[i].chunks for i in idx], dtype=np.float64)
+    ep = idx[rng.choice(len(idx), size=n, p=chunks / chunks.sum())]
+    sizes = np.array([episodes[i].chunks for i in ep], dtype=np.int64)
+    return ep, (rng.random(n) * sizes).astype(np.int64)
+
+
+def reverse(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id: int | None = None,
+            iteration: int = 0, mc=None) -> Draw:
+    idx = _eligible(episodes, task_id)
+    window = mc.start_window + int(mc.start_window_growth * iteration)
+    chunks = np.array([episodes[i].chunks for i in idx], dtype=np.int64)
+    success = np.array([episodes[i].success for i in idx], dtype=bool)
+    span = np.where(success, np.minimum(chunks, window), chunks)  # boundaries each episode offers
+    weight = span * np.where(success, 1.0, mc.fail_weight)
+    if weight.sum() <= 0:
+        raise ReplayError("mbpo.fail_weight=0 leaves no start states: the store holds only failed episodes")
+    pick = rng.choice(len(idx), size=n, p=weight / weight.sum())
+    offset = (rng.random(n) * span[pick]).astype(np.int64)  # from the first boundary the episode offers
+    return idx[pick], chunks[pick] - span[pick] + offset
+
+
+SAMPLERS: dict[str, Callable[..., Draw]] = {"uniform": uniform, "reverse": reverse}
+
+
+def chunks_to_go(episodes: list[EpisodeMeta], ep: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+    """Chunk steps from each start state to the end of its episode (1 = the episode's last chunk)."""
+    return np.array([episodes[int(e)].chunks for e in ep], dtype=np.int64) - np.asarray(chunk, np.int64)
+
+
+TO_GO_BUCKETS = ((1, 2), (3, 4), (5, 8), (9, 10**9))  # inclusive ranges of chunks_to_go in the logs
+
+
+def bucket_name(lo: int, hi: int) -> str:
+    return f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"

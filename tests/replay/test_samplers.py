@@ -1,0 +1,52 @@
+"""Start-state samplers: uniform, and the reverse curriculum that starts near the end of successful
+episodes, widens over iterations, and weights states of failed episodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mbpo_ray.config import build_config
+from mbpo_ray.replay import EpisodeMeta, ReplayError
+from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
+
+
+def meta(i: int, chunks: int, success: bool, task: int = 0) -> EpisodeMeta:
+    return EpisodeMeta(episode_id=f"e{i}", part=0, first_row=0, rows=chunks + 1, chunks=chunks, suite="libero_spatial",
+                       task_id=task, success=success, env_steps=10 * chunks, source="demo" if success else "real")
+
+
+EPISODES = [meta(0, 20, True), meta(1, 12, True), meta(2, 22, False), meta(3, 15, True, task=1)]
+
+
+def mc(**kw):
+    return build_config(overrides={"mbpo": {"start_sampler": "reverse", "start_window": 2,
+                                            "start_window_growth": 0.5, **kw}}).mbpo
+
+
+def test_reverse_starts_at_the_end_of_successes_and_widens():
+    rng = np.random.default_rng(0)
+    ep, chunk = SAMPLERS["reverse"](EPISODES, 4000, rng, 0, 0, mc(fail_weight=0.0))
+    assert set(ep) == {0, 1}  # task 0, successful episodes only (fail_weight 0)
+    assert set(chunks_to_go(EPISODES, ep, chunk)) == {1, 2}  # the last 2 chunk boundaries
+    ep, chunk = SAMPLERS["reverse"](EPISODES, 4000, rng, 0, 10, mc(fail_weight=0.0))  # window 2 + 5
+    assert set(chunks_to_go(EPISODES, ep, chunk)) == set(range(1, 8))
+
+
+def test_reverse_draws_failed_episodes_uniformly_with_their_weight():
+    rng = np.random.default_rng(0)
+    ep, chunk = SAMPLERS["reverse"](EPISODES, 20000, rng, 0, 0, mc(fail_weight=3.0))
+    failed = ep == 2
+    assert set(chunk[failed]) == set(range(22))  # every state of the failed episode
+    # weights: successes offer 2 boundaries each, the failure 22 x 3
+    assert failed.mean() == pytest.approx(66 / 70, abs=0.01)
+
+
+def test_uniform_covers_every_boundary_and_bad_draws_fail_clearly():
+    rng = np.random.default_rng(0)
+    ep, chunk = SAMPLERS["uniform"](EPISODES, 20000, rng, 1)
+    assert set(ep) == {3} and set(chunk) == set(range(15))
+    with pytest.raises(ReplayError, match="no start states for task 7"):
+        SAMPLERS["uniform"](EPISODES, 1, rng, 7)
+    with pytest.raises(ReplayError, match="fail_weight=0"):
+        SAMPLERS["reverse"]([EPISODES[2]], 1, rng, 0, 0, mc(fail_weight=0.0))
