@@ -1,12 +1,15 @@
 """Train and judge the world model on scripted demonstrations, end to end through the CLI.
 
     python benchmarks/world_model_quality.py --store STORE --work DIR [--tasks 0-3 --episodes 15]
-        [--tokenizer DIR] [--section.field=value ...]
+        [--tokenizer DIR] [--policy SFT_CKPT] [--temperature 1.0] [--eval-only] [--section.field=value ...]
 
 Collects demonstrations into STORE if it does not exist (``mbpo-ray collect`` per task), then runs
 ``train-tokenizer``, ``train-world-model`` and ``eval-world-model`` (vLLM engine) and copies the
-report (``world_model_quality.json``) and the branch grid PNG into benchmarks/results/. With
-``--tokenizer`` an already trained tokenizer is used instead of training one (the JSON names it).
+report (``world_model_quality.json``: one-step quality, the counterfactual checks greedy and at
+``--temperature``, metrics by data source, uncertainty vs error; with ``--policy`` also the reward
+under that policy's sampled actions) and the branch grid PNG into benchmarks/results/. With
+``--tokenizer`` an already trained tokenizer is used instead of training one (the JSON names it);
+``--eval-only`` reports on the world model an earlier run of this command trained in WORK.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def main() -> None:
     ap.add_argument("--tasks", default="0-3", help="libero_spatial tasks to collect when the store is missing")
     ap.add_argument("--episodes", type=int, default=15, help="episodes per task when collecting")
     ap.add_argument("--tokenizer", help="a train-tokenizer folder to use instead of training a new one")
+    ap.add_argument("--policy", help="a policy checkpoint: the report also judges the reward under its sampled actions")
+    ap.add_argument("--temperature", default="1.0", help="imagination's sampling temperature (mbpo.temperature)")
+    ap.add_argument("--eval-only", action="store_true", help="report on WORK/wm as trained by an earlier run")
     ap.add_argument("overrides", nargs="*", help="--section.field=value passed to the training commands")
     args, extra = ap.parse_known_args()
     overrides = args.overrides + extra
@@ -51,12 +57,17 @@ def main() -> None:
             run(["collect", "--suite", "libero_spatial", "--task", str(task), "--episodes", str(args.episodes),
                  "--workers", "2", "--out", args.store])
     tokenizer = Path(args.tokenizer) if args.tokenizer else work / "tokenizer"
-    if not args.tokenizer:
-        run(["train-tokenizer", args.store, "--out", str(tokenizer), *overrides])
-    t0 = time.time()
-    run(["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"), *overrides])
-    train_minutes = (time.time() - t0) / 60
-    run(["eval-world-model", str(work / "wm"), args.store, "--out", str(work / "report"), "--engine", "vllm"])
+    if not args.eval_only:
+        if not args.tokenizer:
+            run(["train-tokenizer", args.store, "--out", str(tokenizer), *overrides])
+        t0 = time.time()
+        run(["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"), *overrides])
+        (work / "train_minutes.json").write_text(json.dumps({"train_minutes": round((time.time() - t0) / 60, 1)}))
+    train_minutes = json.loads((work / "train_minutes.json").read_text())["train_minutes"]
+    policy = ["--policy", args.policy] if args.policy else []
+    shutil.rmtree(work / "report", ignore_errors=True)
+    run(["eval-world-model", str(work / "wm"), args.store, "--out", str(work / "report"), "--engine", "vllm", *policy,
+         "--temperature", args.temperature])
     report = json.loads((work / "report" / "world_model_quality.json").read_text())
     tok = json.loads((tokenizer / "tokenizer.json").read_text())
     from mbpo_ray.replay import ReplayStore
@@ -66,10 +77,10 @@ def main() -> None:
     report.pop("grid", None)
     write_result("world_model_quality", {
         **report,
-        "train_minutes": round(train_minutes, 1),
+        "train_minutes": train_minutes,
         "tokenizer": {"preset": tok["preset"], **tok["metrics"],
                       "trained_here": not args.tokenizer},
-        "data": {k: info[k] for k in ("episodes", "transitions", "tasks")},
+        "data": {k: info[k] for k in ("episodes", "transitions", "tasks", "sources") if k in info},
         "grid_png": "benchmarks/results/world_model_branch_grid.png",
         "note": "discrete-token UMM (Llama-style, trained from scratch on this machine), not the paper's BAGEL-7B",
     })
