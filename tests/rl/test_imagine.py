@@ -53,3 +53,51 @@ def test_same_seed_same_branches_and_concat(tiny_world_model):
     a.policy_version, b.policy_version = 3, 2
     both = Branches.concat([a, b])
     assert len(both) == 8 and both.policy_version == 2 and both.actions.shape[0] == 8
+
+
+def test_uncertain_transitions_are_not_taken(tiny_world_model):
+    wm = WorldModel(tiny_world_model, engine="hf")
+    policy = tiny_policy()
+    rng = np.random.default_rng(1)
+    head, wrist = (rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8) for _ in range(2))
+    instr = [INSTRUCTIONS[0]] * 16
+    free = imagine(wm, policy, head, wrist, instr, n_chunks=2, seed=4, greedy=True)
+    assert np.isfinite(free.uncertainty[free.valid]).all() and (free.uncertainty[free.valid] > 0).all()
+    cut = float(np.median(free.uncertainty[:, 0]))
+    gated = imagine(wm, policy, head, wrist, instr, n_chunks=2, seed=4, greedy=True, max_uncertainty=cut)
+    unsure = free.uncertainty[:, 0] > cut
+    assert unsure.any() and not gated.valid[unsure].any()  # those branches end before their first step
+    np.testing.assert_array_equal(gated.valid[~unsure, 0], True)
+    assert not gated.reward[unsure].any()
+
+
+def test_a_worker_branches_groups_and_sees_episodes_appended_after_it_started(tiny_world_model, tmp_path):
+    from actors.world_model_worker import WorldModelWorker
+    from mbpo_ray.config import build_config
+    from mbpo_ray.policy import save_policy
+    from mbpo_ray.replay import EpisodeBuilder, ReplayStore, StoreSpec
+    from tests.conftest import random_obs
+    from tests.rl.conftest import H
+
+    spec = StoreSpec(image_size=32, chunk_size=H)
+    store = ReplayStore.create(str(tmp_path / "store"), spec)
+    rng = np.random.default_rng(0)
+
+    def episode(task: int):
+        b = EpisodeBuilder(spec, suite="libero_spatial", task_id=task, instruction=INSTRUCTIONS[task % 2], source="demo")
+        for c in range(3):
+            b.add_chunk(random_obs(rng, spec), rng.uniform(-0.3, 0.3, (H, 7)).astype(np.float32), float(c == 2), c == 2,
+                        c == 2, rng.standard_normal(5))  # a success at the end
+        return b.finish(random_obs(rng, spec))
+
+    store.append(episode(0))
+    save_policy(tiny_policy(), tmp_path / "policy", {"store_image_size": 32})
+    cfg = build_config(overrides=["--world_model.engine=hf", "--mbpo.n_chunks=1", "--mbpo.group_size=4",
+                                  "--mbpo.branches=8", "--mbpo.start_sampler=reverse", "--mbpo.start_window=1"])
+    worker = WorldModelWorker(cfg.to_dict(), tiny_world_model, str(tmp_path / "policy"), str(tmp_path / "store"),
+                              str(tmp_path / "w"))
+    store.append(episode(1))  # a real rollout arriving while the worker runs
+    br = worker.imagine(8, seed=0, task_ids=[1])["branches"]
+    new = store.episodes[1].episode_id
+    assert all(s == f"{new}:2" for s in br.start_ids)  # reverse, window 1: the last chunk of the new episode
+    assert list(br.group) == [0] * 4 + [1] * 4 and (br.to_go == 1).all()
