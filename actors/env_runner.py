@@ -58,7 +58,8 @@ class EnvRunner:
         return dataclasses.asdict(run_expert_episode(self.env, self.cfg, self.store, index, init_state))
 
     def policy_episode(self, checkpoint: str, suite: str, task_id: int, init_state: int, greedy: bool = True,
-                       seed: int = 0, record: bool = False, to_store: bool = False, policy_version: int = -1) -> dict:
+                       seed: int = 0, record: bool = False, to_store: bool = False, policy_version: int = -1,
+                       trajectory: bool = False) -> dict:
         """One episode of the policy saved in ``checkpoint`` (loaded once per actor); ``to_store``:
         append it to the actor's store as real data."""
         from mbpo_ray.policy import load_policy
@@ -67,7 +68,7 @@ class EnvRunner:
         if checkpoint not in self._policies:  # only the newest policy is kept
             self._policies = {checkpoint: load_policy(checkpoint)}
         return run_policy_episode(self._env(suite, task_id), self._policies[checkpoint], init_state, greedy,
-                                  seed, record, self.store if to_store else None, policy_version)
+                                  seed, record, self.store if to_store else None, policy_version, trajectory)
 
     def pid(self) -> int:
         return os.getpid()
@@ -93,13 +94,14 @@ def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make
 
     With ``make_runner``, a runner that dies is replaced and its episode run again (no episode is
     lost or counted twice); without it the error propagates. ``runners`` is updated in place.
+    Results come in completion order; each carries ``job_index``, its job's position in ``jobs``.
     """
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-    todo, pending, results = list(jobs), {}, []
+    todo, pending, results = list(enumerate(jobs)), {}, []
 
-    def submit(slot: int, job: dict) -> None:
-        pending[runners[slot].policy_episode.remote(**job)] = (slot, job)
+    def submit(slot: int, job: tuple[int, dict]) -> None:
+        pending[runners[slot].policy_episode.remote(**job[1])] = (slot, job)
 
     for slot in range(min(len(runners), len(todo))):
         submit(slot, todo.pop(0))
@@ -114,6 +116,7 @@ def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make
             runners[slot] = make_runner()
             submit(slot, job)
             continue
+        r["job_index"] = job[0]
         results.append(r)
         on_result(r)
         if todo:

@@ -301,7 +301,10 @@ def cmd_train(args, extra) -> int:
     if not out:
         raise ConfigError("give --out DIR for a new run, or --resume DIR to continue one")
     if not args.resume:
-        for flag, path in (("--policy", args.policy), ("--world-model", args.world_model), ("--store", args.store)):
+        needed = [("--policy", args.policy), ("--store", args.store)]
+        if cfg.mbpo.mode != "online":  # online RL learns from real rollouts, no world model
+            needed.append(("--world-model", args.world_model))
+        for flag, path in needed:
             if not path:
                 raise ConfigError(f"{flag} is required for a new run")
     elif not (Path(out) / "checkpoint" / "state.json").is_file():

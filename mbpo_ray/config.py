@@ -291,6 +291,9 @@ class MBPOConfig:
     """
 
     iterations: int = 4
+    # mbpo: learn from branches imagined by the world model. online: from episodes rolled out in real
+    # LIBERO by the env runners (the online-RL baseline at a real-data budget; no world model)
+    mode: str = "mbpo"
     # ppo: VLA-MBPO (GAE + critic). grpo: group-relative advantages over group_size branches from each
     # start state, no critic. bc: behaviour cloning inside the world model (the paper's baseline):
     # imitate the imagined chunks of branches the world model judged successful (mbpo_ray/rl/objectives.py)
@@ -370,6 +373,9 @@ class MBPOConfig:
         _check_range("mbpo.critic_lr", self.critic_lr, 0.0, 1.0)
         _check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
         _check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
+        _check_choice("mbpo.mode", self.mode, ("mbpo", "online"))
+        if self.mode == "online" and self.wm_finetune_every:
+            raise ConfigError("mbpo.mode=online has no world model to finetune: set mbpo.wm_finetune_every=0")
         _check_choice("mbpo.objective", self.objective, OBJECTIVES)
         _check_choice("mbpo.adv_norm", self.adv_norm, ADV_NORMS)
         _check_choice("mbpo.start_sampler", self.start_sampler, START_SAMPLERS)

