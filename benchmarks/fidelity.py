@@ -1,21 +1,25 @@
 """The paper's claims at small scale: VLA-MBPO from a few-shot SFT policy, branch length n in {1, 2, 4},
-and behaviour cloning inside the world model, with the project's own loop (`mbpo-ray train`: vLLM
-world-model workers, DDP learners, LIBERO env runners on a local Ray cluster), evaluated with
-LIBERO's protocol.
+group-relative VLA-MBPO and its null control, and behaviour cloning inside the world model, with the
+project's own loop (`mbpo-ray train`: vLLM world-model workers, DDP learners, LIBERO env runners on a
+local Ray cluster), evaluated with LIBERO's protocol and compared with SFT episode by episode.
 
     python benchmarks/fidelity.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --world-model WM_CKPT \\
-        --store DEMO_STORE --work DIR [--n-chunks 1 2 4] [--bc] [--seeds 0] [--iterations 15] [--episodes 50]
-        [--eval-every K] [--critic-init checkpoint|zero] [--run-only 2:1 bc:0 ...]
+        --store DEMO_STORE --work DIR [--tasks 0-3] [--n-chunks 1 2 4] [--bc] [--grpo] [--null-control]
+        [--group-size 8] [--seeds 0 1] [--iterations 15] [--episodes 50] [--eval-every K]
+        [--critic-init checkpoint|zero] [--set mbpo.FIELD=VALUE ...] [--run-only 2:1 bc:0 grpo:1 null:0 ...]
 
 Real-data budget: the SFT policy's own demonstrations, nothing more. MBPO starts its branches from a
 store holding exactly those demonstrations (copied out of DEMO_STORE by episode id) and collects no
 real rollouts (``mbpo.real_every=0``); the world model is used as given (its own training data is
 recorded in the JSON). Every MBPO run ends with an evaluation on init states 0..episodes-1 of each
 task, greedy actions, the suite's step limit: the protocol of ``mbpo-ray eval``, whose report of
-the same SFT checkpoint (SFT_EVAL_JSON) gives the SFT rows. ``--bc`` adds the "BC (world model)"
-rows: the same loop, branches and budget with ``mbpo.objective=bc`` (the policy imitates the imagined
-chunks of branches the world model judged successful) at the paper's branch length, 2 chunks.
-Writes benchmarks/results/fidelity.{json,png}.
+the same SFT checkpoint (SFT_EVAL_JSON) gives the SFT rows. Each run's outcomes are paired with
+SFT's on the same (task, init state) and tested with the exact McNemar test (``p_value_vs_sft``).
+``--bc`` adds "BC (world model)" (``mbpo.objective=bc``); ``--grpo`` the group-relative objective
+(``mbpo_grpo_n2``: ``--group-size`` branches per start state); ``--null-control`` the same
+group-relative loop with the imagined returns shuffled across branches (``null_control``), all at
+the paper's branch length, 2 chunks. ``--set`` passes overrides to every run started (the start
+sampler, KL anchor, learning rate...); rows record them. Writes benchmarks/results/fidelity.{json,png}.
 """
 
 from __future__ import annotations
@@ -279,16 +283,20 @@ def plot(r: dict) -> None:
     means = [100 * r["summary"][m]["mean"] for m in methods]
     episodes = [sum(x["episodes"] for x in r["rows"] if x["method"] == m) for m in methods]
     ci95 = [196 * np.sqrt(max(p / 100 * (1 - p / 100), 1e-9) / n) for p, n in zip(means, episodes, strict=True)]
-    colours = {"sft": "#999999", "bc_world_model": "#ccbb44"}
+    colours = {"sft": "#999999", "bc_world_model": "#ccbb44", "null_control": "#cc6677", "mbpo_grpo_n2": "#228833"}
     bars = b.bar([m.replace("_world_model", " (WM)").replace("_critic_zero", "\nV0=0") for m in methods], means,
                  yerr=ci95, capsize=4,
                  color=[colours.get(m, "#66ccee" if m.endswith("critic_zero") else "#4477aa") for m in methods])
     b.tick_params(axis="x", labelsize=7)
     b.bar_label(bars, labels=[f"{v:.0f}%" for v in means], fontsize=8, label_type="center", color="white")
+    pvals = [sorted({x["seed"]: x.get("p_value_vs_sft") for x in r["rows"] if x["method"] == m}.items()) for m in methods]
+    b.bar_label(bars, labels=["" if m == "sft" or any(p is None for _, p in ps) else
+                              "p " + ",".join(f"{p:.2g}" for _, p in ps) for m, ps in zip(methods, pvals, strict=True)],
+                fontsize=6, padding=8)
     steps = r["rows"][0]["real_env_steps"]
     b.set_ylabel(f"success at {steps} real env steps (%)")
-    b.set_title("Same real-data budget: SFT, BC in the world model, MBPO by branch length\n"
-                "(whiskers: 95% binomial CI over each bar's episodes)", fontsize=8)
+    b.set_title("Same real-data budget: SFT and the methods trained in the world model\n"
+                "(whiskers: 95% binomial CI over each bar's episodes; p: exact McNemar vs SFT, per seed)", fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "fidelity.png")
     print(f"wrote {RESULTS / 'fidelity.png'}")
