@@ -40,6 +40,8 @@ class WorldModelLearner:
         self.store = ReplayStore.open(store_uri)
         self.weights = WeightStore(weights_uri)
         self.batch_size = batch_size
+        trained = path / "train_config.json"  # the checkpoint's own loss weighting, kept when finetuning
+        self.reward_weight = json.loads(trained.read_text()).get("reward_weight", 1.0) if trained.exists() else 1.0
         self.rng = np.random.default_rng(seed)
         self.prompts: list[list[int]] = []  # token sequences of every training transition seen so far
         self.targets: list[list[int]] = []
@@ -69,7 +71,7 @@ class WorldModelLearner:
         for _ in range(steps):
             idx = self.rng.integers(0, n, self.batch_size)
             ids, labels, seg = collate([self.prompts[i] for i in idx], [self.targets[i] for i in idx], self.layout)
-            out = segment_losses(self.model, ids, labels, seg)
+            out = segment_losses(self.model, ids, labels, seg, self.reward_weight)
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

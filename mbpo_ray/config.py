@@ -144,6 +144,7 @@ class WorldModelConfig:
     patience: int = 0  # stop after this many held-out evaluations without a new best (0 = never)
     holdout_episodes: float = 0.2  # fraction of episodes held out for the quality report
     keep_codes: bool = True  # <keep> for a code equal to the current view's at its position
+    reward_weight: float = 1.0  # the yes/no answer counts this many times in the training loss
     engine: str = "vllm"
     temperature: float = 0.0  # imagination sampling temperature (0 = greedy)
 
@@ -158,6 +159,7 @@ class WorldModelConfig:
         _check_range("world_model.lr", self.lr, 1e-7, 1.0)
         _check_range("world_model.max_minutes", self.max_minutes, 0.1, 100_000)
         _check_range("world_model.holdout_episodes", self.holdout_episodes, 0.0, 0.9)
+        _check_range("world_model.reward_weight", self.reward_weight, 0.0, 1e4)
         _check_range("world_model.patience", self.patience, 0, 1_000_000)
         _check_choice("world_model.engine", self.engine, ENGINES)
         _check_range("world_model.temperature", self.temperature, 0.0, 10.0)

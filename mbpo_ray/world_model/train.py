@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,16 @@ def collate(prompts: list[list[int]], targets: list[list[int]], layout: TokenLay
     return ids, labels, segment
 
 
-def segment_losses(model, ids, labels, segment) -> dict[str, torch.Tensor]:
+def segment_losses(model, ids, labels, segment, reward_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """Cross-entropy per segment; ``loss`` is the mean over generated tokens with the reward answer
+    counted ``reward_weight`` times (one token among ~130 image codes otherwise carries almost none of
+    the gradient, and the answer is what MBPO learns from)."""
     logits = model(input_ids=ids, attention_mask=(ids != PAD) | (labels != IGNORE)).logits[:, :-1]
     tgt, seg = labels[:, 1:], segment[:, 1:]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none",
                          ignore_index=IGNORE).reshape(tgt.shape)
-    out = {"loss": ce[tgt != IGNORE].mean()}
+    weight = torch.where(seg == 2, reward_weight, 1.0)[tgt != IGNORE]
+    out = {"loss": (ce[tgt != IGNORE] * weight).sum() / weight.sum()}
     for j, name in enumerate(("head", "wrist", "reward")):
         out[name] = ce[seg == j].mean()
     return out
@@ -131,6 +136,7 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
     layout, train, held = prepare(store, tokenizer, cfg, out_p, seed)
     if not (out_p / "tokenizer").exists():
         shutil.copytree(tokenizer_dir, out_p / "tokenizer")
+    (out_p / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     model = build_backbone(cfg, layout) if not (out_p / "model").exists() else _load(out_p / "model")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
@@ -150,7 +156,7 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
     model.train()
     while step < cfg.steps and minutes < cfg.max_minutes:
         ids, labels, seg = train.batch(rng.integers(0, len(train.rows), cfg.batch_size), layout)
-        losses = segment_losses(model, ids.to(acc.device), labels.to(acc.device), seg.to(acc.device))
+        losses = segment_losses(model, ids.to(acc.device), labels.to(acc.device), seg.to(acc.device), cfg.reward_weight)
         acc.backward(losses["loss"])
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -167,7 +173,7 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
             # the served weights (OUT/model) are those with the lowest held-out loss seen so far
             loss = float("-inf")
             if held is not None:
-                h = heldout_losses(acc.unwrap_model(model), held, layout)
+                h = heldout_losses(acc.unwrap_model(model), held, layout, reward_weight=cfg.reward_weight)
                 for k, v in h.items():
                     tb.add_scalar(f"heldout/{k}", v, step)
                 loss = h["loss"]
@@ -189,12 +195,13 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
 
 
 @torch.no_grad()
-def heldout_losses(model, data: TokenData, layout: TokenLayout, batch: int = 32) -> dict[str, float]:
+def heldout_losses(model, data: TokenData, layout: TokenLayout, batch: int = 32,
+                   reward_weight: float = 1.0) -> dict[str, float]:
     model.eval()
     sums: dict[str, list[float]] = {}
     for i in range(0, len(data.rows), batch):
         ids, labels, seg = data.batch(range(i, min(i + batch, len(data.rows))), layout)
-        for k, v in segment_losses(model, ids, labels, seg).items():
+        for k, v in segment_losses(model, ids, labels, seg, reward_weight).items():
             sums.setdefault(k, []).append(float(v))
     model.train()
     return {k: float(np.mean(v)) for k, v in sums.items()}

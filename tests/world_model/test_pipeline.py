@@ -38,7 +38,8 @@ def test_pipeline(store, tmp_path, capsys):
     assert "exists and is not empty" in capsys.readouterr().err
 
     assert main(["train-world-model", store, "--tokenizer", str(tok), "--out", str(ckpt), *WM,
-                 "--world_model.steps=5"]) == 0
+                 "--world_model.steps=5", "--world_model.reward_weight=20"]) == 0
+    assert json.loads((ckpt / "train_config.json").read_text())["reward_weight"] == 20
     assert json.loads((ckpt / "state" / "step.json").read_text())["step"] == 5
     assert main(["train-world-model", store, "--tokenizer", str(tok), "--out", str(ckpt), *WM,
                  "--world_model.steps=10", "--resume"]) == 0
@@ -71,3 +72,26 @@ def test_pipeline(store, tmp_path, capsys):
 def test_missing_checkpoint(store, tmp_path, capsys):
     assert main(["eval-world-model", str(tmp_path / "nope"), store, "--out", str(tmp_path / "r")]) == 2
     assert "is not a world-model checkpoint" in capsys.readouterr().err
+
+
+def test_reward_weight_counts_the_answer_more():
+    import torch
+    import torch.nn.functional as F
+
+    from mbpo_ray.world_model.train import IGNORE, segment_losses
+
+    logits = torch.zeros(1, 5, 8)
+    logits[..., 1:4] = 3.0  # image-code targets likely, the reward answer (token 4) not
+
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": logits})()
+
+    ids = torch.zeros(1, 5, dtype=torch.long)
+    labels = torch.tensor([[IGNORE, 1, 2, 3, 4]])
+    seg = torch.tensor([[-1, 0, 1, 1, 2]])  # head, wrist, wrist, reward
+    ce = F.cross_entropy(logits[0, :-1], labels[0, 1:], reduction="none")
+    out = segment_losses(Fixed(), ids, labels, seg, reward_weight=5.0)
+    assert torch.isclose(out["loss"], (ce[:3].sum() + 5 * ce[3]) / 8)
+    assert torch.isclose(segment_losses(Fixed(), ids, labels, seg)["loss"], ce.mean())
+    assert torch.isclose(out["reward"], ce[3])
