@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--store", required=True)
     ap.add_argument("--after", required=True, help="the world model as trained now")
     ap.add_argument("--before", help="an earlier world model, for the comparison")
+    ap.add_argument("--before-label", default="", help="what the earlier world model is (recorded in the JSON)")
+    ap.add_argument("--after-label", default="", help="what the world model as trained now is")
     ap.add_argument("--start-states", type=int, default=256, dest="start_states")
     ap.add_argument("--n-chunks", type=int, default=2, dest="n_chunks")
     ap.add_argument("--tasks", default="0-3")
@@ -82,6 +84,7 @@ def main() -> None:
         result[f"{name}_detail"] = measure(os.path.expanduser(path), os.path.expanduser(args.policy), table, to_go,
                                            store.spec.image_size, args)
         result[name] = result[f"{name}_detail"]["sampled"]["success_per_branch"]
+    result["labels"] = {"before": args.before_label, "after": args.after_label}
     if not args.before:
         result["before"] = None
         result["before_note"] = ("no world model trained before the fix (success chunks cut short and padded) "
