@@ -131,12 +131,13 @@ class PolicyLearner:
         the starting policy (k3 per action token, with grad) and the chunk-level approximate KL to the
         behaviour policy (k3 summed over a chunk's tokens, mean over the minibatch)."""
         mc = self.cfg.mbpo
-        obs, actions = steps.observations(idx), steps.actions[idx]
+        mine, actions = steps.observations(idx), steps.actions[idx]
         b = len(idx)
+        obs, acts = mine, actions
         real = self._real_minibatch(b) if ret is not None and mc.critic_real_coef else None
         if real is not None:  # real Monte-Carlo targets ride in the same forward pass (one DDP forward per step)
-            obs, actions = _cat(obs, real[0]), torch.cat([actions, torch.zeros_like(actions[: len(real[1])])])
-        logp, ent, value = self.model(obs, actions, None, True)
+            obs, acts = _cat(mine, real[0]), torch.cat([actions, torch.zeros_like(actions[: len(real[1])])])
+        logp, ent, value = self.model(obs, acts, None, True)
         logp, ent = logp[:b].reshape(b, -1), ent[:b].reshape(b, -1)
         real_loss = torch.zeros(())
         if real is not None:
@@ -146,7 +147,7 @@ class PolicyLearner:
         kl_ref = torch.zeros(())
         if mc.kl_coef:
             with torch.no_grad():
-                ref = self.reference.evaluate(obs, actions, None, True)[0].reshape(b, -1)
+                ref = self.reference.evaluate(mine, actions, None, True)[0].reshape(b, -1)
             d = ref - logp
             kl_ref = (d.exp() - d - 1).mean()
         with torch.no_grad():
