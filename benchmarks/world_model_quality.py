@@ -73,7 +73,6 @@ def main() -> None:
     from mbpo_ray.replay import ReplayStore
 
     info = ReplayStore.open(args.store).info()
-    shutil.copy(work / "report" / "branch_grid.png", RESULTS / "world_model_branch_grid.png")
     report.pop("grid", None)
     write_result("world_model_quality", {
         **report,
@@ -83,7 +82,8 @@ def main() -> None:
         "data": {k: info[k] for k in ("episodes", "transitions", "tasks", "sources") if k in info},
         "grid_png": "benchmarks/results/world_model_branch_grid.png",
         "note": "discrete-token UMM (Llama-style, trained from scratch on this machine), not the paper's BAGEL-7B",
-    })
+    })  # before the PNG is copied: the commit recorded is the clean one the run started from
+    shutil.copy(work / "report" / "branch_grid.png", RESULTS / "world_model_branch_grid.png")
 
 
 if __name__ == "__main__":
