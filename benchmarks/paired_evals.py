@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,7 +34,7 @@ def main() -> None:
     ap.add_argument("--label-a", default="a")
     ap.add_argument("--label-b", default="b")
     args = ap.parse_args()
-    ra, rb = (json.load(open(os.path.expanduser(p))) for p in (args.a, args.b))
+    ra, rb = (json.loads(Path(os.path.expanduser(p)).read_text()) for p in (args.a, args.b))
     a, b = outcomes(ra), outcomes(rb)
     keys = sorted(set(a) & set(b))
     if not keys:
