@@ -168,7 +168,7 @@ def run_rows(args, sft: dict, m: Method, seed: int, out: Path, demo_steps: int, 
     return rows
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", help="the SFT checkpoint")
     ap.add_argument("--sft-eval", help="eval.json of `mbpo-ray eval` on that checkpoint")
@@ -198,6 +198,11 @@ def main() -> None:
     ap.add_argument("--run-only", nargs="+", metavar="N:SEED",  # bc:SEED, grpo:SEED, null:SEED
                     help="start only these runs; other (n, seed) pairs are reported if complete, else left out")
     ap.add_argument("--plot-only", action="store_true")
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     if args.plot_only:
         return plot(read_result("fidelity"))
