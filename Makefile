@@ -77,6 +77,8 @@ bench: install
 	$(BIN)/mbpo-ray eval $(SFT_WORK)/policy --tasks 0-3 --episodes-per-task 10 --workers 2 --sample --seed 7 --to-store $(DEMOS) --out $(SFT_WORK)/rollouts
 	$(BIN)/python benchmarks/world_model_quality.py --store $(DEMOS) --work $(WM_WORK) --policy $(SFT_WORK)/policy --world_model.steps=2000 --world_model.max_minutes=22 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
 	$(BIN)/mbpo-ray eval $(SFT_WORK)/policy --tasks 0-3 --episodes-per-task 50 --workers 2 --out $(SFT_WORK)/eval
+	$(BIN)/mbpo-ray eval $(SFT_WORK)/policy --frame-codec $(WM_WORK)/wm/tokenizer --tasks 0-3 --episodes-per-task 50 --workers 2 --out $(SFT_WORK)/eval_codec
+	$(BIN)/python benchmarks/paired_evals.py --a $(SFT_WORK)/eval/eval.json --b $(SFT_WORK)/eval_codec/eval.json --name sft_frame_codec --label-a raw_frames --label-b through_tokenizer
 	$(BIN)/python benchmarks/imagined_success.py --policy $(SFT_WORK)/policy --store $(DEMOS) --after $(WM_WORK)/wm --after-label "demos + SFT rollouts, reward weight 20" --start-states 256 --tasks 0-3
 	$(BIN)/python benchmarks/eval_scaling.py --checkpoint $(SFT2_WORK)/policy --tasks 0-1 --episodes-per-task 10
 	$(BIN)/python benchmarks/iteration_breakdown.py --policy $(SFT2_WORK)/policy --world-model $(WM_WORK)/wm --store $(DEMOS)
