@@ -18,11 +18,14 @@ driver logs imagined success.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mbpo_ray.replay.schema import ReplayError
-from mbpo_ray.replay.store import EpisodeMeta
+
+if TYPE_CHECKING:
+    from mbpo_ray.replay.store import EpisodeMeta
 
 Draw = tuple[np.ndarray, np.ndarray]
 
@@ -31,7 +34,8 @@ def _eligible(episodes: list[EpisodeMeta], task_id: int | None) -> np.ndarray:
     idx = np.array([i for i, e in enumerate(episodes) if e.chunks > 0 and (task_id is None or e.task_id == task_id)],
                    dtype=np.int64)
     if not len(idx):
-        raise ReplayError(f"no start states{'' if task_id is None else f' for task {task_id}'}: collect data first")
+        where = "" if task_id is None else f" for task {task_id}"
+        raise ReplayError(f"no start states{where} in the store: collect data first")
     return idx
 
 

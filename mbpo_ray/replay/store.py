@@ -294,16 +294,13 @@ class ReplayStore:
 
         ``task_id`` restricts the draw to one task. Rows come back in draw order.
         """
-        rng = rng or np.random.default_rng()
-        _, _, chunks, tasks = self._starts()
-        mask = chunks > 0 if task_id is None else (chunks > 0) & (tasks == task_id)
-        if not mask.any():
-            where = "" if task_id is None else f" for task {task_id}"
-            raise ReplayError(f"no start states{where} in {self.root}: collect data first")
-        idx = np.flatnonzero(mask)
-        weights = chunks[idx] / chunks[idx].sum()
-        ep = idx[rng.choice(len(idx), size=n, p=weights)]
-        return self.read_start_states(ep, (rng.random(n) * chunks[ep]).astype(np.int64), columns)
+        from mbpo_ray.replay.samplers import uniform
+
+        try:
+            ep, chunk = uniform(self._episodes, n, rng or np.random.default_rng(), task_id)
+        except ReplayError as exc:
+            raise ReplayError(str(exc).replace("the store", str(self.root))) from None
+        return self.read_start_states(ep, chunk, columns)
 
     def read_start_states(self, episodes: np.ndarray, chunks: np.ndarray, columns: list[str] | None = None) -> pa.Table:
         """Rows of chunk ``chunks[i]`` of episode ``self.episodes[episodes[i]]``, in that order."""

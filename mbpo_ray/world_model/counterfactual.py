@@ -27,18 +27,13 @@ import torch
 
 from mbpo_ray.policy.base import Observations
 from mbpo_ray.world_model.data import Episodes
+from mbpo_ray.world_model.evaluate import f1
 from mbpo_ray.world_model.tokenizer import psnr, resize_frames
-
-
-def _f1(pred: np.ndarray, truth: np.ndarray) -> float:
-    tp = float((pred & truth).sum())
-    denom = float(pred.sum() + truth.sum())
-    return 2 * tp / denom if denom else 1.0
 
 
 def reward_stats(p_yes: np.ndarray, truth: np.ndarray) -> dict:
     pred = p_yes > 0.5
-    return {"accuracy": float((pred == truth).mean()), "f1": _f1(pred, truth), "positives": int(truth.sum()),
+    return {"accuracy": float((pred == truth).mean()), "f1": f1(pred, truth), "positives": int(truth.sum()),
             "predicted_yes": int(pred.sum()), "transitions": int(len(truth))}
 
 

