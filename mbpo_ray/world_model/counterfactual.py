@@ -27,14 +27,15 @@ import torch
 
 from mbpo_ray.policy.base import Observations
 from mbpo_ray.world_model.data import Episodes
-from mbpo_ray.world_model.evaluate import f1
+from mbpo_ray.world_model.evaluate import f1, ssim
 from mbpo_ray.world_model.tokenizer import psnr, resize_frames
 
 
 def reward_stats(p_yes: np.ndarray, truth: np.ndarray) -> dict:
     pred = p_yes > 0.5
-    return {"accuracy": float((pred == truth).mean()), "f1": f1(pred, truth), "positives": int(truth.sum()),
-            "predicted_yes": int(pred.sum()), "transitions": int(len(truth))}
+    return {"accuracy": float((pred == truth).mean()), "majority_baseline": float(max(truth.mean(), 1 - truth.mean())),
+            "f1": f1(pred, truth), "positives": int(truth.sum()), "predicted_yes": int(pred.sum()),
+            "transitions": int(len(truth))}
 
 
 def imagine_rows(wm, ep: Episodes, rows: np.ndarray, actions: list[np.ndarray], temperature: float, seed: int,
@@ -68,11 +69,13 @@ def uncertainty_error_corr(ep: Episodes, rows: np.ndarray, head: np.ndarray, wri
 
 
 def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarray, size: int) -> dict:
+    """PSNR and SSIM per view against the real next frames, next to copying the current frame."""
     out = {}
     for view, img in (("head", head), ("wrist", wrist)):
         real = resize_frames(getattr(ep, view), size)
-        out[view] = {"psnr": float(psnr(img, real[rows + 1]).mean()),
-                     "psnr_copy_baseline": float(psnr(real[rows], real[rows + 1]).mean())}
+        nxt, cur = real[rows + 1], real[rows]
+        out[view] = {"psnr": float(psnr(img, nxt).mean()), "psnr_copy_baseline": float(psnr(cur, nxt).mean()),
+                     "ssim": float(ssim(img, nxt).mean()), "ssim_copy_baseline": float(ssim(cur, nxt).mean())}
     return out
 
 

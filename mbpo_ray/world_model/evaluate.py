@@ -25,7 +25,7 @@ from mbpo_ray.replay import ReplayStore
 from mbpo_ray.world_model.data import Episodes, load_episodes, valid_actions
 from mbpo_ray.world_model.engines.base import make_engine
 from mbpo_ray.world_model.layout import TokenLayout
-from mbpo_ray.world_model.tokenizer import ImageTokenizer, psnr, resize_frames
+from mbpo_ray.world_model.tokenizer import ImageTokenizer, resize_frames
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -90,32 +90,6 @@ class WorldModel:
         out = self.engine.imagine(prompts, temperature=temperature, seed=seed)
         return StepResult(np.stack([o.head for o in out]), np.stack([o.wrist for o in out]),
                           np.array([o.p_yes for o in out]), np.array([o.uncertainty for o in out]))
-
-
-def one_step_report(wm: WorldModel, ep: Episodes, batch: int = 64) -> dict:
-    rows = ep.transitions()
-    size = wm.tokenizer.preset.image_size
-    head_codes, wrist_codes = wm.tokenizer.encode(ep.head), wm.tokenizer.encode(ep.wrist)
-    real = {"head": resize_frames(ep.head, size), "wrist": resize_frames(ep.wrist, size)}
-    imagined = {"head": [], "wrist": []}
-    p_yes = []
-    for i in range(0, len(rows), batch):
-        r = rows[i : i + batch]
-        h, w, p = wm.step([ep.instruction[ep.row_episode[k]] for k in r], head_codes[r], wrist_codes[r],
-                          [valid_actions(ep.actions[k], ep.num_actions[k]) for k in r])
-        imagined["head"].append(wm.tokenizer.decode(h))
-        imagined["wrist"].append(wm.tokenizer.decode(w))
-        p_yes.append(p)
-    report = {}
-    for view in ("head", "wrist"):
-        img, nxt, cur = np.concatenate(imagined[view]), real[view][rows + 1], real[view][rows]
-        report[view] = {"psnr": float(psnr(img, nxt).mean()), "psnr_copy_baseline": float(psnr(cur, nxt).mean()),
-                        "ssim": float(ssim(img, nxt).mean()), "ssim_copy_baseline": float(ssim(cur, nxt).mean())}
-    truth, pred = ep.success[rows], np.concatenate(p_yes) > 0.5
-    majority = max(truth.mean(), 1 - truth.mean())
-    report["reward"] = {"accuracy": float((pred == truth).mean()), "majority_baseline": float(majority),
-                        "f1": f1(pred, truth), "positives": int(truth.sum()), "transitions": int(len(rows))}
-    return report
 
 
 def _rollout(wm: WorldModel, ep: Episodes, k: int, chunks: list[np.ndarray]) -> tuple[list, list]:
@@ -192,14 +166,11 @@ def evaluate_world_model(checkpoint: str, store_uri: str, out_dir: str, engine: 
         policy = load_policy(policy_dir).eval()
     wm = WorldModel(checkpoint, engine)
     try:
-        report = one_step_report(wm, ep)
-        greedy = counterfactual_report(wm, ep, sources, policy, 0.0)
+        report = counterfactual_report(wm, ep, sources, policy, 0.0)  # greedy: the report's own numbers
         sampled = counterfactual_report(wm, ep, sources, policy, temperature, seed=1)
         grid = branch_grid(wm, ep, Path(out_dir) / "branch_grid.png")
     finally:
         wm.engine.close()
-    report.update({k: greedy[k] for k in ("counterfactual", "action_sensitivity", "by_source",
-                                          "uncertainty_error_corr", "uncertainty_mean")})
     report.update(temperature=temperature, sampled=sampled, heldout_episodes=len(ids),
                   heldout_by_source={s: sources.count(s) for s in sorted(set(sources))}, grid=str(grid))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
