@@ -55,8 +55,18 @@ class ChunkResult:
         return len(self.actions)
 
 
+def _preload_triton() -> None:
+    """Load Triton's LLVM before Mesa's: once llvmpipe has rendered, a later ``import triton`` (which
+    torch._dynamo, transformers and vLLM all do) crashes the process with a segmentation fault."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
 def _select_gl_backend(renderer: str) -> None:
     """MuJoCo reads MUJOCO_GL at import; set it before LIBERO/robosuite are imported."""
+    _preload_triton()
     os.environ.setdefault("MUJOCO_GL", renderer)
     if os.environ["MUJOCO_GL"] == "osmesa":
         os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")

@@ -110,6 +110,23 @@ def test_no_leaked_gl_context():
     assert "EGLError" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr[-2000:]
 
 
+RENDER_THEN_IMPORT = """
+from mbpo_ray.config import EnvConfig
+from mbpo_ray.envs import LiberoEnv
+with LiberoEnv(EnvConfig(suite="libero_spatial", task_id=0, image_size=16)) as env:
+    env.reset(0)
+import torch._dynamo  # imports triton, as transformers and vLLM do after an env runner has rendered
+from transformers import AutoModelForCausalLM  # noqa: F401
+print("imported")
+"""
+
+
+def test_a_process_that_rendered_can_still_import_the_model_stack():
+    out = subprocess.run([sys.executable, "-c", RENDER_THEN_IMPORT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"
+    assert out.stdout.strip().endswith("imported")
+
+
 def test_episode_does_not_depend_on_the_episodes_before_it(env):
     """The same init state and actions give the same frames and states, whatever ran in this env before
     (LIBERO rebuilds the scene at every reset from the env's random stream)."""
