@@ -136,7 +136,7 @@ class ReplayStore:
             "created": time.time(),
         }
         _atomic_write(self.fs, f"{self.root}/manifest/{name}.json", json.dumps(entry).encode())
-        self._add_part(name, entry)
+        self._add_parts({name: entry})
         return name
 
     def _as_table(self, data) -> pa.Table:
@@ -165,16 +165,32 @@ class ReplayStore:
             for i in self.fs.get_file_info(selector)
             if i.path.endswith(".json") and not os.path.basename(i.path).startswith(".")
         )
+        new = {}
         for name in names:
             if name not in self._part_names:
                 path = f"{self.root}/manifest/{name}.json"
                 try:
                     with self.fs.open_input_stream(path) as f:
-                        entry = json.loads(f.read())
+                        new[name] = json.loads(f.read())
                 except (ValueError, OSError) as exc:
                     raise ReplayError(f"manifest entry {path} is corrupt ({exc})") from None
-                self._add_part(name, entry)
+        self._add_parts(new)
         return self
+
+    def _add_parts(self, new: dict[str, dict[str, Any]]) -> None:
+        """Index new parts so that parts (and episodes) stand in name order, however they were found:
+        a part another writer committed late may sort before known ones, and then every process that
+        sees the same files indexes (and samples) them the same way."""
+        if not new:
+            return
+        if self._parts and min(new) < self._parts[-1]["name"]:  # rebuild the whole index in name order
+            known = {p["name"]: p for p in self._parts}
+            self._parts, self._part_names, self._episodes = [], set(), []
+            self._readers.clear()
+            new = {**known, **new}
+        for name in sorted(new):
+            self._add_part(name, new[name])
+        self._start_index = None
 
     def _add_part(self, name: str, entry: dict[str, Any]) -> None:
         part = len(self._parts)
@@ -183,7 +199,6 @@ class ReplayStore:
         self._part_names.add(name)
         for ep in entry["episodes"]:
             self._episodes.append(EpisodeMeta(part=part, **ep))
-        self._start_index = None
 
     @property
     def episodes(self) -> list[EpisodeMeta]:

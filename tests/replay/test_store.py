@@ -148,6 +148,27 @@ def test_two_writers_append_to_one_store(tmp_path):
     assert a.refresh().info()["episodes"] == 6 == b.refresh().info()["episodes"]
 
 
+def test_a_late_part_is_indexed_in_the_order_a_fresh_open_sees(tmp_path, monkeypatch):
+    """A part another writer named earlier but committed later sorts before known ones: a refreshed
+    store and a freshly opened one index (and sample) the same files the same way."""
+    rng = np.random.default_rng(0)
+    a = ReplayStore.create(str(tmp_path / "s"), TINY)
+    b = ReplayStore.open(str(tmp_path / "s"))
+    a.append(random_episode(rng, task_id=0)[0])
+    a.append(random_episode(rng, task_id=1)[0])
+    assert a.read_episode(0).column("task_id")[0].as_py() == 0  # a reader of part 0 is cached
+    with monkeypatch.context() as m:  # writer b's clock lags: its part's name sorts first
+        m.setattr(time, "time_ns", lambda: 1)
+        b.append(random_episode(rng, task_id=2)[0])
+    a.refresh()
+    fresh = ReplayStore.open(str(tmp_path / "s"))
+    assert [e.task_id for e in a.episodes] == [e.task_id for e in fresh.episodes] == [2, 0, 1]
+    assert [e.part for e in a.episodes] == [0, 1, 2]
+    draws = [s.sample_start_states(16, np.random.default_rng(3)) for s in (a, fresh)]
+    assert draws[0].equals(draws[1])
+    assert a.read_episode(0).column("task_id")[0].as_py() == 2  # the readers follow the new order
+
+
 def test_clear_errors_and_nothing_overwritten(tmp_path):
     rng = np.random.default_rng(5)
     path = str(tmp_path / "s")
