@@ -20,6 +20,8 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from mbpo_ray.seeds import derive_seed
+
 ACTOR_ERRORS = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 
@@ -54,7 +56,7 @@ class WorldModelPool:
         start state); (per-share results, stats). Shares are seeded by their index, so a redone share
         reproduces the lost one exactly."""
         shares = [s * group_size for s in _shares(n // group_size, len(self.workers))]
-        jobs = {i: (s, seed * 1009 + i) for i, s in enumerate(shares) if s > 0}
+        jobs = {i: (s, derive_seed(seed, i)) for i, s in enumerate(shares) if s > 0}
         results: dict[int, dict] = {}
         t0 = time.perf_counter()
         pending = {self.workers[i % len(self.workers)].imagine.remote(s, sd, task_ids, iteration): (i, i % len(self.workers))

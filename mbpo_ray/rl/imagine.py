@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mbpo_ray.policy.base import Observations, Policy
+from mbpo_ray.seeds import derive_seed
 
 
 @dataclass
@@ -117,7 +118,7 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
         rec["actions"][idx, j], rec["token_log_prob"][idx, j] = acts, out.token_log_prob.numpy()
         rec["value"][idx, j], rec["valid"][idx, j] = out.value.numpy(), True
         r = world_model.imagine_step([instructions[i] for i in idx], head_codes[idx], wrist_codes[idx], list(acts),
-                                     temperature=temperature, seed=seed + 7919 * (j + 1))
+                                     temperature=temperature, seed=derive_seed(seed, j + 1))
         rec["uncertainty"][idx, j] = r.uncertainty
         unsure = max_uncertainty > 0 and r.uncertainty > max_uncertainty
         if np.any(unsure):  # not taken: these branches end where they stand

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from mbpo_ray.world_model.engines.base import Imagined, WorldModelEngine
+from mbpo_ray.seeds import request_seeds
 from mbpo_ray.world_model.layout import NO, REW, WRIST, YES, TokenLayout
 
 EXTENSION = "mbpo_ray.world_model.engines.vllm_ext.WeightSyncExtension"
@@ -48,13 +49,14 @@ class VLLMEngine(WorldModelEngine):
             )
 
     def _generate(self, prompts, n_tokens: int, allowed: list[int], temperature: float, seed: int | None,
-                  logprob_ids: list[int] | None = None, chosen_logprobs: bool = False):
+                  stream: int, logprob_ids: list[int] | None = None, chosen_logprobs: bool = False):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        seeds = request_seeds(seed, stream, len(prompts)) if temperature > 0 and seed is not None else [None] * len(prompts)
         params = [
             SamplingParams(max_tokens=n_tokens, min_tokens=n_tokens, temperature=temperature,
-                           seed=seed + i if temperature > 0 and seed is not None else None, detokenize=False,
+                           seed=seeds[i], detokenize=False,
                            allowed_token_ids=allowed, ignore_eos=True,
                            # 0: only the chosen tokens' log-probabilities (their sum: cumulative_logprob)
                            logprobs=len(logprob_ids) if logprob_ids else (0 if chosen_logprobs else None),
@@ -67,14 +69,13 @@ class VLLMEngine(WorldModelEngine):
     def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int | None = None) -> list[Imagined]:
         codes = self.layout.view_ids  # image codes and <keep>
         k = self.layout.codes_per_view
-        seeds = [None] * 3 if seed is None else [seed, seed + 10_007, seed + 20_011]
-        head_out = self._generate(prompts, k, codes, temperature, seeds[0], chosen_logprobs=True)
+        head_out = self._generate(prompts, k, codes, temperature, seed, 0, chosen_logprobs=True)
         heads = [list(o.token_ids) for o in head_out]
         ctx = [p + h + [WRIST] for p, h in zip(prompts, heads, strict=True)]
-        wrist_out = self._generate(ctx, k, codes, temperature, seeds[1], chosen_logprobs=True)
+        wrist_out = self._generate(ctx, k, codes, temperature, seed, 1, chosen_logprobs=True)
         wrists = [list(o.token_ids) for o in wrist_out]
         ctx = [c + w + [REW] for c, w in zip(ctx, wrists, strict=True)]
-        answers = self._generate(ctx, 1, [YES, NO], temperature, seeds[2], logprob_ids=[YES, NO])
+        answers = self._generate(ctx, 1, [YES, NO], temperature, seed, 2, logprob_ids=[YES, NO])
         out = []
         for p, h, w, a, oh, ow in zip(prompts, heads, wrists, answers, head_out, wrist_out, strict=True):
             lp = a.logprobs[0]
