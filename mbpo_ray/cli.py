@@ -44,14 +44,19 @@ SFT_SHORTHANDS = {"suite": "env.suite", "tasks": "sft.tasks", "demos_per_task": 
                   "steps": "sft.steps", "seed": "sft.seed"}
 
 
-def _config(args: argparse.Namespace, extra: list[str]) -> Config:
+def _overrides(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    """What this command line sets explicitly: dotted overrides and shorthand flags."""
     overrides: dict[str, Any] = parse_overrides(extra)
     for flag, dotted in getattr(args, "shorthands", SHORTHANDS).items():
         value = getattr(args, flag, None)
         if value is not None:
             section, name = dotted.split(".")
             overrides.setdefault(section, {})[name] = value
-    return build_config(getattr(args, "config", None), overrides)
+    return overrides
+
+
+def _config(args: argparse.Namespace, extra: list[str]) -> Config:
+    return build_config(getattr(args, "config", None), _overrides(args, extra))
 
 
 def _progress(total: int, desc: str):
@@ -295,20 +300,26 @@ def cmd_train(args, extra) -> int:
     from tqdm import tqdm
 
     from mbpo_ray.mbpo import train_mbpo
+    from mbpo_ray.resume import recover_checkpoint, resume_config
 
-    cfg = _config(args, extra)
     out = args.resume or args.out
     if not out:
         raise ConfigError("give --out DIR for a new run, or --resume DIR to continue one")
-    if not args.resume:
+    if args.resume:  # the run's own config; this command's flags change only what they name
+        recover_checkpoint(Path(out))
+        if not (Path(out) / "checkpoint" / "state.json").is_file():
+            raise FileNotFoundError(f"{out} has no checkpoint to resume (no checkpoint/state.json)")
+        cfg, changed = resume_config(Path(out), getattr(args, "config", None), _overrides(args, extra))
+        print(f"resuming {out} with the config it was started with"
+              + (f"; changed by this command: {', '.join(changed)}" if changed else ""), file=sys.stderr)
+    else:
+        cfg = _config(args, extra)
         needed = [("--policy", args.policy), ("--store", args.store)]
         if cfg.mbpo.mode != "online":  # online RL learns from real rollouts, no world model
             needed.append(("--world-model", args.world_model))
         for flag, path in needed:
             if not path:
                 raise ConfigError(f"{flag} is required for a new run")
-    elif not (Path(out) / "checkpoint" / "state.json").is_file():
-        raise FileNotFoundError(f"{out} has no checkpoint to resume (no checkpoint/state.json)")
     connect_ray(os.cpu_count() or 1)
     bar = tqdm(total=cfg.mbpo.iterations, desc="VLA-MBPO", unit="it", dynamic_ncols=True, file=sys.stderr)
 
