@@ -59,16 +59,17 @@ class EnvRunner:
 
     def policy_episode(self, checkpoint: str, suite: str, task_id: int, init_state: int, greedy: bool = True,
                        seed: int = 0, record: bool = False, to_store: bool = False, policy_version: int = -1,
-                       trajectory: bool = False) -> dict:
+                       trajectory: bool = False, episode_id: str | None = None) -> dict:
         """One episode of the policy saved in ``checkpoint`` (loaded once per actor); ``to_store``:
-        append it to the actor's store as real data."""
+        append it to the actor's store as real data, once per ``episode_id``."""
         from mbpo_ray.policy import load_policy
         from mbpo_ray.policy.evaluate import run_policy_episode
 
         if checkpoint not in self._policies:  # only the newest policy is kept
             self._policies = {checkpoint: load_policy(checkpoint)}
         return run_policy_episode(self._env(suite, task_id), self._policies[checkpoint], init_state, greedy,
-                                  seed, record, self.store if to_store else None, policy_version, trajectory)
+                                  seed, record, self.store if to_store else None, policy_version, trajectory,
+                                  episode_id)
 
     def pid(self) -> int:
         return os.getpid()

@@ -1,10 +1,10 @@
 """World-model worker: a served world model (vLLM by default) plus a copy of the current policy.
 
-``imagine(n, n_chunks, seed)`` draws ``n`` start states from the shared replay store itself (only
+``imagine(ImagineRequest)`` draws ``n`` start states from the shared replay store itself (only
 the drawn rows are read: the store is never copied into the worker), then runs branched imagined
 rollouts with every live branch batched into each engine call. Before each call the worker pulls
-the newest policy (and world-model) weights from the versioned weight store, so a replica that
-joins late or restarts comes up on the latest versions without anything being pushed to it.
+the policy and world-model weights the request names (or the newest) from the versioned weight
+store, so a replica that joins late or restarts comes up on them without anything being pushed to it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import ray
 
 from mbpo_ray.config import build_config
+from mbpo_ray.protocol import ImagineRequest, ImagineResult, Versions
 from mbpo_ray.replay import ReplayStore, frames
 from mbpo_ray.weights import WeightStore
 
@@ -32,58 +33,68 @@ class WorldModelWorker:
         self.weights = WeightStore(weights_uri)
         self.policy = load_policy(policy_dir)
         self.wm = WorldModel(world_model_dir, engine=self.cfg.world_model.engine)
-        self.policy_version = 0
-        self.sync()
+        self.policy_version = 0  # the starting weights; a call loads the versions it names (or the newest)
+        self.sync_seconds = 0.0
 
-    def sync(self) -> dict:
-        """Load the newest published policy and world-model weights, if newer than the ones held."""
+    def sync(self, want: Versions | None = None) -> Versions:
+        """Hold exactly the versions ``want`` names, or the newest published ones when None."""
         t0 = time.perf_counter()
-        v = self.weights.latest(POLICY)
-        if v > self.policy_version:
+        v = self.weights.latest(POLICY) if want is None else want.policy
+        if v != self.policy_version:
+            if v <= 0:
+                raise ValueError(f"policy version {v} asked for, but this replica holds {self.policy_version}")
             state, self.policy_version = self.weights.load(POLICY, v)
             self.policy.load_state_dict(state)
-        w = self.weights.latest(WORLD_MODEL)
-        if w > self.wm.engine.version:
+        w = self.weights.latest(WORLD_MODEL) if want is None else want.world_model
+        if w != self.wm.engine.version:  # engines only move forward
             state, w = self.weights.load(WORLD_MODEL, w)
             self.wm.engine.update_weights(state, w)
-        return {"policy_version": self.policy_version, "world_model_version": self.wm.engine.version,
-                "seconds": time.perf_counter() - t0}
+        self.sync_seconds = time.perf_counter() - t0
+        return Versions(self.policy_version, self.wm.engine.version)
 
-    def imagine(self, n: int, seed: int, task_ids: list[int] | None = None, iteration: int = 0) -> dict:
-        """``n`` branches of ``mbpo.n_chunks`` chunks: ``n / mbpo.group_size`` start states drawn with
-        ``seed`` by ``mbpo.start_sampler`` (an equal share per task), each branched ``group_size`` times.
-        The store is refreshed first, so real episodes appended during the run become start states."""
+    def _start_episodes(self, parts: tuple[str, ...] | None) -> tuple[np.ndarray, list]:
+        """(store indices, metadata) of the episodes start states may come from."""
+        self.store.refresh()
+        episodes = self.store.episodes
+        if parts is None:
+            return np.arange(len(episodes)), episodes
+        index = self.store.episodes_in(parts)
+        return index, [episodes[i] for i in index]
+
+    def imagine(self, req: ImagineRequest) -> ImagineResult:
+        """``req.n`` branches of ``mbpo.n_chunks`` chunks: ``n / mbpo.group_size`` start states drawn
+        with ``req.seed`` by ``mbpo.start_sampler`` (an equal share per task), each branched
+        ``group_size`` times, on the weights and store parts the request names. The store is refreshed
+        first, so real episodes appended during the run become start states."""
         from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
         from mbpo_ray.rl.imagine import imagine
 
-        synced = self.sync()
+        versions = self.sync(req.versions)
         t0 = time.perf_counter()
-        self.store.refresh()
-        rng = np.random.default_rng(seed)
+        index, episodes = self._start_episodes(req.parts)
+        rng = np.random.default_rng(req.seed)
         mc = self.cfg.mbpo
-        if n % mc.group_size:
-            raise ValueError(f"{n} branches are not whole groups of mbpo.group_size={mc.group_size}")
-        starts, episodes = n // mc.group_size, self.store.episodes
+        if req.n % mc.group_size:
+            raise ValueError(f"{req.n} branches are not whole groups of mbpo.group_size={mc.group_size}")
+        starts = req.n // mc.group_size
         draw = SAMPLERS[mc.start_sampler]
-        tasks = rng.choice(task_ids, size=starts) if task_ids else np.full(starts, -1)
-        picks = [draw(episodes, int((tasks == t).sum()), rng, None if t < 0 else int(t), iteration, mc)
+        tasks = rng.choice(req.tasks, size=starts) if req.tasks else np.full(starts, -1)
+        picks = [draw(episodes, int((tasks == t).sum()), rng, None if t < 0 else int(t), req.iteration, mc)
                  for t in np.unique(tasks)]  # an equal share of start states per task
         ep, chunk = (np.repeat(np.concatenate([p[i] for p in picks]), mc.group_size) for i in (0, 1))
         cols = ["episode_id", "chunk_index", "head", "wrist", "instruction", "task_id"]
-        table = self.store.read_start_states(ep, chunk, cols)
+        table = self.store.read_start_states(index[ep], chunk, cols)
         size = self.store.spec.image_size
         head, wrist = frames(table, "head", size), frames(table, "wrist", size)
         instr = table.column("instruction").to_pylist()
         group = np.repeat(np.arange(starts), mc.group_size)
-        br = imagine(self.wm, self.policy, head, wrist, instr, mc.n_chunks, mc.temperature, seed, group=group,
+        br = imagine(self.wm, self.policy, head, wrist, instr, mc.n_chunks, mc.temperature, req.seed, group=group,
                      max_uncertainty=mc.max_uncertainty)
         br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),
                                                      table.column("chunk_index").to_pylist(), strict=True)]
         br.to_go = chunks_to_go(episodes, ep, chunk)
-        br.policy_version, br.world_model_version = self.policy_version, self.wm.engine.version
-        secs = time.perf_counter() - t0
-        return {"branches": br, "seconds": secs, "sync_seconds": synced["seconds"], "chunk_transitions": br.steps,
-                "pid": os.getpid()}
+        br.policy_version, br.world_model_version = versions.policy, versions.world_model
+        return ImagineResult(br, time.perf_counter() - t0, self.sync_seconds, os.getpid(), versions)
 
     def pid(self) -> int:
         return os.getpid()
@@ -95,5 +106,6 @@ def world_model_worker_class(num_cpus: float = 1.0, num_gpus: float = 0.0, env_v
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **(env_vars or {})}
     if not num_gpus:  # vLLM's CPU backend would pin every replica to the same cores: let the OS place them
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-    return ray.remote(WorldModelWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1,
+    # max_restarts=0: the pool replaces a dead replica; Ray must not restart it as well
+    return ray.remote(WorldModelWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
                                                  runtime_env={"env_vars": env})

@@ -51,7 +51,7 @@ def imagine_rate(args, cfg: dict, workers: int, weights: str) -> tuple[float, ob
         t0 = time.perf_counter()
         parts, stats = pool.imagine(args.branches, seed=k + 1, task_ids=[0, 1])
         secs += time.perf_counter() - t0
-        steps += sum(p["chunk_transitions"] for p in parts)
+        steps += sum(p.chunk_transitions for p in parts)
         print(f"{workers} worker(s), call {k}: {stats['seconds']:.1f} s", flush=True)
     for w in pool.workers:
         ray.kill(w)
@@ -95,7 +95,7 @@ def main() -> None:
         imagine, learn = {}, {}
         for n in (1, 2):
             imagine[str(n)], parts = imagine_rate(args, cfg, n, str(root / f"weights-w{n}"))
-        batch = Branches.concat([p["branches"] for p in parts])
+        batch = Branches.concat([p.branches for p in parts])
         for n in (1, 2):
             learn[str(n)] = learn_rate(args, cfg, n, str(root / f"weights-l{n}"), batch)
     finally:

@@ -13,6 +13,7 @@ distribution, standardises advantages over masked bootstrap rows, and offers DDP
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -34,7 +35,8 @@ POLICY = "policy"
 
 class PolicyLearner:
     def __init__(self, cfg_dict: dict, policy_dir: str, weights_uri: str, rank: int, world_size: int,
-                 init_method: str | None, optimizer_state: str | None = None, store_uri: str | None = None):
+                 init_method: str | None, optimizer_state: str | None = None, store_uri: str | None = None,
+                 reference_dir: str | None = None, store_parts: tuple[str, ...] | None = None):
         import torch.distributed as dist
 
         from mbpo_ray.policy import load_policy
@@ -58,13 +60,14 @@ class PolicyLearner:
         if optimizer_state:
             self.opt.load_state_dict(torch.load(optimizer_state, weights_only=False))
         self.weights = WeightStore(weights_uri)
-        # the starting policy, frozen: the anchor of mbpo.kl_coef
-        self.reference = load_policy(policy_dir).eval().requires_grad_(False) if mc.kl_coef else None
+        # the run's starting policy (not a resumed checkpoint), frozen: the anchor of mbpo.kl_coef
+        reference = reference_dir or policy_dir
+        self.reference = load_policy(reference).eval().requires_grad_(False) if mc.kl_coef else None
         self.real = None  # real Monte-Carlo returns for the critic (mbpo.critic_fit_steps, critic_real_coef)
         if store_uri and (mc.critic_fit_steps or mc.critic_real_coef) and mc.objective == "ppo":
             from mbpo_ray.rl.critic import real_returns
 
-            self.real = real_returns(store_uri, mc.gamma, mc.task_ids, seed=mc.seed)
+            self.real = real_returns(store_uri, mc.gamma, mc.task_ids, seed=mc.seed, parts=store_parts)
         self._real_rng = np.random.default_rng([mc.seed, rank])  # re-seeded from every update's seed
 
     def _allreduce(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,12 +240,14 @@ class PolicyLearner:
         metrics.update(publish_s=time.perf_counter() - t_pub, seconds=time.perf_counter() - t0)
         return metrics
 
-    def save(self, path: str, extra: dict | None = None) -> str:
-        """Rank 0: policy checkpoint folder (loadable by ``load_policy``) + optimizer state."""
+    def save(self, path: str, extra: dict | None = None, optimizer: bool = True) -> str:
+        """Rank 0: policy checkpoint folder (loadable by ``load_policy``) + optimizer state (to resume;
+        a policy handed to env runners needs none)."""
         from mbpo_ray.policy import save_policy
 
         save_policy(self.policy, path, extra)
-        torch.save(self.opt.state_dict(), os.path.join(path, "optimizer.pt"))
+        if optimizer:
+            torch.save(self.opt.state_dict(), os.path.join(path, "optimizer.pt"))
         return path
 
     def weights_checksum(self) -> float:
@@ -253,12 +258,14 @@ class LearnerGroup:
     """M :class:`PolicyLearner` ranks on a Ray cluster; ``update`` shards a batch across them."""
 
     def __init__(self, cfg_dict: dict, policy_dir: str, weights_uri: str, n: int, num_cpus: float = 1.0,
-                 num_gpus: float = 0.0, optimizer_state: str | None = None, store_uri: str | None = None):
+                 num_gpus: float = 0.0, optimizer_state: str | None = None, store_uri: str | None = None,
+                 reference_dir: str | None = None, store_parts: tuple[str, ...] | None = None):
         init = f"tcp://127.0.0.1:{_free_port()}" if n > 1 else None
         env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus))), "GLOO_SOCKET_IFNAME": "lo"}
         cls = ray.remote(PolicyLearner).options(num_cpus=num_cpus, num_gpus=num_gpus,
                                                 runtime_env={"env_vars": env})
-        self.ranks = [cls.remote(cfg_dict, policy_dir, weights_uri, r, n, init, optimizer_state, store_uri)
+        self.ranks = [cls.remote(cfg_dict, policy_dir, weights_uri, r, n, init, optimizer_state, store_uri,
+                                 reference_dir, store_parts)
                       for r in range(n)]
 
     def update_async(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> list:
@@ -269,7 +276,7 @@ class LearnerGroup:
     def collect(self, refs: list) -> dict:
         """Counts summed, times the slowest rank's, other metrics averaged over the ranks that report
         them, weighted by their samples."""
-        results = ray.get(refs)
+        results = self.gather(refs)
         out = {}
         for k in dict.fromkeys(k for m in results for k in m):
             have = [m for m in results if k in m]
@@ -281,15 +288,33 @@ class LearnerGroup:
                 out[k] = float(np.average([m[k] for m in have], weights=[max(1, m["samples"]) for m in have]))
         return out
 
+    def gather(self, refs: list) -> list:
+        """Every rank's result; when one rank fails the others would wait in a collective for ever:
+        the whole group is killed and the error raised at once."""
+        pending, done = list(refs), {}
+        while pending:
+            [ready], pending = ray.wait(pending, num_returns=1)
+            try:
+                done[ready] = ray.get(ready)
+            except Exception:
+                self.close()
+                raise
+        return [done[r] for r in refs]
+
     def update(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> dict:
         return self.collect(self.update_async(br, version, seed, critic_only))
 
-    def save(self, path: str, extra: dict | None = None) -> str:
-        return ray.get(self.ranks[0].save.remote(path, extra))
+    def save(self, path: str, extra: dict | None = None, optimizer: bool = True) -> str:
+        return ray.get(self.ranks[0].save.remote(path, extra, optimizer))
+
+    def close(self) -> None:
+        for r in self.ranks:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(r)
 
     def fit_critic(self, steps: int, version: int, seed: int) -> dict:
         """Every rank fits the critic on real returns (DDP keeps them identical); rank 0's metrics."""
-        return ray.get([r.fit_critic.remote(steps, version, seed) for r in self.ranks])[0]
+        return self.gather([r.fit_critic.remote(steps, version, seed) for r in self.ranks])[0]
 
     def checksums(self) -> list[float]:
         return ray.get([r.weights_checksum.remote() for r in self.ranks])

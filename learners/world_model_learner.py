@@ -21,6 +21,7 @@ from mbpo_ray.replay import ReplayStore
 from mbpo_ray.weights import WeightStore
 
 WORLD_MODEL = "world_model"
+LEARNER_STATE = "learner_state.pt"  # the optimizer state, next to the model in a run's checkpoint
 
 
 class WorldModelLearner:
@@ -37,6 +38,8 @@ class WorldModelLearner:
         self.heldout = set(json.loads((path / "split.json").read_text())["heldout"]) if (path / "split.json").exists() else set()
         self.model = AutoModelForCausalLM.from_pretrained(path / "model").train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+        if (path / LEARNER_STATE).is_file():  # a checkpoint of a run: continue its optimizer
+            self.opt.load_state_dict(torch.load(path / LEARNER_STATE, weights_only=False))
         self.store = ReplayStore.open(store_uri)
         self.weights = WeightStore(weights_uri)
         self.batch_size = batch_size
@@ -47,13 +50,17 @@ class WorldModelLearner:
         self.targets: list[list[int]] = []
         self.known: set[str] = set()
 
-    def _refresh(self) -> int:
-        """Tokenise the episodes that arrived since the last call (only those); returns transitions."""
+    def _refresh(self, parts: tuple[str, ...] | None = None) -> int:
+        """Tokenise the episodes that arrived since the last call (only those; from ``parts`` only when
+        given, in the store's order); returns transitions."""
         from mbpo_ray.world_model.data import load_episodes
         from mbpo_ray.world_model.train import TokenData
 
         self.store.refresh()
-        new = [e.episode_id for e in self.store.episodes
+        episodes = self.store.episodes
+        if parts is not None:
+            episodes = [episodes[i] for i in self.store.episodes_in(parts)]
+        new = [e.episode_id for e in episodes
                if e.chunks > 0 and e.episode_id not in self.heldout and e.episode_id not in self.known]
         if new:  # frames are dropped once tokenised: only the token lists are kept
             part = TokenData(load_episodes(self.store, new), self.tokenizer, self.layout)
@@ -62,11 +69,15 @@ class WorldModelLearner:
             self.known.update(new)
         return len(self.prompts)
 
-    def finetune(self, steps: int, version: int) -> dict:
+    def finetune(self, steps: int, version: int, parts: tuple[str, ...] | None = None, seed: int | None = None) -> dict:
+        """``steps`` updates on every transition seen so far (of the store ``parts`` named), batches drawn
+        with ``seed`` (or the learner's own generator); the result is published as ``version``."""
         from mbpo_ray.world_model.train import collate, segment_losses
 
         t0 = time.perf_counter()
-        n = self._refresh()
+        n = self._refresh(parts)
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
         losses: dict[str, list[float]] = {}
         for _ in range(steps):
             idx = self.rng.integers(0, n, self.batch_size)
@@ -78,12 +89,18 @@ class WorldModelLearner:
             self.opt.step()
             for k, v in out.items():
                 losses.setdefault(k, []).append(float(v))
-        self.weights.publish(WORLD_MODEL, self.model.state_dict(), version)
+        self.publish(version)
         return {**{k: float(np.mean(v)) for k, v in losses.items()}, "transitions": n, "episodes": len(self.known),
                 "seconds": time.perf_counter() - t0}
 
+    def publish(self, version: int) -> None:
+        """The model as it is now becomes ``version`` of the world model every replica pulls."""
+        self.weights.publish(WORLD_MODEL, self.model.state_dict(), version)
+
     def save(self, path: str) -> str:
+        """The model (``path``) and, next to it, the optimizer state a resumed run continues from."""
         self.model.save_pretrained(Path(path), safe_serialization=True)
+        torch.save(self.opt.state_dict(), Path(path).parent / LEARNER_STATE)
         return path
 
 

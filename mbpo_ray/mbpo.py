@@ -21,8 +21,21 @@ from pathlib import Path
 import numpy as np
 
 from mbpo_ray.config import Config
+from mbpo_ray.protocol import Versions
+from mbpo_ray.resume import (
+    recover_checkpoint,
+    republish,
+    save_inflight,
+    swap_checkpoint,
+    trim_metrics,
+    update_run_config,
+    write_state,
+)
+from mbpo_ray.seeds import derive_seed
 
 POLICY, WORLD_MODEL = "policy", "world_model"
+FIT_CRITIC, IMAGINE, UPDATE, REAL_DATA = range(4)  # what a derived seed is for (see _Loop._seed)
+KEEP_POLICIES = 2  # OUT/policies/vN folders kept (the newest; an older one may still be read by a runner)
 
 
 def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None, store_uri: str | None, out: str,
@@ -38,7 +51,9 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     _check_resources(mc)
     state = _start_state(run, resume)
     loop = _Loop(cfg, run, state, policy_dir, world_model_dir, store_uri, resume)
-    tb = SummaryWriter(str(run / "tb"))
+    if resume:  # the iterations after the checkpoint are run (and logged) again
+        trim_metrics(run, state["iteration"])
+    tb = SummaryWriter(str(run / "tb"), purge_step=state["iteration"] + 1 if resume else None)
     try:
         if not resume and mc.critic_fit_steps and mc.objective == "ppo":  # the critic meets real returns first
             _log(tb, run, loop.fit_critic())
@@ -67,16 +82,12 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
 
 
 class _Loop:
-    """The loop's actors and counters, one method per phase of an iteration. Every random draw comes
-    from the one checkpointed generator ``rng``, in the same order, so a resumed run repeats an
-    uninterrupted one."""
+    """The loop's actors and counters, one method per phase of an iteration. Every random draw has a
+    seed derived from (``mbpo.seed``, what it is for, its iteration), and every imagination request
+    names its weight versions and store parts, so a resumed run repeats an uninterrupted one."""
 
     def __init__(self, cfg: Config, run: Path, state: dict, policy_dir, world_model_dir, store_uri, resume: bool):
-        from actors.env_runner import make_env_runners
-        from actors.world_model_pool import WorldModelPool
-        from actors.world_model_worker import world_model_worker_class
-        from learners.policy_learner import LearnerGroup
-        from learners.world_model_learner import make_world_model_learner
+        from mbpo_ray.replay import ReplayStore
         from mbpo_ray.weights import WeightStore
 
         mc = self.mc = cfg.mbpo
@@ -85,54 +96,91 @@ class _Loop:
         if resume:  # the inputs of the run as it was started
             saved = json.loads((run / "run.json").read_text())
             policy_dir, world_model_dir, store_uri = saved["policy"], saved["world_model"], saved["store"]
+            self.run_id = saved.get("run_id") or run.resolve().name
+            update_run_config(run, cfg)
         else:
-            _write_run_json(run, cfg, policy_dir, world_model_dir, store_uri)
-        weights = WeightStore(str(run / "weights"))
-        start_policy = str(run / "checkpoint" / "policy") if resume else policy_dir
-        if not resume and mc.critic_init == "zero":
+            self.run_id = _write_run_json(run, cfg, policy_dir, world_model_dir, store_uri)
+        weights = self.weights = WeightStore(str(run / "weights"))
+        # replicas always start from the run's first weights (version 0) and load the versions a request
+        # names; learners (and the world-model learner) continue from the checkpoint
+        start_policy = policy_dir
+        if (run / "start_policy").is_dir():
+            start_policy = str(run / "start_policy")
+        elif not resume and mc.critic_init == "zero":
             start_policy = _critic_at_zero(policy_dir, run / "start_policy")
-        if resume:  # the checkpointed weights become the newest version: replicas come up on them
-            from safetensors.torch import load_file
-
-            state["version"] = weights.latest(POLICY) + 1
-            weights.publish(POLICY, load_file(str(run / "checkpoint" / "policy" / "model.safetensors")), state["version"])
-            world_model_dir = str(run / "checkpoint" / "world_model") if world_model_dir else None
+        self.replica_world_model = world_model_dir
+        if resume and world_model_dir:
+            world_model_dir = str(run / "checkpoint" / "world_model")
         self.world_model_dir = world_model_dir
-        cfg_dict, self.meta = actor_config(cfg, start_policy)
-        self.pool = None
-        if not self.online:
-            wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus)
-            bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {})}
-            self.pool = WorldModelPool(lambda: wm_cls.remote(cfg_dict, world_model_dir, start_policy, store_uri,
-                                                             str(run / "weights")),
-                                       mc.wm_workers_min, mc.wm_workers_max, bundle)
-        optimizer = str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None
-        self.learners = LearnerGroup(cfg_dict, start_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
-                                     mc.learner_gpus, optimizer_state=optimizer, store_uri=store_uri)
-        self.runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if _uses_runners(mc) else []
-        self.remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]
-        self.wm_learner = (make_world_model_learner(world_model_dir, store_uri, str(run / "weights"), mc.wm_learner_cpus,
-                                                    mc.wm_learner_gpus) if mc.wm_finetune_every else None)
-        self.rng = np.random.default_rng(mc.seed)
-        if "rng" in state:
-            self.rng.bit_generator.state = state["rng"]
+        self.store = ReplayStore.open(store_uri)
+        state.setdefault("start_parts", list(self.store.part_names))  # the store as the run found it
+        state.setdefault("store_parts", list(state["start_parts"]))  # + the run's own episodes: start states
+        self.runners, self.pool, self.learners, self.wm_learner = [], None, None, None
+        try:
+            self._start_actors(weights, start_policy, store_uri, resume)
+        except BaseException:  # nothing this loop started is left running
+            self.close()
+            raise
         # imagine the next batch while the learner updates on this one (online: the runners need the new policy)
         self.overlap = mc.max_staleness >= 1 and not self.online
 
+    def _start_actors(self, weights, start_policy: str, store_uri: str, resume: bool) -> None:
+        import ray
+
+        from actors.env_runner import make_env_runners
+        from actors.world_model_pool import WorldModelPool
+        from actors.world_model_worker import world_model_worker_class
+        from learners.policy_learner import LearnerGroup
+        from learners.world_model_learner import make_world_model_learner
+
+        mc, run, state, replica_wm = self.mc, self.run, self.state, self.replica_world_model
+        cfg_dict, self.meta = actor_config(self.cfg, start_policy)
+        if mc.wm_finetune_every:
+            self.wm_learner = make_world_model_learner(self.world_model_dir, store_uri, str(run / "weights"),
+                                                       mc.wm_learner_cpus, mc.wm_learner_gpus)
+        if resume:  # the checkpoint's weights (and the in-flight batch's) become the newest versions
+            wm = self.wm_learner
+            republish(run, weights, state, (lambda v: ray.get(wm.publish.remote(v))) if wm is not None else None)
+        if not self.online:
+            wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus)
+            bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {})}
+            self.pool = WorldModelPool(lambda: wm_cls.remote(cfg_dict, replica_wm, start_policy, store_uri,
+                                                             str(run / "weights")),
+                                       mc.wm_workers_min, mc.wm_workers_max, bundle)
+        learner_policy = str(run / "checkpoint" / "policy") if resume else start_policy
+        optimizer = str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None
+        self.learners = LearnerGroup(cfg_dict, learner_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
+                                     mc.learner_gpus, optimizer_state=optimizer, store_uri=store_uri,
+                                     reference_dir=start_policy, store_parts=tuple(state["start_parts"]))
+        self.runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if _uses_runners(mc) else []
+        self.remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]
+
+    def _seed(self, purpose: int, iteration: int) -> int:
+        """The seed of one draw, keyed by what it is for and its iteration (not by how many draws came
+        before): a run of 2 iterations and the first 2 of a run of 3 draw the same, and so does a resume."""
+        return derive_seed(self.mc.seed, purpose, iteration) % 2**31
+
     def fit_critic(self) -> dict:
         self.state["version"] += 1
-        fit = self.learners.fit_critic(self.mc.critic_fit_steps, self.state["version"], int(self.rng.integers(2**31)))
+        fit = self.learners.fit_critic(self.mc.critic_fit_steps, self.state["version"], self._seed(FIT_CRITIC, 0))
         return {"iteration": 0, "policy_version": self.state["version"],
                 **{k: v for k, v in fit.items() if k.startswith("critic_fit/")}}
 
     def sample(self, iteration: int, seed: int | None = None):
         """The next batch of branches; its seed is checkpointed, so a resumed run draws it again."""
         state, mc = self.state, self.mc
-        state["imagine_seed"] = int(self.rng.integers(2**31)) if seed is None else seed
+        if seed is None:  # a new batch, on the weights held now (a resumed in-flight batch keeps its own)
+            state["imagine_seed"] = self._seed(IMAGINE, iteration)
+            state["imagine_versions"] = [state["version"], state["world_model_version"]]
+            state["imagine_parts"] = list(state["store_parts"])
+        else:
+            state["imagine_seed"] = seed
         if self.online:
             return self._rollouts(state["imagine_seed"])
+        # the weights and store parts are named, not "the newest": the batch is the same whenever it runs
+        versions = Versions(*state["imagine_versions"])
         return self.pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids, iteration=iteration,
-                                 group_size=mc.group_size)
+                                 group_size=mc.group_size, versions=versions, parts=tuple(state["imagine_parts"]))
 
     def _rollouts(self, seed: int):
         """Online RL: the current policy rolled out in real LIBERO, one branch per episode."""
@@ -143,7 +191,7 @@ class _Loop:
         path = self.save_policy()
         t0 = time.perf_counter()
         jobs, group = rollout_jobs(path, self.cfg.env.suite, mc.task_ids, mc.branches, mc.group_size,
-                                   np.random.default_rng(seed), state["version"])
+                                   np.random.default_rng(seed), state["version"], f"{self.run_id}-online{seed}")
         res = sorted(run_episodes(self.runners, jobs, make_runner=self.remake_runner), key=lambda r: r["job_index"])
         br = trajectories_to_branches([r["trajectory"] for r in res], [r["instruction"] for r in res], group)
         br.policy_version = state["version"]
@@ -160,17 +208,21 @@ class _Loop:
         mc, state = self.mc, self.state
         parts, im = batch
         state.pop("imagine_seed")  # consumed: a checkpoint from here on holds only a batch still in flight
-        br = Branches.concat([p["branches"] for p in parts])
+        state.pop("imagine_versions", None)
+        state.pop("imagine_parts", None)
+        br = Branches.concat([p.branches for p in parts])
         staleness = state["version"] - br.policy_version
-        refs = self.learners.update_async(br, state["version"] + 1, int(self.rng.integers(2**31)),
+        refs = self.learners.update_async(br, state["version"] + 1, self._seed(UPDATE, it),
                                           critic_only=it < mc.critic_warmup)
-        nxt = self.sample(it + 1) if self.overlap and it + 1 < mc.iterations else None
+        # overlapped, the next batch is imagined also after the last iteration: the checkpoint then holds
+        # the same batch in flight whatever the run's length, so extending a run by --resume repeats it
+        nxt = self.sample(it + 1) if self.overlap else None
         m = self.learners.collect(refs)
         state["version"] += 1
         sums = self.learners.checksums()  # DDP ranks must hold identical weights
         update_s = m["seconds"]
         log = {"iteration": it + 1, "policy_version": state["version"], "staleness": staleness,
-               "imagine/chunk_transitions": br.steps, "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
+               "imagine/world_model_version": br.world_model_version, "imagine/chunk_transitions": br.steps, "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
                "imagine/reward_mean": float(br.reward.sum(1).mean()), "imagine/p_yes_mean": float(br.p_yes[br.valid].mean()),
                "imagine/uncertainty_mean": float(br.uncertainty[br.valid].mean()),
                "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"], **_success_by_start(br),
@@ -186,26 +238,34 @@ class _Loop:
         return log, nxt
 
     def save_policy(self) -> str:
-        path = self.run / "policies" / f"v{self.state['version']}"
-        if (path / "policy.json").is_file():
-            return str(path)
-        return self.learners.save(str(path), _meta(self.meta, self.state))
+        """``OUT/policies/vN`` for the env runners: weights only; the two newest are kept."""
+        root = self.run / "policies"
+        path = root / f"v{self.state['version']}"
+        if not (path / "policy.json").is_file():
+            self.learners.save(str(path), _meta(self.meta, self.state), optimizer=False)
+        for old in sorted(root.glob("v*"), key=lambda p: int(p.name[1:]))[:-KEEP_POLICIES]:
+            shutil.rmtree(old, ignore_errors=True)
+        return str(path)
 
     def real_data(self, it: int, log: dict) -> str | None:
         """Every ``real_every`` iterations: the current policy (sampled) in LIBERO, appended to the store."""
         from actors.env_runner import run_episodes
 
-        mc, state, rng = self.mc, self.state, self.rng
+        mc, state, rng = self.mc, self.state, np.random.default_rng(self._seed(REAL_DATA, it))
         log["real/env_steps"] = state["real_env_steps"]
         if self.online or not (mc.real_every and (it + 1) % mc.real_every == 0):
             return None
         policy_path = self.save_policy()
         t0 = time.perf_counter()
         jobs = [{"checkpoint": policy_path, "suite": self.cfg.env.suite, "task_id": int(t), "init_state": int(i),
-                 "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True, "policy_version": state["version"]}
-                for t, i in zip(rng.choice(mc.task_ids, mc.real_episodes), rng.integers(0, 50, mc.real_episodes),
-                                strict=True)]
-        real = run_episodes(self.runners, jobs, make_runner=self.remake_runner)
+                 "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True, "policy_version": state["version"],
+                 "episode_id": f"{self.run_id}-real{it + 1}-j{k}"}  # stored once, also when the job runs again
+                for k, (t, i) in enumerate(zip(rng.choice(mc.task_ids, mc.real_episodes),
+                                               rng.integers(0, 50, mc.real_episodes), strict=True))]
+        real = sorted(run_episodes(self.runners, jobs, make_runner=self.remake_runner), key=lambda r: r["job_index"])
+        # the run's view of the store grows by its own episodes only (a resumed run sees the same)
+        state["store_parts"] += [p for p in self.store.parts_of([r["episode_id"] for r in real])
+                                 if p not in state["store_parts"]]
         state["real_env_steps"] += sum(r["steps"] for r in real)
         state["real_episodes"] = state.get("real_episodes", 0) + len(real)  # the store's growth (append-only)
         log.update({"real/success": float(np.mean([r["success"] for r in real])), "real/episodes": len(real),
@@ -217,7 +277,8 @@ class _Loop:
 
         if self.wm_learner is not None and (it + 1) % self.mc.wm_finetune_every == 0:
             self.state["world_model_version"] += 1
-            wm = ray.get(self.wm_learner.finetune.remote(self.mc.wm_finetune_steps, self.state["world_model_version"]))
+            wm = ray.get(self.wm_learner.finetune.remote(self.mc.wm_finetune_steps, self.state["world_model_version"],
+                                                         tuple(self.state["store_parts"]), derive_seed(self.mc.seed, it)))
             log.update({f"world_model/{k}": v for k, v in wm.items()})
 
     def evaluate(self, it: int, log: dict, policy_path: str | None) -> None:
@@ -239,17 +300,29 @@ class _Loop:
                        for t in mc.task_ids}})
 
     def checkpoint(self) -> None:
-        _checkpoint(self.run, self.learners, self.wm_learner, self.world_model_dir, self.state, self.rng,
-                    _meta(self.meta, self.state))
+        _checkpoint(self.run, self.learners, self.wm_learner, self.world_model_dir, self.state,
+                    _meta(self.meta, self.state), self.weights)
 
     def close(self) -> None:
+        """Every actor this loop started (also after an error half-way through ``__init__``)."""
+        import contextlib
+
         import ray
 
-        for a in [*self.runners, *(self.pool.workers if self.pool else [])]:
-            ray.kill(a)
+        if self.pool is not None:
+            self.pool.close()
+        for a in [*self.runners, *([self.wm_learner] if self.wm_learner is not None else [])]:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(a)
+        if self.learners is not None:
+            self.learners.close()
 
 
-def _write_run_json(run: Path, cfg: Config, policy_dir, world_model_dir, store_uri) -> None:
+def _write_run_json(run: Path, cfg: Config, policy_dir, world_model_dir, store_uri) -> str:
+    """``OUT/run.json``: the run's inputs, config and id (the prefix of its real episodes' ids)."""
+    import uuid
+
+    run_id = uuid.uuid4().hex[:8]
     needed = [("policy", policy_dir)] + ([] if cfg.mbpo.mode == "online" else [("world model", world_model_dir)])
     for name, path in needed:
         if not path or not Path(path).is_dir():
@@ -257,7 +330,8 @@ def _write_run_json(run: Path, cfg: Config, policy_dir, world_model_dir, store_u
     (run / "run.json").write_text(json.dumps({
         "policy": str(Path(policy_dir).resolve()),
         "world_model": str(Path(world_model_dir).resolve()) if world_model_dir else None,
-        "store": store_uri, "config": cfg.to_dict()}, indent=1))
+        "store": store_uri, "run_id": run_id, "config": cfg.to_dict()}, indent=1))
+    return run_id
 
 
 def _success_by_start(br) -> dict[str, float]:
@@ -347,6 +421,7 @@ def _check_resources(mc) -> None:
 
 def _start_state(run: Path, resume: bool) -> dict:
     if resume:
+        recover_checkpoint(run)
         path = run / "checkpoint" / "state.json"
         if not path.is_file():
             raise FileNotFoundError(f"{run} has no checkpoint to resume (no checkpoint/state.json)")
@@ -383,7 +458,7 @@ def _meta(sft_meta: dict, state: dict) -> dict:
             "iteration": state["iteration"], "demos": sft_meta.get("demos")}
 
 
-def _checkpoint(run: Path, learners, wm_learner, world_model_dir: str, state: dict, rng, meta: dict) -> None:
+def _checkpoint(run: Path, learners, wm_learner, world_model_dir: str, state: dict, meta: dict, weights) -> None:
     """Everything to resume: policy + optimizer, the world model as it is now, counters and RNG."""
     import ray
 
@@ -394,8 +469,6 @@ def _checkpoint(run: Path, learners, wm_learner, world_model_dir: str, state: di
         shutil.copytree(Path(world_model_dir), tmp / "world_model", ignore=shutil.ignore_patterns("state", "tb"))
     if wm_learner is not None:
         ray.get(wm_learner.save.remote(str(tmp / "world_model" / "model")))
-    (tmp / "state.json").write_text(json.dumps({**state, "rng": rng.bit_generator.state}))
-    old = run / "checkpoint"
-    if old.exists():
-        shutil.rmtree(old)
-    tmp.rename(old)
+    save_inflight(weights, tmp, state)
+    write_state(tmp, state)
+    swap_checkpoint(run)

@@ -31,11 +31,21 @@ class WeightStore:
         """Store ``state_dict`` as ``version`` of ``name`` (which must be newer than the latest)."""
         from safetensors.torch import save
 
+        return self.publish_bytes(name, save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}),
+                                  version, meta)
+
+    def read_bytes(self, name: str, version: int) -> bytes:
+        """The stored safetensors file of ``version`` (to keep it in a checkpoint)."""
+        with self.fs.open_input_stream(f"{self._dir(name)}/v{version:08d}.safetensors") as f:
+            return f.read()
+
+    def publish_bytes(self, name: str, payload: bytes, version: int, meta: dict | None = None) -> str:
+        """Store a safetensors file's bytes as ``version`` of ``name`` (newer than the latest)."""
         if version <= self.latest(name):
             raise ValueError(f"{name} version {version} is not newer than the stored {self.latest(name)}")
         self.fs.create_dir(self._dir(name), recursive=True)
         path = f"{self._dir(name)}/v{version:08d}.safetensors"
-        _atomic_write(self.fs, path, save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}))
+        _atomic_write(self.fs, path, payload)
         _atomic_write(self.fs, f"{self._dir(name)}/latest.json",
                       json.dumps({"version": version, **(meta or {})}).encode())
         self._prune(name, version)

@@ -51,3 +51,12 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def alive_actors(class_names: set[str]) -> list[str]:
+    """Class names of the live actors of these classes on the connected cluster (from the GCS actor
+    table: no dashboard needed)."""
+    from ray._private.state import actors
+
+    return sorted(a["ActorClassName"] for a in actors().values()
+                  if a["State"] == "ALIVE" and a["ActorClassName"] in class_names)

@@ -36,15 +36,36 @@ def eval_plan(ec: EvalConfig) -> list[dict]:
     return jobs
 
 
+def _stored_summary(env: LiberoEnv, store: ReplayStore, episode_id: str, init_state: int) -> dict | None:
+    """The summary of episode ``episode_id`` if the store already holds it (a job run again)."""
+    store.refresh()
+    meta = next((e for e in store.episodes if e.episode_id == episode_id), None)
+    if meta is None:
+        return None
+    return {"task_id": meta.task_id, "init_state": init_state, "success": bool(meta.success), "steps": meta.env_steps,
+            "chunks": meta.chunks, "seconds": 0.0, "policy_seconds": 0.0, "instruction": env.instruction,
+            "frames": None, "episode_id": episode_id, "stored_before": True}
+
+
 def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: bool = True, seed: int = 0,
                        record: bool = False, store: ReplayStore | None = None, policy_version: int = -1,
-                       trajectory: bool = False) -> dict:
+                       trajectory: bool = False, episode_id: str | None = None) -> dict:
     """One episode from a fixed init state; frames (head, wrist per chunk end) only if ``record``.
 
     With ``store`` the episode is also appended to it as real data (``source="real"``), success or not.
+    ``episode_id`` (the job's id) makes that exactly once: a job whose episode the store already holds
+    (its runner died after the append, or a resumed run repeats it) is not appended again; without
+    ``trajectory`` it is not even run again, its stored summary is returned.
     With ``trajectory`` the result carries what on-policy RL needs (:class:`mbpo_ray.rl.online.Trajectory`):
     each chunk step's observation, the sampled chunk, its per-token log-probs and the value.
     """
+    if store is not None and episode_id is not None:
+        stored = _stored_summary(env, store, episode_id, init_state)
+        if stored is not None and not trajectory:
+            return stored
+        if stored is not None:  # the same seeded episode again, for its trajectory; the store keeps one copy
+            return {**run_policy_episode(env, policy, init_state, greedy, seed, record, None, policy_version, True),
+                    "episode_id": episode_id, "stored_before": True}
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     obs = env.reset(init_state)
@@ -52,7 +73,8 @@ def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: 
     builder = None
     if store is not None:
         builder = EpisodeBuilder(store.spec, suite=env.cfg.suite, task_id=env.cfg.task_id,
-                                 instruction=env.instruction, source="real", policy_version=policy_version)
+                                 instruction=env.instruction, source="real", policy_version=policy_version,
+                                 episode_id=episode_id)
     done, chunks, policy_s = False, 0, 0.0
     steps = []
     while not done:
@@ -72,7 +94,8 @@ def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: 
         store.append(builder.finish(obs, env.sim_state()))
     result = {"task_id": env.cfg.task_id, "init_state": init_state, "success": bool(env.success), "steps": env.t,
               "chunks": chunks, "seconds": round(time.perf_counter() - t0, 3), "policy_seconds": round(policy_s, 3),
-              "instruction": env.instruction, "frames": frames}
+              "instruction": env.instruction, "frames": frames,
+              "episode_id": builder.episode_id if builder is not None else None}
     if trajectory:
         from mbpo_ray.rl.online import Trajectory
 

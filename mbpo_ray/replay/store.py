@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import typing
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -203,6 +204,32 @@ class ReplayStore:
     @property
     def episodes(self) -> list[EpisodeMeta]:
         return list(self._episodes)
+
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        """The committed parts this view holds, in index order: a snapshot another process can name."""
+        return tuple(p["name"] for p in self._parts)
+
+    def parts_of(self, episode_ids: typing.Iterable[str]) -> list[str]:
+        """The names of the parts that hold ``episode_ids`` (refreshed first), in that order, once each."""
+        self.refresh()
+        where = {e.episode_id: self._parts[e.part]["name"] for e in self._episodes}
+        missing = [i for i in episode_ids if i not in where]
+        if missing:
+            raise ReplayError(f"store {self.root} holds no episode {missing[0]!r}")
+        return list(dict.fromkeys(where[i] for i in episode_ids))
+
+    def episodes_in(self, parts: typing.Collection[str]) -> np.ndarray:
+        """Indices into :attr:`episodes` of the episodes stored in ``parts`` (a snapshot's names)."""
+        wanted = set(parts)
+        missing = wanted - self._part_names
+        if missing:
+            self.refresh()
+            missing = wanted - self._part_names
+        if missing:
+            raise ReplayError(f"store {self.root}: parts {sorted(missing)[:3]} are not visible to this reader")
+        keep = [self._parts[e.part]["name"] in wanted for e in self._episodes]
+        return np.flatnonzero(np.array(keep, dtype=bool))
 
     def __len__(self) -> int:
         return sum(p["rows"] for p in self._parts)

@@ -45,11 +45,12 @@ def episode_returns(chunks: int, success: bool, gamma: float) -> np.ndarray:
 
 
 def real_returns(store_uri: str, gamma: float, task_ids: list[int] | None = None, max_rows: int = 4096,
-                 seed: int = 0) -> RealReturns:
+                 seed: int = 0, parts: tuple[str, ...] | None = None) -> RealReturns:
     """Targets for every chunk boundary of the store's episodes of ``task_ids`` (at most ``max_rows``
-    rows, a uniform draw when there are more)."""
+    rows, a uniform draw when there are more); only of the store ``parts`` named, when given."""
     store = ReplayStore.open(store_uri)
-    eps = [e for e in store.episodes if e.chunks > 0 and (task_ids is None or e.task_id in task_ids)]
+    episodes = store.episodes if parts is None else [store.episodes[i] for i in store.episodes_in(parts)]
+    eps = [e for e in episodes if e.chunks > 0 and (task_ids is None or e.task_id in task_ids)]
     if not eps:
         raise ValueError(f"{store_uri} holds no episodes of tasks {task_ids}: nothing to fit the critic on")
     rows = [(i, k) for i, e in enumerate(eps) for k in range(e.chunks)]

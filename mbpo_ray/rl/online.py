@@ -54,9 +54,10 @@ def trajectories_to_branches(trajs: list[Trajectory], instructions: list[str], g
 
 
 def rollout_jobs(checkpoint: str, suite: str, task_ids: list[int], branches: int, group_size: int,
-                 rng: np.random.Generator, version: int) -> tuple[list[dict], np.ndarray]:
+                 rng: np.random.Generator, version: int, id_prefix: str | None = None) -> tuple[list[dict], np.ndarray]:
     """``branches / group_size`` (task, init state) starts, each rolled out ``group_size`` times with
-    its own seed; the jobs and each job's group."""
+    its own seed; the jobs and each job's group. ``id_prefix``: job k stores its episode as
+    ``{id_prefix}-j{k}``, once."""
     starts = branches // group_size
     tasks, inits = rng.choice(task_ids, starts), rng.integers(0, 50, starts)
     jobs, group = [], []
@@ -64,6 +65,7 @@ def rollout_jobs(checkpoint: str, suite: str, task_ids: list[int], branches: int
         for _ in range(group_size):
             jobs.append({"checkpoint": checkpoint, "suite": suite, "task_id": int(t), "init_state": int(i),
                          "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True,
-                         "policy_version": version, "trajectory": True})
+                         "policy_version": version, "trajectory": True,
+                         "episode_id": f"{id_prefix}-j{len(jobs)}" if id_prefix else None})
             group.append(g)
     return jobs, np.array(group)

@@ -54,6 +54,30 @@ def test_eval_one_init_state_through_an_env_runner_actor(ray_cluster, checkpoint
     assert "overall 0.0% over 1 episodes" in capsys.readouterr().out
 
 
+@pytest.mark.libero
+def test_a_job_run_again_stores_its_episode_once(checkpoint, tmp_path):
+    """A real-data job carries an episode id: run again (its runner died after the append, or a resumed
+    run repeats the iteration) it finds its episode in the store and neither runs nor appends again."""
+    from actors.env_runner import EnvRunner
+    from mbpo_ray.config import build_config
+    from mbpo_ray.replay import ReplayStore, StoreSpec
+
+    store = ReplayStore.create(str(tmp_path / "store"), StoreSpec(image_size=IMAGE, chunk_size=10))
+    runner = EnvRunner(build_config(None, {"env": {"image_size": IMAGE, "max_steps": 20}}).to_dict(), store.root)
+    job = {"checkpoint": str(checkpoint), "suite": "libero_spatial", "task_id": 0, "init_state": 1, "greedy": False,
+           "seed": 3, "to_store": True, "policy_version": 7, "episode_id": "run1-real1-j0"}
+    try:
+        first = runner.policy_episode(**job)
+        again = runner.policy_episode(**job)
+        other = runner.policy_episode(**{**job, "episode_id": "run1-real1-j1"})
+    finally:
+        runner.close()
+    ids = [e.episode_id for e in store.refresh().episodes]
+    assert ids == ["run1-real1-j0", "run1-real1-j1"]
+    assert "stored_before" not in first and again["stored_before"] and "stored_before" not in other
+    assert (again["steps"], again["chunks"], again["success"]) == (first["steps"], first["chunks"], first["success"])
+
+
 def test_eval_errors(checkpoint, tmp_path, capsys):
     out = str(tmp_path / "eval")
     assert main(["eval", str(tmp_path / "missing"), "--out", out]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mbpo_ray.policy.base import Observations
@@ -75,7 +76,9 @@ def test_a_worker_branches_groups_and_sees_episodes_appended_after_it_started(ti
     from actors.world_model_worker import WorldModelWorker
     from mbpo_ray.config import build_config
     from mbpo_ray.policy import save_policy
-    from mbpo_ray.replay import EpisodeBuilder, ReplayStore, StoreSpec
+    from mbpo_ray.protocol import ImagineRequest, Versions
+    from mbpo_ray.replay import EpisodeBuilder, ReplayError, ReplayStore, StoreSpec
+    from mbpo_ray.weights import WeightStore
     from tests.conftest import random_obs
     from tests.rl.conftest import H
 
@@ -97,7 +100,22 @@ def test_a_worker_branches_groups_and_sees_episodes_appended_after_it_started(ti
     worker = WorldModelWorker(cfg.to_dict(), tiny_world_model, str(tmp_path / "policy"), str(tmp_path / "store"),
                               str(tmp_path / "w"))
     store.append(episode(1))  # a real rollout arriving while the worker runs
-    br = worker.imagine(8, seed=0, task_ids=[1])["branches"]
+    br = worker.imagine(ImagineRequest(8, seed=0, tasks=(1,))).branches
     new = store.episodes[1].episode_id
     assert all(s == f"{new}:2" for s in br.start_ids)  # reverse, window 1: the last chunk of the new episode
     assert list(br.group) == [0] * 4 + [1] * 4 and (br.to_go == 1).all()
+
+    # a request that names its store parts and weight versions gets exactly those, whatever is newer
+    store.append(episode(0))
+    weights = WeightStore(str(tmp_path / "w"))
+    for v in (1, 2):
+        weights.publish("policy", tiny_policy(seed=v).state_dict(), v)
+    first = store.part_names[:1]
+    res = worker.imagine(ImagineRequest(8, seed=0, parts=first, versions=Versions(policy=1)))
+    old = store.episodes[0].episode_id
+    assert all(s == f"{old}:2" for s in res.branches.start_ids) and res.versions == Versions(1, 0)
+    held = worker.policy.state_dict()
+    assert all(torch.equal(held[k], v) for k, v in tiny_policy(seed=1).state_dict().items())
+    assert worker.imagine(ImagineRequest(8, seed=0)).branches.policy_version == 2  # unnamed: the newest
+    with pytest.raises(ReplayError, match="not visible to this reader"):
+        worker.imagine(ImagineRequest(8, seed=0, parts=("part-0-missing",)))

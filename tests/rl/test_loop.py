@@ -5,6 +5,7 @@ scaling, late joiners on the newest weights, and a replica killed mid-call."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from mbpo_ray.cli import main
 from mbpo_ray.replay import ReplayStore
 from mbpo_ray.rl.online import Trajectory, trajectories_to_branches
 from mbpo_ray.weights import WeightStore
+from tests.conftest import alive_actors
 
 SMALL = ["--mbpo.worker_cpus=0.25", "--mbpo.learner_cpus=0.25", "--mbpo.runner_cpus=0.25"]
 
@@ -43,32 +45,70 @@ def test_loop_checkpoint_and_resume(ray_cluster, loop_inputs, capsys):
     assert state["iteration"] == 2 and state["version"] == 2
     assert (out / "tb").is_dir() and "TensorBoard" in capsys.readouterr().out
 
+    at_two = root / "checkpoint_at_two"
+    shutil.copytree(out / "checkpoint", at_two)
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    # as if a world-model finetune after the checkpoint had published version 2 before a crash
+    later, _ = weights.load("world_model", 1)
+    weights.publish("world_model", {k: v + 1.0 for k, v in later.items()}, 2)
     code = main(["train", "--resume", str(out), "--mbpo.iterations=3", *common])
     assert code == 0, capsys.readouterr().err
     logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["iteration"] for x in logs] == [1, 2, 3]
-    # the checkpoint's weights were republished as version 3, the resumed update made version 4
-    assert logs[-1]["policy_version"] == 4 and WeightStore(str(out / "weights")).latest("policy") == 4
+    # the weights the batch in flight was imagined with (version 1) were republished as 3, the checkpoint's
+    # as 4, the resumed update made 5; that batch was imagined again on them, as in the uninterrupted run
+    assert logs[-1]["policy_version"] == 5 and WeightStore(str(out / "weights")).latest("policy") == 5
+    assert logs[-1]["staleness"] == 1
+    # the checkpoint's world model is the newest again (version 3), not the later one (2); the batch in
+    # flight keeps the one it was imagined with (the starting model, version 0)
+    assert weights.latest("world_model") == 3 and logs[-1]["imagine/world_model_version"] == 0
+    now, _ = weights.load("world_model", 3)
+    assert all(torch.equal(now[k], later[k]) for k in later)
+
+    # a crash after iteration 3 stored its real episode, before its checkpoint: resumed from iteration 2,
+    # iteration 3's job finds its episode in the store (stored once) and is logged once
+    shutil.rmtree(out / "checkpoint")
+    shutil.copytree(at_two, out / "checkpoint")
+    assert main(["train", "--resume", str(out), "--mbpo.iterations=3", *common]) == 0, capsys.readouterr().err
+    mine = [e.episode_id for e in ReplayStore.open(store).episodes if e.episode_id.startswith(run_id)]
+    assert sorted(mine) == [f"{run_id}-real{i}-j0" for i in (1, 2, 3)]
+    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-def test_resume_repeats_the_uninterrupted_run(ray_cluster, loop_inputs, tmp_path, capsys):
+OVERLAPPED = ["--mbpo.max_staleness=1", "--mbpo.real_every=1", "--mbpo.real_episodes=1", "--env.max_steps=6",
+              "--mbpo.wm_finetune_every=1", "--mbpo.wm_finetune_steps=2", "--world_model.engine=vllm"]
+
+
+@pytest.mark.parametrize("mode", ["sequential", "overlapped"])
+def test_resume_repeats_the_uninterrupted_run(ray_cluster, loop_inputs, tmp_path, capsys, mode):
     """Resuming from the checkpoint of iteration 2 gives, at iteration 3, the policy (and optimizer) of an
     uninterrupted run with the same seed: imagination seeds, minibatches and RNG all come from the
-    checkpointed driver state. Imagination waits for each update (max_staleness=0), so no race decides
-    which policy version a batch is imagined with."""
+    checkpointed driver state, and every imagination request names its weight versions and store parts.
+    ``overlapped``: the next batch is imagined (vLLM) while the learner updates (max_staleness=1), real
+    episodes are appended and the world model is finetuned every iteration; the batch in flight at the
+    checkpoint is imagined again on the weights it was first imagined with."""
     from safetensors.torch import load_file
 
-    _, store, policy, wm = loop_inputs
+    _, shared, policy, wm = loop_inputs
     common = ["--mbpo.tasks=0", "--mbpo.branches=4", "--mbpo.n_chunks=2", "--mbpo.learners=2",
               "--mbpo.max_staleness=0", "--mbpo.real_every=0", "--mbpo.eval_episodes=0", "--mbpo.minibatch_size=4",
               "--mbpo.updates_per_batch=2", "--mbpo.checkpoint_every=1", "--mbpo.actor_lr=1e-3",
-              "--world_model.engine=hf", *SMALL]
+              "--world_model.engine=hf", *SMALL, *(OVERLAPPED if mode == "overlapped" else [])]
     whole, part = tmp_path / "whole", tmp_path / "part"
-    args = ["train", "--policy", policy, "--world-model", wm, "--store", store]
-    assert main([*args, "--out", str(whole), "--mbpo.iterations=3", *common]) == 0, capsys.readouterr().err
-    assert main([*args, "--out", str(part), "--mbpo.iterations=2", *common]) == 0, capsys.readouterr().err
+    stores = {r: str(tmp_path / f"store_{r.name}") for r in (whole, part)}  # the same data for both runs
+    for s in stores.values():
+        shutil.copytree(shared, s)
+    args = ["train", "--policy", policy, "--world-model", wm]
+    assert main([*args, "--store", stores[whole], "--out", str(whole), "--mbpo.iterations=3", *common]) == 0, \
+        capsys.readouterr().err
+    assert main([*args, "--store", stores[part], "--out", str(part), "--mbpo.iterations=2", *common]) == 0, \
+        capsys.readouterr().err
     after_two = load_file(str(part / "checkpoint" / "policy" / "model.safetensors"))
-    assert main(["train", "--resume", str(part), "--mbpo.iterations=3", *common]) == 0, capsys.readouterr().err
+    with open(part / "metrics.jsonl", "a") as f:  # as if iteration 3 had been logged before a crash
+        f.write(json.dumps({"iteration": 3, "ppo/loss": 0.0}) + "\n")
+    # the resume names only what it changes: objective, branch length, engine, rates come from run.json
+    assert main(["train", "--resume", str(part), "--mbpo.iterations=3"]) == 0, capsys.readouterr().err
+    assert "changed by this command: mbpo.iterations 2 -> 3" in capsys.readouterr().err
 
     a = load_file(str(whole / "checkpoint" / "policy" / "model.safetensors"))
     b = load_file(str(part / "checkpoint" / "policy" / "model.safetensors"))
@@ -81,6 +121,15 @@ def test_resume_repeats_the_uninterrupted_run(ray_cluster, loop_inputs, tmp_path
     logs = [[json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (whole, part)]
     assert [x["iteration"] for x in logs[1]] == [1, 2, 3]
     assert logs[0][2]["ppo/loss"] == logs[1][2]["ppo/loss"]
+    if mode == "overlapped":
+        assert [x["staleness"] for x in logs[0]] == [0, 1, 1] == [x["staleness"] for x in logs[1]]
+        wa = load_file(str(whole / "checkpoint" / "world_model" / "model" / "model.safetensors"))
+        wb = load_file(str(part / "checkpoint" / "world_model" / "model" / "model.safetensors"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the finetuned world models agree too
+        ids = {r: json.loads((r / "run.json").read_text())["run_id"] for r in (whole, part)}
+        real = [[e for e in ReplayStore.open(stores[r]).episodes if e.episode_id.startswith(ids[r])] for r in ids]
+        assert [len(x) for x in real] == [3, 3]  # one real episode per iteration, none twice
+        assert [(e.success, e.env_steps) for e in real[0]] == [(e.success, e.env_steps) for e in real[1]]
 
 
 def test_train_refuses_what_the_cluster_cannot_place(ray_cluster, loop_inputs, tmp_path, capsys):
@@ -91,6 +140,38 @@ def test_train_refuses_what_the_cluster_cannot_place(ray_cluster, loop_inputs, t
     err = capsys.readouterr().err
     assert code == 2 and "the loop reserves 5 CPU" in err and "but the cluster has 2" in err, err
     assert not out.exists()  # refused before anything was written
+
+
+def _alive(ray_cluster) -> list[str]:
+    return alive_actors({"PolicyLearner", "WorldModelLearner", "WorldModelWorker", "EnvRunner"})
+
+
+def test_a_run_that_fails_leaves_no_actor_running(ray_cluster, loop_inputs, tmp_path, monkeypatch):
+    """A failure in the driver after every actor has started (learner ranks, the world-model learner,
+    replicas, env runners): all of them are gone when train_mbpo raises."""
+    import time
+
+    from mbpo_ray import mbpo
+    from mbpo_ray.config import build_config
+
+    _, store, policy, wm = loop_inputs
+    before = _alive(ray_cluster)
+
+    def fail(self, *a, **k):
+        assert len(_alive(ray_cluster)) >= len(before) + 5  # 2 ranks, a replica, a runner, the wm learner
+        raise RuntimeError("the driver failed")
+
+    monkeypatch.setattr(mbpo._Loop, "sample", fail)
+    cfg = build_config(None, {"mbpo": {"tasks": "0", "branches": 4, "learners": 2, "real_every": 1, "real_episodes": 1,
+                                       "wm_finetune_every": 1, "worker_cpus": 0.25, "learner_cpus": 0.25,
+                                       "runner_cpus": 0.25, "wm_learner_cpus": 0.25},
+                              "world_model": {"engine": "hf"}})
+    with pytest.raises(RuntimeError, match="the driver failed"):
+        mbpo.train_mbpo(cfg, policy, wm, store, str(tmp_path / "run"))
+    deadline = time.time() + 60
+    while _alive(ray_cluster) != before and time.time() < deadline:
+        time.sleep(1)
+    assert _alive(ray_cluster) == before
 
 
 def test_train_errors(tmp_path, capsys):

@@ -135,6 +135,26 @@ def test_grpo_two_ranks_match_one(ray_cluster, loop_inputs, tmp_path):
     assert one.weights_checksum() == pytest.approx(sums[0], rel=1e-6, abs=1e-5)
 
 
+def test_a_rank_that_dies_mid_update_stops_the_group_at_once(ray_cluster, loop_inputs, tmp_path):
+    """Rank 1 is killed while the group updates: rank 0 would wait in its all-reduce for ever; instead
+    the error is raised and rank 0 is killed too."""
+    import time
+
+    import ray
+
+    _, _, policy_dir, _ = loop_inputs
+    group = LearnerGroup(grpo_config(policy_dir), policy_dir, str(tmp_path / "two"), 2, num_cpus=0.25)
+    group.checksums()  # both ranks are up
+    refs = group.update_async(grouped(policy_dir, {5: 1}), 1, seed=0)
+    ray.kill(group.ranks[1])
+    t0 = time.perf_counter()
+    with pytest.raises(ray.exceptions.RayActorError):
+        group.collect(refs)
+    assert time.perf_counter() - t0 < 60
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(group.ranks[0].weights_checksum.remote(), timeout=60)
+
+
 def test_group_config_errors():
     with pytest.raises(ConfigError, match="group_size >= 2"):
         build_config(overrides={"mbpo": {"objective": "grpo"}})

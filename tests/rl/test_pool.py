@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import ray
 
-from actors.world_model_pool import WorldModelPool, _shares
+from actors.world_model_pool import PoolError, WorldModelPool, _shares
 from actors.world_model_worker import world_model_worker_class
 from mbpo_ray.config import build_config
 from mbpo_ray.policy import save_policy
+from mbpo_ray.protocol import ImagineRequest
 from mbpo_ray.replay import EpisodeBuilder, ReplayStore, StoreSpec
 from mbpo_ray.rl.imagine import Branches
 from mbpo_ray.weights import WeightStore
-from tests.conftest import random_obs
+from tests.conftest import alive_actors, random_obs
 from tests.rl.conftest import INSTRUCTIONS, H, tiny_policy
 
 
@@ -32,9 +33,13 @@ def pool_inputs(tmp_path_factory, tiny_world_model):
         store.append(b.finish(random_obs(rng, spec)))
     policy = tiny_policy()
     save_policy(policy, root / "policy", {"store_image_size": 32})
-    cfg = build_config(overrides=["--world_model.engine=hf", "--mbpo.n_chunks=2"]).to_dict()
     cls = world_model_worker_class(num_cpus=0.25)
-    return lambda: cls.remote(cfg, tiny_world_model, str(root / "policy"), str(root / "store"), str(root / "w")), root
+
+    def make(engine: str = "hf", world_model: str = tiny_world_model):
+        cfg = build_config(overrides=[f"--world_model.engine={engine}", "--mbpo.n_chunks=2"]).to_dict()
+        return lambda: cls.remote(cfg, world_model, str(root / "policy"), str(root / "store"), str(root / "w"))
+
+    return make, root
 
 
 def test_shares():
@@ -43,25 +48,77 @@ def test_shares():
 
 def test_scaling_late_joiner_and_killed_replica(ray_cluster, pool_inputs):
     make, root = pool_inputs
-    pool = WorldModelPool(make, 1, 2, {"CPU": 0.25})
+    pool = WorldModelPool(make(), 1, 2, {"CPU": 0.25})
     # a new policy version is published; the replica the pool adds comes up on it by itself
     WeightStore(str(root / "w")).publish("policy", tiny_policy(seed=5).state_dict(), 1)
     assert pool.autoscale(imagine_s=10.0, update_s=1.0) == 2 and len(pool) == 2  # the learner waited: grow
-    assert ray.get(pool.workers[1].sync.remote())["policy_version"] == 1
+    assert ray.get(pool.workers[1].sync.remote()).policy == 1
     assert pool.autoscale(imagine_s=10.0, update_s=1.0) == 2  # already at max
 
     # the same seed gives the same branches; a replica killed mid-call has its share redone
     clean, _ = pool.imagine(6, seed=2, task_ids=[0, 1])
-    a = Branches.concat([r["branches"] for r in clean])
+    a = Branches.concat([r.branches for r in clean])
     assert len(a) == 6 and a.policy_version == 1 and {s.split(":")[1] for s in a.start_ids} <= {"0", "1", "2", "3"}
     victim = pool.workers[0]
-    busy = victim.imagine.remote(50, 9, None)
+    busy = victim.imagine.remote(ImagineRequest(50, 9))
     ray.kill(victim)
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(busy)
     again, stats = pool.imagine(6, seed=2, task_ids=[0, 1])
     assert stats["redone_shares"] == 1 and pool.replaced == 1
-    b = Branches.concat([r["branches"] for r in again])
+    b = Branches.concat([r.branches for r in again])
     assert a.start_ids == b.start_ids and len(b) == 6  # every branch exactly once
     np.testing.assert_array_equal(a.actions, b.actions)
     assert pool.autoscale(imagine_s=1.0, update_s=10.0) == 1 and len(pool) == 1  # one fewer keeps up: shrink
+
+
+def _alive_workers() -> int:
+    return len(alive_actors({"WorldModelWorker"}))
+
+
+def test_a_vllm_replica_killed_during_the_call_loses_no_branch(ray_cluster, pool_inputs):
+    """The kill lands while the pool waits on the call (vLLM engine); a dead replica found when the
+    pool resizes is replaced, not a crash."""
+    import threading
+    import time
+
+    make, _ = pool_inputs
+    pool = WorldModelPool(make("vllm"), 1, 2, {"CPU": 0.25})
+    try:
+        t0 = time.perf_counter()
+        clean, _ = pool.imagine(128, seed=4, task_ids=[0, 1])
+        call_s = time.perf_counter() - t0
+        victim = pool.workers[0]
+        killer = threading.Timer(call_s / 3, lambda: ray.kill(victim))  # a third of the way into the call
+        killer.start()
+        again, stats = pool.imagine(128, seed=4, task_ids=[0, 1])
+        killer.join()
+        assert stats["redone_shares"] == 1 and pool.replaced == 1
+        a, b = (Branches.concat([r.branches for r in x]) for x in (clean, again))
+        assert a.start_ids == b.start_ids and len(b) == 128  # every branch exactly once, the same ones
+        np.testing.assert_array_equal(a.actions, b.actions)
+        ray.kill(pool.workers[0])
+        assert pool.autoscale(imagine_s=10.0, update_s=1.0) == 2 and pool.replaced == 2
+        assert all(ray.get([w.pid.remote() for w in pool.workers]))
+    finally:
+        pool.close()
+
+
+def test_a_replica_that_cannot_start_stops_the_pool_with_a_clear_error(ray_cluster, pool_inputs, tmp_path):
+    make, _ = pool_inputs
+    before = _alive_workers()
+    (tmp_path / "not_a_model").mkdir()
+    with pytest.raises(PoolError, match="replica 0 failed to start 3 times in a row"):
+        WorldModelPool(make(world_model=str(tmp_path / "not_a_model")), 1, 1, {"CPU": 0.25}, max_failures=2)
+    assert _alive_workers() == before  # nothing left running
+
+
+def test_a_call_that_never_finishes_stops_the_pool(ray_cluster, pool_inputs):
+    make, _ = pool_inputs
+    pool = WorldModelPool(make(), 1, 1, {"CPU": 0.25}, call_timeout_s=0.05, max_failures=1)
+    try:
+        with pytest.raises(PoolError, match="no world-model share finished within 0.05 s, 2 times in a row"):
+            pool.imagine(64, seed=0, task_ids=[0, 1])
+        assert pool.replaced >= 1
+    finally:
+        pool.close()
