@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--policy", help="a policy checkpoint: the report also judges the reward under its sampled actions")
     ap.add_argument("--temperature", default="1.0", help="imagination's sampling temperature (mbpo.temperature)")
     ap.add_argument("--eval-only", action="store_true", help="report on WORK/wm as trained by an earlier run")
+    ap.add_argument("--name", default="world_model_quality",
+                    help="result name: benchmarks/results/NAME.json (and the branch grid NAME.png)")
     ap.add_argument("overrides", nargs="*", help="--section.field=value passed to the training commands")
     args, extra = ap.parse_known_args()
     overrides = args.overrides + extra
@@ -74,16 +76,17 @@ def main() -> None:
 
     info = ReplayStore.open(args.store).info()
     report.pop("grid", None)
-    write_result("world_model_quality", {
+    grid = "world_model_branch_grid" if args.name == "world_model_quality" else args.name
+    write_result(args.name, {
         **report,
         "train_minutes": train_minutes,
         "tokenizer": {"preset": tok["preset"], **tok["metrics"],
                       "trained_here": not args.tokenizer},
         "data": {k: info[k] for k in ("episodes", "transitions", "tasks", "sources") if k in info},
-        "grid_png": "benchmarks/results/world_model_branch_grid.png",
+        "grid_png": f"benchmarks/results/{grid}.png",
         "note": "discrete-token UMM (Llama-style, trained from scratch on this machine), not the paper's BAGEL-7B",
     })  # before the PNG is copied: the commit recorded is the clean one the run started from
-    shutil.copy(work / "report" / "branch_grid.png", RESULTS / "world_model_branch_grid.png")
+    shutil.copy(work / "report" / "branch_grid.png", RESULTS / f"{grid}.png")
 
 
 if __name__ == "__main__":
