@@ -17,8 +17,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from mbpo_ray.world_model.engines.base import Imagined, WorldModelEngine
 from mbpo_ray.seeds import request_seeds
+from mbpo_ray.world_model.engines.base import Imagined, WorldModelEngine
 from mbpo_ray.world_model.layout import NO, REW, WRIST, YES, TokenLayout
 
 EXTENSION = "mbpo_ray.world_model.engines.vllm_ext.WeightSyncExtension"
