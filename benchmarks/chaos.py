@@ -143,7 +143,10 @@ def compare(whole: Path, chaos: Path, stores: dict[Path, str], iterations: int) 
     ids = [e.episode_id for e in ReplayStore.open(stores[chaos]).episodes if e.episode_id.startswith(rid)]
     expected = {f"{rid}-real{i}-j0" for i in range(1, iterations + 1)}
     rows = [json.loads(x)["iteration"] for x in (chaos / "metrics.jsonl").read_text().splitlines()]
+    start = load_file(str(Path(json.loads((chaos / "run.json").read_text())["policy"]) / "model.safetensors"))
+    end = load_file(str(chaos / "checkpoint" / "policy" / "model.safetensors"))
     return {"final_weights_identical": same("checkpoint/policy/model.safetensors"),
+            "policy_moved_from_start": any(not bool((start[k] == end[k]).all()) for k in end),  # not trivially equal
             "final_world_model_identical": same("checkpoint/world_model/model/model.safetensors"),
             "episodes_lost": len(expected - set(ids)), "episodes_duplicated": len(ids) - len(set(ids)),
             "episodes_unexpected": len(set(ids) - expected), "metric_rows_duplicated": len(rows) - len(set(rows)),

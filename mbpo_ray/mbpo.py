@@ -14,6 +14,7 @@ Run folder ``OUT``::
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mbpo_ray.config import Config
-from mbpo_ray.protocol import Versions
+from mbpo_ray.protocol import ImagineResult, Versions
 from mbpo_ray.resume import (
     recover_checkpoint,
     republish,
@@ -197,8 +198,9 @@ class _Loop:
         br.policy_version = state["version"]
         state["real_env_steps"] += sum(r["steps"] for r in res)
         state["real_episodes"] = state.get("real_episodes", 0) + len(res)
-        return [{"branches": br}], {"seconds": time.perf_counter() - t0, "redone_shares": 0,
-                                    "workers": len(self.runners), "sync_seconds": 0.0}
+        secs = time.perf_counter() - t0
+        result = ImagineResult(br, secs, 0.0, os.getpid(), Versions(state["version"], 0))
+        return [result], {"seconds": secs, "redone_shares": 0, "workers": len(self.runners), "sync_seconds": 0.0}
 
     def learn(self, it: int, batch) -> tuple[dict, object]:
         """One update on ``batch``; returns the iteration's log and the next batch if it was imagined

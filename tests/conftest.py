@@ -54,9 +54,9 @@ def ray_cluster():
 
 
 def alive_actors(class_names: set[str]) -> list[str]:
-    """Class names of the live actors of these classes on the connected cluster (from the GCS actor
-    table: no dashboard needed)."""
+    """Class names of the actors of these classes on the connected cluster that are not dead (alive,
+    or still being created), from the GCS actor table: no dashboard needed."""
     from ray._private.state import actors
 
     return sorted(a["ActorClassName"] for a in actors().values()
-                  if a["State"] == "ALIVE" and a["ActorClassName"] in class_names)
+                  if a["State"] != "DEAD" and a["ActorClassName"] in class_names)

@@ -44,6 +44,8 @@ def test_loop_checkpoint_and_resume(ray_cluster, loop_inputs, capsys):
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["iteration"] == 2 and state["version"] == 2
     assert (out / "tb").is_dir() and "TensorBoard" in capsys.readouterr().out
+    kept = sorted(p.name for p in (out / "policies").iterdir())
+    assert len(kept) <= 2 and not any((out / "policies" / k / "optimizer.pt").exists() for k in kept)
 
     at_two = root / "checkpoint_at_two"
     shutil.copytree(out / "checkpoint", at_two)
@@ -106,6 +108,10 @@ def test_resume_repeats_the_uninterrupted_run(ray_cluster, loop_inputs, tmp_path
     after_two = load_file(str(part / "checkpoint" / "policy" / "model.safetensors"))
     with open(part / "metrics.jsonl", "a") as f:  # as if iteration 3 had been logged before a crash
         f.write(json.dumps({"iteration": 3, "ppo/loss": 0.0}) + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(part / "tb")) as tb:  # ... and written to TensorBoard
+        tb.add_scalar("ppo/loss", -1.0, 3)
     # the resume names only what it changes: objective, branch length, engine, rates come from run.json
     assert main(["train", "--resume", str(part), "--mbpo.iterations=3"]) == 0, capsys.readouterr().err
     assert "changed by this command: mbpo.iterations 2 -> 3" in capsys.readouterr().err
@@ -121,6 +127,10 @@ def test_resume_repeats_the_uninterrupted_run(ray_cluster, loop_inputs, tmp_path
     logs = [[json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (whole, part)]
     assert [x["iteration"] for x in logs[1]] == [1, 2, 3]
     assert logs[0][2]["ppo/loss"] == logs[1][2]["ppo/loss"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(part / "tb")).Reload().Scalars("ppo/loss")
+    assert [e.step for e in scalars] == [1, 2, 3] and scalars[-1].value == pytest.approx(logs[1][2]["ppo/loss"])
     if mode == "overlapped":
         assert [x["staleness"] for x in logs[0]] == [0, 1, 1] == [x["staleness"] for x in logs[1]]
         wa = load_file(str(whole / "checkpoint" / "world_model" / "model" / "model.safetensors"))

@@ -79,21 +79,40 @@ def _alive_workers() -> int:
 def test_a_vllm_replica_killed_during_the_call_loses_no_branch(ray_cluster, pool_inputs):
     """The kill lands while the pool waits on the call (vLLM engine); a dead replica found when the
     pool resizes is replaced, not a crash."""
+    import os
     import threading
     import time
+    from pathlib import Path
 
     make, _ = pool_inputs
     pool = WorldModelPool(make("vllm"), 1, 2, {"CPU": 0.25})
     try:
-        t0 = time.perf_counter()
-        clean, _ = pool.imagine(128, seed=4, task_ids=[0, 1])
-        call_s = time.perf_counter() - t0
         victim = pool.workers[0]
-        killer = threading.Timer(call_s / 3, lambda: ray.kill(victim))  # a third of the way into the call
+        pid = ray.get(victim.pid.remote())
+
+        def cpu_s() -> float:  # the replica's CPU time: it rises only while it works on a call
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        t0 = cpu_s()
+        clean, _ = pool.imagine(128, seed=4, task_ids=[0, 1])
+        busy = (cpu_s() - t0) / 3  # a third of a call's work
+        landed = []
+
+        def kill_mid_call():
+            start, deadline = cpu_s(), time.time() + 300
+            while cpu_s() - start < busy:
+                if time.time() > deadline:
+                    return
+                time.sleep(0.01)
+            ray.kill(victim)
+            landed.append(True)
+
+        killer = threading.Thread(target=kill_mid_call)
         killer.start()
         again, stats = pool.imagine(128, seed=4, task_ids=[0, 1])
         killer.join()
-        assert stats["redone_shares"] == 1 and pool.replaced == 1
+        assert landed and stats["redone_shares"] == 1 and pool.replaced == 1
         a, b = (Branches.concat([r.branches for r in x]) for x in (clean, again))
         assert a.start_ids == b.start_ids and len(b) == 128  # every branch exactly once, the same ones
         np.testing.assert_array_equal(a.actions, b.actions)
