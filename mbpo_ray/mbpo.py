@@ -174,8 +174,11 @@ class _Loop:
             state["imagine_seed"] = self._seed(IMAGINE, iteration)
             state["imagine_versions"] = [state["version"], state["world_model_version"]]
             state["imagine_parts"] = list(state["store_parts"])
-        else:
+        else:  # the batch in flight at the checkpoint, on the weights and parts it named (a checkpoint
+            # written before batches named them: the ones held now)
             state["imagine_seed"] = seed
+            state.setdefault("imagine_versions", [state["version"], state["world_model_version"]])
+            state.setdefault("imagine_parts", list(state["store_parts"]))
         if self.online:
             return self._rollouts(state["imagine_seed"])
         # the weights and store parts are named, not "the newest": the batch is the same whenever it runs
@@ -224,7 +227,8 @@ class _Loop:
         sums = self.learners.checksums()  # DDP ranks must hold identical weights
         update_s = m["seconds"]
         log = {"iteration": it + 1, "policy_version": state["version"], "staleness": staleness,
-               "imagine/world_model_version": br.world_model_version, "imagine/chunk_transitions": br.steps, "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
+               "imagine/world_model_version": br.world_model_version, "imagine/chunk_transitions": br.steps,
+               "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
                "imagine/reward_mean": float(br.reward.sum(1).mean()), "imagine/p_yes_mean": float(br.p_yes[br.valid].mean()),
                "imagine/uncertainty_mean": float(br.uncertainty[br.valid].mean()),
                "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"], **_success_by_start(br),
