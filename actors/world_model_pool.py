@@ -5,7 +5,7 @@ current one; when imagination took longer than the update (the learner waited on
 pool grows by one replica, up to ``max``; when one replica fewer would still have kept up, it
 shrinks by one, down to ``min``. The target is handed to the Ray autoscaler with
 ``ray.autoscaler.sdk.request_resources`` (one bundle per replica), so on a cluster the pending
-replicas make it add GPU nodes; new replicas pull the newest weights themselves on start.
+replicas make it add GPU nodes; new replicas pull the weights each request names themselves.
 
 Fault tolerance: a replica that dies mid-call, or that finishes no share within ``call_timeout_s``,
 is killed and a new one started (the pool does this, never Ray: workers have ``max_restarts=0``);

@@ -1,4 +1,4 @@
-"""Versioned weight store: learners publish, every worker pulls the newest version it has not got.
+"""Versioned weight store: learners publish, every worker pulls the version a request names (or the newest).
 
 Layout on any pyarrow filesystem (a local folder, a shared mount, ``s3://...``)::
 
