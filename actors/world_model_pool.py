@@ -16,13 +16,13 @@ replica whose replacement fails to come up ``max_failures`` times in a row stops
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError
 
+from mbpo_ray.connect import kill_actor
 from mbpo_ray.protocol import ImagineRequest, ImagineResult, Versions
 from mbpo_ray.seeds import derive_seed
 
@@ -49,7 +49,7 @@ class WorldModelPool:
 
     def close(self) -> None:
         for w in self.workers:
-            _kill(w)
+            kill_actor(w)
         self.workers = []
 
     def __len__(self) -> int:
@@ -65,7 +65,7 @@ class WorldModelPool:
         while len(self.workers) < n:
             self.workers.append(self.make_worker())
         while len(self.workers) > n:
-            _kill(self.workers.pop())
+            kill_actor(self.workers.pop())
         for i in range(len(self.workers)):  # engines started; a dead one (also an old one) is replaced
             self._ensure_ready(i)
 
@@ -135,7 +135,7 @@ class WorldModelPool:
         return [results[i] for i in sorted(results)], stats
 
     def _replace(self, index: int, wait: bool = True) -> None:
-        _kill(self.workers[index])
+        kill_actor(self.workers[index])
         self.workers[index] = self.make_worker()
         self.replaced += 1
         if wait:
@@ -152,11 +152,6 @@ class WorldModelPool:
         if target != n:
             self._resize(target)
         return target
-
-
-def _kill(worker) -> None:
-    with contextlib.suppress(Exception):  # already gone
-        ray.kill(worker)
 
 
 def _shares(n: int, k: int) -> list[int]:

@@ -13,7 +13,6 @@ distribution, standardises advantages over masked bootstrap rows, and offers DDP
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -24,6 +23,7 @@ import ray
 import torch
 
 from mbpo_ray.config import build_config
+from mbpo_ray.connect import kill_actor
 from mbpo_ray.policy.base import Observations
 from mbpo_ray.rl.imagine import Branches
 from mbpo_ray.rl.objectives import OBJECTIVES
@@ -309,8 +309,7 @@ class LearnerGroup:
 
     def close(self) -> None:
         for r in self.ranks:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(r)
+            kill_actor(r)
 
     def fit_critic(self, steps: int, version: int, seed: int) -> dict:
         """Every rank fits the critic on real returns (DDP keeps them identical); rank 0's metrics."""

@@ -15,3 +15,13 @@ def connect_ray(num_cpus: int) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+def kill_actor(actor) -> None:
+    """``ray.kill``, quietly when the actor is already gone."""
+    import contextlib
+
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.kill(actor)

@@ -311,15 +311,12 @@ class _Loop:
 
     def close(self) -> None:
         """Every actor this loop started (also after an error half-way through ``__init__``)."""
-        import contextlib
-
-        import ray
+        from mbpo_ray.connect import kill_actor
 
         if self.pool is not None:
             self.pool.close()
         for a in [*self.runners, *([self.wm_learner] if self.wm_learner is not None else [])]:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(a)
+            kill_actor(a)
         if self.learners is not None:
             self.learners.close()
 

@@ -66,8 +66,7 @@ class WeightStore:
         version = self.latest(name) if version is None else version
         if version <= 0:
             raise FileNotFoundError(f"no weights named {name!r} in {self.uri}")
-        with self.fs.open_input_stream(f"{self._dir(name)}/v{version:08d}.safetensors") as f:
-            return load(f.read()), version
+        return load(self.read_bytes(name, version)), version
 
     def _prune(self, name: str, newest: int) -> None:
         """Drop versions older than the ``keep`` newest (readers load within moments of publishing)."""
