@@ -79,14 +79,16 @@ class EnvRunner:
             self._envs.popitem()[1].close()
 
 
-def make_env_runners(cfg_dict: dict, store_uri: str | None, n: int, num_cpus: float = 1.0) -> list:
+def make_env_runners(cfg_dict: dict, store_uri: str | None, n: int, num_cpus: float = 1.0,
+                     resources: dict[str, float] | None = None) -> list:
     """``n`` env-runner actors; rendering backend and thread counts pinned per process."""
     env_vars = {
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", cfg_dict["env"]["renderer"]),
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
-    remote = ray.remote(EnvRunner).options(num_cpus=num_cpus, runtime_env={"env_vars": env_vars})
+    remote = ray.remote(EnvRunner).options(num_cpus=num_cpus, resources=dict(resources or {}),
+                                           runtime_env={"env_vars": env_vars})
     return [remote.remote(cfg_dict, store_uri) for _ in range(n)]
 
 

@@ -94,13 +94,15 @@ class WorldModelWorker:
                                                      table.column("chunk_index").to_pylist(), strict=True)]
         br.to_go = chunks_to_go(episodes, ep, chunk)
         br.policy_version, br.world_model_version = versions.policy, versions.world_model
-        return ImagineResult(br, time.perf_counter() - t0, self.sync_seconds, os.getpid(), versions)
+        return ImagineResult(br, time.perf_counter() - t0, self.sync_seconds, os.getpid(), versions,
+                             ray.util.get_node_ip_address())
 
     def pid(self) -> int:
         return os.getpid()
 
 
-def world_model_worker_class(num_cpus: float = 1.0, num_gpus: float = 0.0, env_vars: dict | None = None):
+def world_model_worker_class(num_cpus: float = 1.0, num_gpus: float = 0.0, env_vars: dict | None = None,
+                             resources: dict[str, float] | None = None):
     """The Ray actor class with its resource request (GPU replicas on a cluster, CPU here)."""
     threads = str(max(1, int(num_cpus)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **(env_vars or {})}
@@ -108,4 +110,4 @@ def world_model_worker_class(num_cpus: float = 1.0, num_gpus: float = 0.0, env_v
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     # max_restarts=0: the pool replaces a dead replica; Ray must not restart it as well
     return ray.remote(WorldModelWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
-                                                 runtime_env={"env_vars": env})
+                                                 resources=dict(resources or {}), runtime_env={"env_vars": env})

@@ -13,8 +13,8 @@ distribution, standardises advantages over masked bootstrap rows, and offers DDP
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import time
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ import numpy as np
 import ray
 import torch
 
+from learners.rendezvous import Rendezvous, join_group, node_ip, open_store
 from mbpo_ray.config import build_config
 from mbpo_ray.connect import kill_actor
 from mbpo_ray.policy.base import Observations
@@ -35,21 +36,16 @@ POLICY = "policy"
 
 class PolicyLearner:
     def __init__(self, cfg_dict: dict, policy_dir: str, weights_uri: str, rank: int, world_size: int,
-                 init_method: str | None, optimizer_state: str | None = None, store_uri: str | None = None,
+                 optimizer_state: str | None = None, store_uri: str | None = None,
                  reference_dir: str | None = None, store_parts: tuple[str, ...] | None = None):
-        import torch.distributed as dist
-
         from mbpo_ray.policy import load_policy
 
         self.cfg = build_config(overrides=cfg_dict)
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(self.cfg.mbpo.seed)  # identical initial weights on every rank
         self.policy = load_policy(policy_dir).train()
-        self.model = self.policy
-        if world_size > 1:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
-            self.model = torch.nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
+        self.model = self.policy  # DDP-wrapped once the ranks have joined (:meth:`join`)
+        self._store = None
         critic = [p for n, p in self.policy.named_parameters() if n.startswith("value_head.")]
         ids = {id(p) for p in critic}
         actor = [p for p in self.policy.parameters() if id(p) not in ids]
@@ -69,6 +65,22 @@ class PolicyLearner:
 
             self.real = real_returns(store_uri, mc.gamma, mc.task_ids, seed=mc.seed, parts=store_parts)
         self._real_rng = np.random.default_rng([mc.seed, rank])  # re-seeded from every update's seed
+
+    def open_rendezvous(self) -> Rendezvous:
+        """Rank 0: the group's store on this rank's node; what the other ranks join with."""
+        self._store, rdv = open_store(self.world_size)
+        return rdv
+
+    def join(self, rdv: Rendezvous) -> str:
+        """Join the process group (gloo on CPU, NCCL on GPU) and wrap the policy in DDP; returns the
+        address of this rank's node."""
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        join_group(rdv, self.rank, backend, self._store)
+        self.model = torch.nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
+        return node_ip()
+
+    def node(self) -> str:
+        return node_ip()
 
     def _allreduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -255,18 +267,39 @@ class PolicyLearner:
 
 
 class LearnerGroup:
-    """M :class:`PolicyLearner` ranks on a Ray cluster; ``update`` shards a batch across them."""
+    """M :class:`PolicyLearner` ranks on a Ray cluster; ``update`` shards a batch across them.
+
+    The ranks are the bundles of one placement group (``placement``: Ray's PACK, SPREAD,
+    STRICT_PACK or STRICT_SPREAD; ``resources``: custom node resources each rank needs, to pin ranks
+    to a kind of node), so they are placed together or not at all; they then meet through rank 0's
+    store on rank 0's node (:mod:`learners.rendezvous`), on one node or many."""
 
     def __init__(self, cfg_dict: dict, policy_dir: str, weights_uri: str, n: int, num_cpus: float = 1.0,
                  num_gpus: float = 0.0, optimizer_state: str | None = None, store_uri: str | None = None,
-                 reference_dir: str | None = None, store_parts: tuple[str, ...] | None = None):
-        init = f"tcp://127.0.0.1:{_free_port()}" if n > 1 else None
-        env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus))), "GLOO_SOCKET_IFNAME": "lo"}
-        cls = ray.remote(PolicyLearner).options(num_cpus=num_cpus, num_gpus=num_gpus,
-                                                runtime_env={"env_vars": env})
-        self.ranks = [cls.remote(cfg_dict, policy_dir, weights_uri, r, n, init, optimizer_state, store_uri,
-                                 reference_dir, store_parts)
-                      for r in range(n)]
+                 reference_dir: str | None = None, store_parts: tuple[str, ...] | None = None,
+                 resources: dict[str, float] | None = None, placement: str = "pack",
+                 place_timeout_s: float | None = None):
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        custom = dict(resources or {})
+        env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus)))}
+        self.pg = _place(n, {"CPU": num_cpus, "GPU": num_gpus, **custom}, placement, place_timeout_s)
+        self.ranks = []
+        for r in range(n):
+            cls = ray.remote(PolicyLearner).options(
+                num_cpus=num_cpus, num_gpus=num_gpus, resources=custom, runtime_env={"env_vars": env},
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r))
+            self.ranks.append(cls.remote(cfg_dict, policy_dir, weights_uri, r, n, optimizer_state, store_uri,
+                                         reference_dir, store_parts))
+        try:
+            if n > 1:
+                rdv = ray.get(self.ranks[0].open_rendezvous.remote())
+                self.nodes = self.gather([r.join.remote(rdv) for r in self.ranks])
+            else:
+                self.nodes = [ray.get(self.ranks[0].node.remote())]
+        except BaseException:
+            self.close()
+            raise
 
     def update_async(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> list:
         """Start an update on every rank (each gets its shard); :meth:`collect` waits for it."""
@@ -310,6 +343,10 @@ class LearnerGroup:
     def close(self) -> None:
         for r in self.ranks:
             kill_actor(r)
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                ray.util.remove_placement_group(self.pg)
+            self.pg = None
 
     def fit_critic(self, steps: int, version: int, seed: int) -> dict:
         """Every rank fits the critic on real returns (DDP keeps them identical); rank 0's metrics."""
@@ -364,7 +401,32 @@ def _split(br: Branches, n: int) -> list[Branches]:
     return [br.take(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+STRATEGIES = {"pack": "PACK", "spread": "SPREAD", "strict_pack": "STRICT_PACK", "strict_spread": "STRICT_SPREAD"}
+
+
+class PlacementError(RuntimeError):
+    """The cluster cannot place the learner ranks as asked."""
+
+
+def _place(n: int, bundle: dict[str, float], placement: str, timeout_s: float | None):
+    """A placement group of ``n`` bundles, ready; a clear error (and nothing left reserved) when the
+    cluster cannot hold it within ``timeout_s`` (default: 120 s, or an hour where an autoscaler adds
+    nodes, ``MBPO_RAY_AUTOSCALING=1``)."""
+    from ray.util.placement_group import placement_group
+
+    bundle = {k: float(v) for k, v in bundle.items() if v}
+    if not bundle:
+        raise PlacementError("a learner rank reserves nothing: give it CPUs or GPUs (mbpo.learner_cpus / learner_gpus)")
+    if timeout_s is None:
+        timeout_s = 3600.0 if os.environ.get("MBPO_RAY_AUTOSCALING") else 120.0
+    pg = placement_group([dict(bundle) for _ in range(n)], strategy=STRATEGIES[placement])
+    try:
+        ray.get(pg.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.util.remove_placement_group(pg)
+        nodes = [x["Resources"] for x in ray.nodes() if x["Alive"]]
+        raise PlacementError(
+            f"the cluster cannot place {n} learner ranks of {bundle} with placement {placement} "
+            f"({STRATEGIES[placement]}) within {timeout_s:g} s; its nodes have {nodes}: lower mbpo.learners or "
+            "the per-rank resources, choose another mbpo.learner_placement, or add nodes") from None
+    return pg

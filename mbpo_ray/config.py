@@ -169,6 +169,25 @@ POLICY_ARCHS = ("binned_vla",)  # names in mbpo_ray.policy.POLICIES
 OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
 START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
+PLACEMENTS = ("pack", "spread", "strict_pack", "strict_spread")  # mbpo.learner_placement (Ray's strategies)
+
+
+def parse_resources(name: str, text: str) -> dict[str, float]:
+    """``"wm_node:1,fast_disk:0.5"`` -> ``{"wm_node": 1.0, "fast_disk": 0.5}``: custom Ray node
+    resources an actor needs (CPU and GPU have fields of their own)."""
+    out: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, amount = item.partition(":")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not key.strip() or value <= 0:
+            fail(name, text, "a comma-separated list of name:amount with amount > 0, e.g. wm_node:1")
+        if key.strip() in ("CPU", "GPU"):
+            fail(name, text, "custom resources only; CPUs and GPUs have the *_cpus / *_gpus fields")
+        out[key.strip()] = value
+    return out
 
 
 def parse_task_ids(spec: str) -> list[int]:
@@ -358,8 +377,19 @@ class MBPOConfig:
     runner_cpus: float = 0.5  # per env runner
     wm_learner_cpus: float = 0.5  # the world-model learner (only with wm_finetune_every)
     wm_learner_gpus: float = 0.0
+    # custom Ray node resources each actor of a kind needs ("name:amount,..."), to pin it to a kind of
+    # node (e.g. world-model replicas on inference nodes: worker_resources=inference_node:1)
+    worker_resources: str = ""
+    learner_resources: str = ""
+    runner_resources: str = ""
+    # how the learner ranks' placement group spreads them over nodes: pack (fewest nodes), spread,
+    # strict_pack (one node), strict_spread (one rank per node)
+    learner_placement: str = "pack"
 
     def __post_init__(self) -> None:
+        for kind in ("worker", "learner", "runner"):
+            parse_resources(f"mbpo.{kind}_resources", getattr(self, f"{kind}_resources"))
+        _check_choice("mbpo.learner_placement", self.learner_placement, PLACEMENTS)
         for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus",
                      "wm_learner_cpus", "wm_learner_gpus"):
             _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)
@@ -413,6 +443,10 @@ class MBPOConfig:
     @property
     def task_ids(self) -> list[int]:
         return parse_task_ids(self.tasks)
+
+    def custom_resources(self, kind: str) -> dict[str, float]:
+        """The custom node resources of one actor of ``kind`` (worker, learner, runner)."""
+        return parse_resources(f"mbpo.{kind}_resources", getattr(self, f"{kind}_resources"))
 
 
 @dataclass(frozen=True)

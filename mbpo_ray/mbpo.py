@@ -8,6 +8,7 @@ Run folder ``OUT``::
     OUT/checkpoint/   everything needed to resume: policy + optimizer, world model, state.json
     OUT/tb/           TensorBoard scalars
     OUT/metrics.jsonl one line per iteration
+    OUT/placement.json the node of every learner rank and of the replicas that imagined the last batch
     OUT/eval/iter_N.json every evaluation episode's outcome by (task, init state)
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mbpo_ray.config import Config
+from mbpo_ray.placement import check_resources, uses_runners, write_placement
 from mbpo_ray.protocol import ImagineResult, Versions
 from mbpo_ray.resume import (
     recover_checkpoint,
@@ -49,7 +51,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     from torch.utils.tensorboard import SummaryWriter
 
     mc, run = cfg.mbpo, Path(out)
-    _check_resources(mc)
+    check_resources(mc)
     state = _start_state(run, resume)
     loop = _Loop(cfg, run, state, policy_dir, world_model_dir, store_uri, resume)
     if resume:  # the iterations after the checkpoint are run (and logged) again
@@ -143,8 +145,10 @@ class _Loop:
             wm = self.wm_learner
             republish(run, weights, state, (lambda v: ray.get(wm.publish.remote(v))) if wm is not None else None)
         if not self.online:
-            wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus)
-            bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {})}
+            wm_cls = world_model_worker_class(num_cpus=mc.worker_cpus, num_gpus=mc.worker_gpus,
+                                              resources=mc.custom_resources("worker"))
+            bundle = {"CPU": mc.worker_cpus, **({"GPU": mc.worker_gpus} if mc.worker_gpus else {}),
+                      **mc.custom_resources("worker")}
             self.pool = WorldModelPool(lambda: wm_cls.remote(cfg_dict, replica_wm, start_policy, store_uri,
                                                              str(run / "weights")),
                                        mc.wm_workers_min, mc.wm_workers_max, bundle)
@@ -152,9 +156,11 @@ class _Loop:
         optimizer = str(run / "checkpoint" / "policy" / "optimizer.pt") if resume else None
         self.learners = LearnerGroup(cfg_dict, learner_policy, str(run / "weights"), mc.learners, mc.learner_cpus,
                                      mc.learner_gpus, optimizer_state=optimizer, store_uri=store_uri,
-                                     reference_dir=start_policy, store_parts=tuple(state["start_parts"]))
-        self.runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus) if _uses_runners(mc) else []
-        self.remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus)[0]
+                                     reference_dir=start_policy, store_parts=tuple(state["start_parts"]),
+                                     resources=mc.custom_resources("learner"), placement=mc.learner_placement)
+        runner = mc.custom_resources("runner")
+        self.runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus, runner) if uses_runners(mc) else []
+        self.remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus, runner)[0]
 
     def _seed(self, purpose: int, iteration: int) -> int:
         """The seed of one draw, keyed by what it is for and its iteration (not by how many draws came
@@ -236,7 +242,10 @@ class _Loop:
                "time/imagine_s": im["seconds"], "time/update_s": update_s,
                "time/sync_s": m["publish_s"] + im["sync_seconds"],  # publish by rank 0 + the slowest replica's pull
                "learner/rank_divergence": max(sums) - min(sums),
+               "placement/learner_nodes": len(set(self.learners.nodes)),
+               "placement/imagine_nodes": len({p.node for p in parts if p.node}),
                **{f"{mc.objective}/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained", "publish_s")}}
+        write_placement(self.run, self.learners.nodes, [p.node for p in parts])
         if staleness > mc.max_staleness:
             raise RuntimeError(f"imagined samples {staleness} versions old exceed mbpo.max_staleness={mc.max_staleness}")
         if self.pool is not None:
@@ -381,45 +390,6 @@ def _critic_at_zero(policy_dir: str, dst: Path) -> str:
     meta = read_policy_meta(policy_dir)
     save_policy(policy, dst, {k: v for k, v in meta.items() if k not in ("policy", "bins")})
     return str(dst)
-
-
-def _uses_runners(mc) -> bool:
-    return bool(mc.real_every or mc.eval_episodes or mc.mode == "online")
-
-
-def resources(mc) -> dict[str, float]:
-    """CPUs and GPUs the loop's actors reserve at once (world-model workers at their maximum)."""
-    runners = mc.env_runners if _uses_runners(mc) else 0
-    wm_learner = 1 if mc.wm_finetune_every else 0
-    workers = 0 if mc.mode == "online" else mc.wm_workers_max
-    return {"CPU": workers * mc.worker_cpus + mc.learners * mc.learner_cpus
-            + runners * mc.runner_cpus + wm_learner * mc.wm_learner_cpus,
-            "GPU": workers * mc.worker_gpus + mc.learners * mc.learner_gpus
-            + wm_learner * mc.wm_learner_gpus}
-
-
-def _check_resources(mc) -> None:
-    """Actors that cannot all be placed would wait forever: on a fixed cluster, say so before starting
-    anything. Where an autoscaler adds nodes (``MBPO_RAY_AUTOSCALING=1``) the loop waits for them."""
-    import os
-
-    import ray
-
-    from mbpo_ray.config import ConfigError
-
-    have = ray.cluster_resources()
-    for kind, need in resources(mc).items():
-        if need > have.get(kind, 0.0) + 1e-9:
-            msg = (f"the loop reserves {need:g} {kind} (world-model workers {mc.wm_workers_max} x "
-                   f"{mc.worker_cpus:g} CPU / {mc.worker_gpus:g} GPU, learners {mc.learners} x {mc.learner_cpus:g} / "
-                   f"{mc.learner_gpus:g}, env runners {mc.env_runners} x {mc.runner_cpus:g} CPU"
-                   f"{f', world-model learner {mc.wm_learner_cpus:g} / {mc.wm_learner_gpus:g}' if mc.wm_finetune_every else ''}"
-                   f") but the cluster has {have.get(kind, 0.0):g}")
-            if os.environ.get("MBPO_RAY_AUTOSCALING"):
-                print(f"{msg}: waiting for the autoscaler to add nodes", flush=True)
-                continue
-            raise ConfigError(f"{msg}: lower the mbpo counts or *_cpus / *_gpus, or add nodes "
-                              "(MBPO_RAY_AUTOSCALING=1 on a cluster whose autoscaler adds them)")
 
 
 def _start_state(run: Path, resume: bool) -> dict:

@@ -43,6 +43,7 @@ class ImagineResult:
     sync_seconds: float
     pid: int
     versions: Versions = field(default_factory=Versions)
+    node: str = ""  # the address of the node that imagined it
 
     @property
     def chunk_transitions(self) -> int:

@@ -56,7 +56,7 @@ def bc_config(policy_dir: str, **mbpo) -> dict:
 
 def test_bc_imitates_only_successful_branches(loop_inputs, tmp_path):
     _, _, policy_dir, _ = loop_inputs
-    learner = PolicyLearner(bc_config(policy_dir), policy_dir, str(tmp_path / "w"), 0, 1, None)
+    learner = PolicyLearner(bc_config(policy_dir), policy_dir, str(tmp_path / "w"), 0, 1)
     before = [p.detach().clone() for p in learner.policy.parameters()]
     m = learner.update(branches(policy_dir, {}), 1, seed=0)  # no predicted success: nothing to imitate
     assert m["samples"] == 0 and m["trained"] == 0 and m["success_branches"] == 0 and "loss" not in m
@@ -84,7 +84,7 @@ def test_bc_ranks_without_successes_join_the_same_update(ray_cluster, loop_input
     assert m["samples"] == 4 and m["success_branches"] == 2 and m["trained"] == 3 * 4
     sums = group.checksums()
     assert sums[0] == sums[1]
-    one = PolicyLearner(cfg, policy_dir, str(tmp_path / "one"), 0, 1, None)
+    one = PolicyLearner(cfg, policy_dir, str(tmp_path / "one"), 0, 1)
     one.update(br, 1, seed=0)
     start = float(sum(p.detach().double().sum() for p in load_policy(policy_dir).parameters()))
     assert abs(sums[0] - start) > 1e-6  # the update moved the weights

@@ -48,7 +48,7 @@ def critic_config(policy_dir: str, **kw) -> dict:
 
 def test_the_critic_fits_real_returns_and_the_actor_stays(loop_inputs, mixed_store, tmp_path):
     _, _, policy_dir, _ = loop_inputs
-    learner = PolicyLearner(critic_config(policy_dir, kl_coef=0.1), policy_dir, str(tmp_path / "w"), 0, 1, None,
+    learner = PolicyLearner(critic_config(policy_dir, kl_coef=0.1), policy_dir, str(tmp_path / "w"), 0, 1,
                             store_uri=mixed_store)
     actor = {n: p.detach().clone() for n, p in learner.policy.named_parameters() if not n.startswith("value_head.")}
     m = learner.fit_critic(40, 1, seed=0)

@@ -94,7 +94,7 @@ def grpo_config(policy_dir: str, **kw) -> dict:
 
 def test_grpo_raises_the_likelihood_of_the_group_winner(loop_inputs, tmp_path):
     _, _, policy_dir, _ = loop_inputs
-    learner = PolicyLearner(grpo_config(policy_dir, kl_coef=0.1), policy_dir, str(tmp_path / "w"), 0, 1, None)
+    learner = PolicyLearner(grpo_config(policy_dir, kl_coef=0.1), policy_dir, str(tmp_path / "w"), 0, 1)
     br = grouped(policy_dir, {1: 0})
     winner = br.valid & (np.arange(8) == 1)[:, None]
     before = log_likelihood(learner.policy.eval(), br, winner)
@@ -109,9 +109,9 @@ def test_grpo_raises_the_likelihood_of_the_group_winner(loop_inputs, tmp_path):
 def test_updates_stop_once_the_chunk_kl_passes_the_target(loop_inputs, tmp_path):
     _, _, policy_dir, _ = loop_inputs
     br = grouped(policy_dir, {1: 0})
-    free = PolicyLearner(grpo_config(policy_dir, actor_lr=1e-2), policy_dir, str(tmp_path / "a"), 0, 1, None)
+    free = PolicyLearner(grpo_config(policy_dir, actor_lr=1e-2), policy_dir, str(tmp_path / "a"), 0, 1)
     capped = PolicyLearner(grpo_config(policy_dir, actor_lr=1e-2, target_kl=1e-6), policy_dir, str(tmp_path / "b"),
-                           0, 1, None)
+                           0, 1)
     assert free.update(br, 1, seed=0)["updates"] == 3
     assert capped.update(br, 1, seed=0)["updates"] < 3
 
@@ -128,7 +128,7 @@ def test_grpo_two_ranks_match_one(ray_cluster, loop_inputs, tmp_path):
     assert m["informative_groups"] == 1
     sums = group.checksums()
     assert sums[0] == sums[1]
-    one = PolicyLearner(cfg, policy_dir, str(tmp_path / "one"), 0, 1, None)
+    one = PolicyLearner(cfg, policy_dir, str(tmp_path / "one"), 0, 1)
     one.update(br, 1, seed=0)
     start = float(sum(p.detach().double().sum() for p in load_policy(policy_dir).parameters()))
     assert abs(sums[0] - start) > 1e-6
@@ -173,7 +173,7 @@ def test_concat_keeps_group_ids_apart():
 
 def test_a_batch_with_no_informative_group_changes_nothing(loop_inputs, tmp_path):
     _, _, policy_dir, _ = loop_inputs
-    learner = PolicyLearner(grpo_config(policy_dir), policy_dir, str(tmp_path / "w"), 0, 1, None)
+    learner = PolicyLearner(grpo_config(policy_dir), policy_dir, str(tmp_path / "w"), 0, 1)
     before = [p.detach().clone() for p in learner.policy.parameters()]
     m = learner.update(grouped(policy_dir, {}), 1, seed=0)
     assert m["samples"] == 0 and m["updates"] == 0 and m["informative_groups"] == 0

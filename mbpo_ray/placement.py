@@ -1,0 +1,61 @@
+"""Where the loop's actors go: what they reserve (CPUs, GPUs, custom node resources), a refusal of a
+loop a fixed cluster cannot place, and ``OUT/placement.json``, the nodes the actors ran on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def uses_runners(mc) -> bool:
+    return bool(mc.real_every or mc.eval_episodes or mc.mode == "online")
+
+
+def resources(mc) -> dict[str, float]:
+    """CPUs, GPUs and custom resources the loop's actors reserve at once (world-model workers at
+    their maximum)."""
+    runners = mc.env_runners if uses_runners(mc) else 0
+    wm_learner = 1 if mc.wm_finetune_every else 0
+    workers = 0 if mc.mode == "online" else mc.wm_workers_max
+    out = {"CPU": workers * mc.worker_cpus + mc.learners * mc.learner_cpus
+           + runners * mc.runner_cpus + wm_learner * mc.wm_learner_cpus,
+           "GPU": workers * mc.worker_gpus + mc.learners * mc.learner_gpus
+           + wm_learner * mc.wm_learner_gpus}
+    for kind, count in (("worker", workers), ("learner", mc.learners), ("runner", runners)):
+        for key, amount in mc.custom_resources(kind).items():
+            out[key] = out.get(key, 0.0) + count * amount
+    return out
+
+
+def check_resources(mc) -> None:
+    """Actors that cannot all be placed would wait forever: on a fixed cluster, say so before starting
+    anything. Where an autoscaler adds nodes (``MBPO_RAY_AUTOSCALING=1``) the loop waits for them."""
+    import os
+
+    import ray
+
+    from mbpo_ray.config import ConfigError
+
+    have = ray.cluster_resources()
+    for kind, need in resources(mc).items():
+        if need > have.get(kind, 0.0) + 1e-9:
+            if kind in ("CPU", "GPU"):
+                terms = (f"world-model workers {mc.wm_workers_max} x {mc.worker_cpus:g} CPU / {mc.worker_gpus:g} GPU, "
+                         f"learners {mc.learners} x {mc.learner_cpus:g} / {mc.learner_gpus:g}, env runners "
+                         f"{mc.env_runners} x {mc.runner_cpus:g} CPU"
+                         f"{f', world-model learner {mc.wm_learner_cpus:g} / {mc.wm_learner_gpus:g}' if mc.wm_finetune_every else ''}")
+            else:
+                terms = ", ".join(f"mbpo.{k}_resources={getattr(mc, f'{k}_resources')}"
+                                  for k in ("worker", "learner", "runner") if kind in mc.custom_resources(k))
+            msg = f"the loop reserves {need:g} {kind} ({terms}) but the cluster has {have.get(kind, 0.0):g}"
+            if os.environ.get("MBPO_RAY_AUTOSCALING"):
+                print(f"{msg}: waiting for the autoscaler to add nodes", flush=True)
+                continue
+            raise ConfigError(f"{msg}: lower the mbpo counts or *_cpus / *_gpus, or add nodes "
+                              "(MBPO_RAY_AUTOSCALING=1 on a cluster whose autoscaler adds them)")
+
+
+def write_placement(run: Path, learner_nodes: list[str], imagine_nodes: list[str]) -> None:
+    """``OUT/placement.json``: the node of every learner rank and the nodes that imagined the last batch."""
+    (run / "placement.json").write_text(json.dumps(
+        {"learner_ranks": learner_nodes, "imagine_nodes": sorted(set(imagine_nodes))}, indent=1))
