@@ -1,20 +1,23 @@
 """Policy learner group: M Ray actors running token-level PPO on imagined branches, data-parallel.
 
-Each rank holds the policy wrapped in torch DDP (gloo on CPU, NCCL on GPU) and takes its shard of
-every batch of branches; advantages are normalised over the whole batch (all-reduced moments), so
-M ranks compute the same update as one. Rank 0 publishes every new version to the weight store,
-where world-model workers and env runners pull it from.
+Each rank takes its shard of every batch of branches and trains through the backend
+``mbpo.learner_backend`` (:mod:`learners.sharding`): DDP (a whole policy per rank) or FSDP2 (1/M of
+the parameters, gradients and optimizer state per rank); gloo on CPU, NCCL on GPU. Advantages are
+normalised over the whole batch (all-reduced moments), so M ranks compute the same update as one.
+Rank 0 publishes every new version to the weight store, where world-model workers and env runners
+pull it from.
 
-The project's learner interface is :class:`LearnerGroup` (``update``, ``save``, ``state``); this
-backend is DDP. A sharded backend for multi-billion-parameter VLAs (FSDP) implements the same three
-calls. RLlib's LearnerGroup was not used: its PPO has no chunk-level multi-categorical
-distribution, standardises advantages over masked bootstrap rows, and offers DDP only.
+The project's learner interface is :class:`LearnerGroup` (``update_async``/``collect``, ``save``,
+``fit_critic``, ``checksums``). RLlib's LearnerGroup was not used: its PPO has no chunk-level
+multi-categorical distribution, standardises advantages over masked bootstrap rows, and offers DDP
+only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import time
 from dataclasses import dataclass
 
@@ -22,6 +25,7 @@ import numpy as np
 import ray
 import torch
 
+from learners import sharding
 from learners.rendezvous import Rendezvous, join_group, node_ip, open_store
 from mbpo_ray.config import build_config
 from mbpo_ray.connect import kill_actor
@@ -41,20 +45,23 @@ class PolicyLearner:
         from mbpo_ray.policy import load_policy
 
         self.cfg = build_config(overrides=cfg_dict)
+        mc = self.cfg.mbpo
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(self.cfg.mbpo.seed)  # identical initial weights on every rank
         self.policy = load_policy(policy_dir).train()
         self.model = self.policy  # DDP-wrapped once the ranks have joined (:meth:`join`)
         self._store = None
-        critic = [p for n, p in self.policy.named_parameters() if n.startswith("value_head.")]
-        ids = {id(p) for p in critic}
-        actor = [p for p in self.policy.parameters() if id(p) not in ids]
-        self.actor_params = actor
-        mc = self.cfg.mbpo
-        self.opt = torch.optim.AdamW([{"params": actor, "lr": mc.actor_lr}, {"params": critic, "lr": mc.critic_lr}],
-                                     weight_decay=0.0)
+        self.sharded = False  # True once the ranks have joined with mbpo.learner_backend=fsdp
+        self._make_optimizer()
+        self._carry = None  # a name-keyed (FSDP) optimizer state, loaded once the policy is sharded
         if optimizer_state:
-            self.opt.load_state_dict(torch.load(optimizer_state, weights_only=False))
+            saved = torch.load(optimizer_state, weights_only=False)
+            if not sharding.by_name(saved):
+                self.opt.load_state_dict(saved)
+            elif world_size > 1 and mc.learner_backend == "fsdp":
+                self._carry = saved
+            else:
+                sharding.load_optimizer(self.policy, self.opt, saved)
         self.weights = WeightStore(weights_uri)
         # the run's starting policy (not a resumed checkpoint), frozen: the anchor of mbpo.kl_coef
         reference = reference_dir or policy_dir
@@ -71,12 +78,33 @@ class PolicyLearner:
         self._store, rdv = open_store(self.world_size)
         return rdv
 
+    def _make_optimizer(self) -> None:
+        """AdamW with the actor's and the critic's learning rates (built again once FSDP has replaced
+        the parameters by their shards)."""
+        critic = [p for n, p in self.policy.named_parameters() if n.startswith("value_head.")]
+        ids = {id(p) for p in critic}
+        self.actor_params = [p for p in self.policy.parameters() if id(p) not in ids]
+        mc = self.cfg.mbpo
+        self.opt = torch.optim.AdamW([{"params": self.actor_params, "lr": mc.actor_lr},
+                                      {"params": critic, "lr": mc.critic_lr}], weight_decay=0.0)
+
     def join(self, rdv: Rendezvous) -> str:
-        """Join the process group (gloo on CPU, NCCL on GPU) and wrap the policy in DDP; returns the
-        address of this rank's node."""
+        """Join the process group (gloo on CPU, NCCL on GPU) and wrap the policy for the backend
+        (``mbpo.learner_backend``: DDP, or sharded in place by FSDP2, the optimizer state carried
+        into the shards); returns the address of this rank's node."""
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         join_group(rdv, self.rank, backend, self._store)
-        self.model = torch.nn.parallel.DistributedDataParallel(self.policy, find_unused_parameters=True)
+        fsdp = self.cfg.mbpo.learner_backend == "fsdp"
+        carry = self._carry
+        if fsdp and carry is None and self.opt.state:  # a DDP checkpoint's state, by parameter name
+            carry = sharding.name_keyed(self.policy, self.opt)
+        self.model = sharding.wrap(self.policy, self.cfg.mbpo.learner_backend)
+        if fsdp:
+            self.sharded = True
+            self._make_optimizer()
+            if carry is not None:
+                sharding.load_optimizer(self.policy, self.opt, carry)
+            self._carry = None
         return node_ip()
 
     def node(self) -> str:
@@ -247,23 +275,32 @@ class PolicyLearner:
     def _publish(self, version: int, metrics: dict, t0: float) -> dict:
         """Rank 0 publishes ``version`` to the weight store; the update's timings join its metrics."""
         t_pub = time.perf_counter()
+        state = sharding.full_state(self.policy, self.sharded)  # a collective when sharded
         if self.rank == 0:
-            self.weights.publish(POLICY, self.policy.state_dict(), version)
-        metrics.update(publish_s=time.perf_counter() - t_pub, seconds=time.perf_counter() - t0)
+            self.weights.publish(POLICY, state, version)
+        metrics.update(publish_s=time.perf_counter() - t_pub, seconds=time.perf_counter() - t0,
+                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return metrics
 
     def save(self, path: str, extra: dict | None = None, optimizer: bool = True) -> str:
-        """Rank 0: policy checkpoint folder (loadable by ``load_policy``) + optimizer state (to resume;
-        a policy handed to env runners needs none)."""
+        """Policy checkpoint folder (loadable by ``load_policy``) + optimizer state (to resume; a policy
+        handed to env runners needs none). Every rank calls it (sharded weights are gathered); rank 0
+        writes."""
         from mbpo_ray.policy import save_policy
 
-        save_policy(self.policy, path, extra)
-        if optimizer:
-            torch.save(self.opt.state_dict(), os.path.join(path, "optimizer.pt"))
+        state = sharding.full_state(self.policy, self.sharded)
+        opt = sharding.optimizer_state(self.policy, self.opt, self.sharded) if optimizer else None
+        if self.rank == 0:
+            save_policy(self.policy, path, extra, state=state)
+            if opt is not None:
+                torch.save(opt, os.path.join(path, "optimizer.pt"))
         return path
 
     def weights_checksum(self) -> float:
-        return float(sum(p.detach().double().sum() for p in self.policy.parameters()))
+        """Sum of the weights: DDP replicas must agree; sharded ranks sum their shards together."""
+        local = sum(_local(p).detach().double().sum() for p in self.policy.parameters())
+        return float(self._allreduce(torch.as_tensor(local, dtype=torch.float64).reshape(1))) if self.sharded \
+            else float(local)
 
 
 class LearnerGroup:
@@ -338,7 +375,7 @@ class LearnerGroup:
         return self.collect(self.update_async(br, version, seed, critic_only))
 
     def save(self, path: str, extra: dict | None = None, optimizer: bool = True) -> str:
-        return ray.get(self.ranks[0].save.remote(path, extra, optimizer))
+        return self.gather([r.save.remote(path, extra, optimizer) for r in self.ranks])[0]
 
     def close(self) -> None:
         for r in self.ranks:
@@ -378,7 +415,7 @@ class _Steps:
                             list(self.instruction[idx]))
 
 
-_SUMMED, _SLOWEST = ("samples", "trained", "success_branches"), ("seconds", "publish_s")
+_SUMMED, _SLOWEST = ("samples", "trained", "success_branches"), ("seconds", "publish_s", "peak_rss_mb")
 
 
 def _cat(a: Observations, b: Observations) -> Observations:
@@ -399,6 +436,11 @@ def _split(br: Branches, n: int) -> list[Branches]:
     cut = np.linspace(0, len(firsts), n + 1).astype(int)
     bounds = np.r_[firsts, len(br)][cut]
     return [br.take(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter (its shard when FSDP made it a DTensor)."""
+    return p.to_local() if hasattr(p, "to_local") else p
 
 
 STRATEGIES = {"pack": "PACK", "spread": "SPREAD", "strict_pack": "STRICT_PACK", "strict_spread": "STRICT_SPREAD"}

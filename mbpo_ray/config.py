@@ -170,6 +170,7 @@ OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
 START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
 PLACEMENTS = ("pack", "spread", "strict_pack", "strict_spread")  # mbpo.learner_placement (Ray's strategies)
+LEARNER_BACKENDS = ("ddp", "fsdp")  # mbpo.learner_backend (learners/sharding.py)
 
 
 def parse_resources(name: str, text: str) -> dict[str, float]:
@@ -385,11 +386,15 @@ class MBPOConfig:
     # how the learner ranks' placement group spreads them over nodes: pack (fewest nodes), spread,
     # strict_pack (one node), strict_spread (one rank per node)
     learner_placement: str = "pack"
+    # ddp: every rank holds the whole policy, gradients and optimizer state; fsdp: torch FSDP2, each of
+    # M ranks holds 1/M of them (for policies too large for one device)
+    learner_backend: str = "ddp"
 
     def __post_init__(self) -> None:
         for kind in ("worker", "learner", "runner"):
             parse_resources(f"mbpo.{kind}_resources", getattr(self, f"{kind}_resources"))
         _check_choice("mbpo.learner_placement", self.learner_placement, PLACEMENTS)
+        _check_choice("mbpo.learner_backend", self.learner_backend, LEARNER_BACKENDS)
         for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus",
                      "wm_learner_cpus", "wm_learner_gpus"):
             _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)

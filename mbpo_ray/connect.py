@@ -14,6 +14,9 @@ def connect_ray(num_cpus: int) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
+        # a one-node instance: with this unset, Ray 2.60 names the node (and binds listeners) by the
+        # machine's network address instead of loopback
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
 
 

@@ -48,6 +48,7 @@ def ray_cluster():
     """A real local Ray cluster with small CPU reservations, shared by the whole session."""
     import ray
 
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # one node, on loopback (not eth0)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()

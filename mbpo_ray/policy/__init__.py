@@ -45,13 +45,15 @@ def build_policy(cfg: PolicyConfig, bins: ActionBins) -> Policy:
     return policy_class(cfg.arch)(cfg, bins)
 
 
-def save_policy(policy: Policy, path: str | Path, extra: dict | None = None) -> None:
-    """``path/model.safetensors`` + ``path/policy.json`` (config, bins, and ``extra`` such as the demos)."""
+def save_policy(policy: Policy, path: str | Path, extra: dict | None = None,
+                state: dict | None = None) -> None:
+    """``path/model.safetensors`` + ``path/policy.json`` (config, bins, and ``extra`` such as the demos);
+    ``state`` instead of the policy's own state dict (a sharded learner's gathered weights)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in (policy.state_dict() if state is None else state).items()}
     save_file(state, str(path / WEIGHTS))
     meta = {"policy": policy.cfg.__dict__, "bins": policy.bins.to_dict(), **(extra or {})}
     if policy.frame_codec is not None:
