@@ -89,8 +89,8 @@ def main() -> None:
         "note": "peak RSS is a rank's high-water mark: loading the whole checkpoint before sharding counts"})
     grouped_bars("fsdp", ["peak RSS per rank (MB)"],
                  {b: ([out[b]["peak_rss_mb"]], c) for b, c in (("ddp", "#4477aa"), ("fsdp", "#ee6677"))},
-                 "MB", f"{params / 1e6:.0f} M-parameter policy, {args.ranks} ranks (gloo, CPU): max loss "
-                 f"difference {diff:.1e} over {args.updates} updates", figsize=(5, 4))
+                 "MB", f"{params / 1e6:.0f} M-parameter policy, {args.ranks} ranks (gloo, CPU)\nmax loss "
+                 f"difference {diff:.1e} over {args.updates} updates", figsize=(5.5, 4))
 
 
 if __name__ == "__main__":
