@@ -52,6 +52,19 @@ class WorldModelWorker:
         self.sync_seconds = time.perf_counter() - t0
         return Versions(self.policy_version, self.wm.engine.version)
 
+    def join_channel(self, addr, rank: int) -> None:
+        """Join the learner's weight-broadcast group (``mbpo.weight_sync=broadcast``) as ``rank``."""
+        from learners.weight_channel import WeightChannel
+
+        self.channel = WeightChannel(addr, rank)
+
+    def receive_policy(self, version: int) -> float:
+        """The policy version the learner broadcasts now, into this replica's copy; seconds taken."""
+        t0 = time.perf_counter()
+        self.policy.load_state_dict(self.channel.receive(version))
+        self.policy_version = version
+        return time.perf_counter() - t0
+
     def _start_episodes(self, parts: tuple[str, ...] | None) -> tuple[np.ndarray, list]:
         """(store indices, metadata) of the episodes start states may come from."""
         self.store.refresh()

@@ -27,8 +27,10 @@ import torch
 
 from learners import sharding
 from learners.rendezvous import Rendezvous, join_group, node_ip, open_store
+from learners.weight_channel import ChannelAddress, WeightChannel, open_channel
 from mbpo_ray.config import build_config
 from mbpo_ray.connect import kill_actor
+from mbpo_ray.placement import place_bundles
 from mbpo_ray.policy.base import Observations
 from mbpo_ray.rl.imagine import Branches
 from mbpo_ray.rl.objectives import OBJECTIVES
@@ -109,6 +111,23 @@ class PolicyLearner:
 
     def node(self) -> str:
         return node_ip()
+
+    def open_channel(self, size: int, epoch: int, timeout_s: float) -> ChannelAddress:
+        """Rank 0: a weight-broadcast group of ``size`` members (this rank and the receivers)."""
+        self._channel_store, addr = open_channel(size, epoch, timeout_s)
+        return addr
+
+    def join_channel(self, addr: ChannelAddress) -> None:
+        self.channel = WeightChannel(addr, 0, self._channel_store)
+
+    def send_policy(self, version: int) -> float:
+        """Rank 0 broadcasts the policy as ``version`` to the receivers (every rank calls: sharded
+        weights are gathered first); returns the seconds it took."""
+        t0 = time.perf_counter()
+        state = sharding.full_state(self.policy, self.sharded)
+        if self.rank == 0:
+            self.channel.send(state, version)
+        return time.perf_counter() - t0
 
     def _allreduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -320,7 +339,7 @@ class LearnerGroup:
 
         custom = dict(resources or {})
         env = {"OMP_NUM_THREADS": str(max(1, int(num_cpus)))}
-        self.pg = _place(n, {"CPU": num_cpus, "GPU": num_gpus, **custom}, placement, place_timeout_s)
+        self.pg = place_bundles(n, {"CPU": num_cpus, "GPU": num_gpus, **custom}, placement, place_timeout_s)
         self.ranks = []
         for r in range(n):
             cls = ray.remote(PolicyLearner).options(
@@ -385,6 +404,10 @@ class LearnerGroup:
                 ray.util.remove_placement_group(self.pg)
             self.pg = None
 
+    def send_policy_async(self, version: int) -> list:
+        """Start rank 0's broadcast of ``version`` (the receivers' ``receive_policy`` runs meanwhile)."""
+        return [r.send_policy.remote(version) for r in self.ranks]
+
     def fit_critic(self, steps: int, version: int, seed: int) -> dict:
         """Every rank fits the critic on real returns (DDP keeps them identical); rank 0's metrics."""
         return self.gather([r.fit_critic.remote(steps, version, seed) for r in self.ranks])[0]
@@ -441,34 +464,3 @@ def _split(br: Branches, n: int) -> list[Branches]:
 def _local(p: torch.Tensor) -> torch.Tensor:
     """This rank's part of a parameter (its shard when FSDP made it a DTensor)."""
     return p.to_local() if hasattr(p, "to_local") else p
-
-
-STRATEGIES = {"pack": "PACK", "spread": "SPREAD", "strict_pack": "STRICT_PACK", "strict_spread": "STRICT_SPREAD"}
-
-
-class PlacementError(RuntimeError):
-    """The cluster cannot place the learner ranks as asked."""
-
-
-def _place(n: int, bundle: dict[str, float], placement: str, timeout_s: float | None):
-    """A placement group of ``n`` bundles, ready; a clear error (and nothing left reserved) when the
-    cluster cannot hold it within ``timeout_s`` (default: 120 s, or an hour where an autoscaler adds
-    nodes, ``MBPO_RAY_AUTOSCALING=1``)."""
-    from ray.util.placement_group import placement_group
-
-    bundle = {k: float(v) for k, v in bundle.items() if v}
-    if not bundle:
-        raise PlacementError("a learner rank reserves nothing: give it CPUs or GPUs (mbpo.learner_cpus / learner_gpus)")
-    if timeout_s is None:
-        timeout_s = 3600.0 if os.environ.get("MBPO_RAY_AUTOSCALING") else 120.0
-    pg = placement_group([dict(bundle) for _ in range(n)], strategy=STRATEGIES[placement])
-    try:
-        ray.get(pg.ready(), timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        ray.util.remove_placement_group(pg)
-        nodes = [x["Resources"] for x in ray.nodes() if x["Alive"]]
-        raise PlacementError(
-            f"the cluster cannot place {n} learner ranks of {bundle} with placement {placement} "
-            f"({STRATEGIES[placement]}) within {timeout_s:g} s; its nodes have {nodes}: lower mbpo.learners or "
-            "the per-rank resources, choose another mbpo.learner_placement, or add nodes") from None
-    return pg

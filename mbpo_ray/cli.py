@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -401,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not os.environ.get("RAY_ADDRESS"):  # a local one-node Ray stays on loopback (read when ray is imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     bad = [a for a in extra if not (a.startswith("--") and "=" in a)]

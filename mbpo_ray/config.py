@@ -389,12 +389,17 @@ class MBPOConfig:
     # ddp: every rank holds the whole policy, gradients and optimizer state; fsdp: torch FSDP2, each of
     # M ranks holds 1/M of them (for policies too large for one device)
     learner_backend: str = "ddp"
+    # how world-model replicas get each new policy version: file (they read it from the weight store)
+    # or broadcast (the learner's rank 0 pushes it over a process group of their own; the weight
+    # store still holds every version, for checkpoints and replicas that join late)
+    weight_sync: str = "file"
 
     def __post_init__(self) -> None:
         for kind in ("worker", "learner", "runner"):
             parse_resources(f"mbpo.{kind}_resources", getattr(self, f"{kind}_resources"))
         _check_choice("mbpo.learner_placement", self.learner_placement, PLACEMENTS)
         _check_choice("mbpo.learner_backend", self.learner_backend, LEARNER_BACKENDS)
+        _check_choice("mbpo.weight_sync", self.weight_sync, ("file", "broadcast"))
         for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus",
                      "wm_learner_cpus", "wm_learner_gpus"):
             _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)

@@ -14,8 +14,8 @@ def connect_ray(num_cpus: int) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
-        # a one-node instance: with this unset, Ray 2.60 names the node (and binds listeners) by the
-        # machine's network address instead of loopback
+        # a one-node instance on loopback: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 when it is
+        # imported (mbpo_ray.cli.main sets it first); its workers inherit it from here
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
 

@@ -119,6 +119,7 @@ class _Loop:
         state.setdefault("start_parts", list(self.store.part_names))  # the store as the run found it
         state.setdefault("store_parts", list(state["start_parts"]))  # + the run's own episodes: start states
         self.runners, self.pool, self.learners, self.wm_learner = [], None, None, None
+        self.broadcast = None  # mbpo.weight_sync=broadcast: the learner pushes each version to the replicas
         try:
             self._start_actors(weights, start_policy, store_uri, resume)
         except BaseException:  # nothing this loop started is left running
@@ -158,6 +159,10 @@ class _Loop:
                                      mc.learner_gpus, optimizer_state=optimizer, store_uri=store_uri,
                                      reference_dir=start_policy, store_parts=tuple(state["start_parts"]),
                                      resources=mc.custom_resources("learner"), placement=mc.learner_placement)
+        if mc.weight_sync == "broadcast" and self.pool is not None:
+            from learners.weight_channel import PolicyBroadcast
+
+            self.broadcast = PolicyBroadcast(self.learners)
         runner = mc.custom_resources("runner")
         self.runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus, runner) if uses_runners(mc) else []
         self.remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus, runner)[0]
@@ -230,6 +235,7 @@ class _Loop:
         nxt = self.sample(it + 1) if self.overlap else None
         m = self.learners.collect(refs)
         state["version"] += 1
+        pushed = self.broadcast.push(self.pool.workers, state["version"]) if self.broadcast else {}
         sums = self.learners.checksums()  # DDP ranks must hold identical weights
         update_s = m["seconds"]
         log = {"iteration": it + 1, "policy_version": state["version"], "staleness": staleness,
@@ -241,7 +247,7 @@ class _Loop:
                "learner/samples_per_s": m["trained"] / max(update_s, 1e-9),
                "time/imagine_s": im["seconds"], "time/update_s": update_s,
                "time/sync_s": m["publish_s"] + im["sync_seconds"],  # publish by rank 0 + the slowest replica's pull
-               "learner/rank_divergence": max(sums) - min(sums),
+               "learner/rank_divergence": max(sums) - min(sums), **pushed,
                "placement/learner_nodes": len(set(self.learners.nodes)),
                "placement/imagine_nodes": len({p.node for p in parts if p.node}),
                **{f"{mc.objective}/{k}": v for k, v in m.items() if k not in ("seconds", "samples", "trained", "publish_s")}}

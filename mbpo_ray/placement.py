@@ -4,6 +4,7 @@ loop a fixed cluster cannot place, and ``OUT/placement.json``, the nodes the act
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -59,3 +60,35 @@ def write_placement(run: Path, learner_nodes: list[str], imagine_nodes: list[str
     """``OUT/placement.json``: the node of every learner rank and the nodes that imagined the last batch."""
     (run / "placement.json").write_text(json.dumps(
         {"learner_ranks": learner_nodes, "imagine_nodes": sorted(set(imagine_nodes))}, indent=1))
+
+
+STRATEGIES = {"pack": "PACK", "spread": "SPREAD", "strict_pack": "STRICT_PACK", "strict_spread": "STRICT_SPREAD"}
+
+
+class PlacementError(RuntimeError):
+    """The cluster cannot place the learner ranks as asked."""
+
+
+def place_bundles(n: int, bundle: dict[str, float], placement: str, timeout_s: float | None):
+    """A placement group of ``n`` bundles, ready; a clear error (and nothing left reserved) when the
+    cluster cannot hold it within ``timeout_s`` (default: 120 s, or an hour where an autoscaler adds
+    nodes, ``MBPO_RAY_AUTOSCALING=1``)."""
+    import ray
+    from ray.util.placement_group import placement_group
+
+    bundle = {k: float(v) for k, v in bundle.items() if v}
+    if not bundle:
+        raise PlacementError("a learner rank reserves nothing: give it CPUs or GPUs (mbpo.learner_cpus / learner_gpus)")
+    if timeout_s is None:
+        timeout_s = 3600.0 if os.environ.get("MBPO_RAY_AUTOSCALING") else 120.0
+    pg = placement_group([dict(bundle) for _ in range(n)], strategy=STRATEGIES[placement])
+    try:
+        ray.get(pg.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.util.remove_placement_group(pg)
+        nodes = [x["Resources"] for x in ray.nodes() if x["Alive"]]
+        raise PlacementError(
+            f"the cluster cannot place {n} learner ranks of {bundle} with placement {placement} "
+            f"({STRATEGIES[placement]}) within {timeout_s:g} s; its nodes have {nodes}: lower mbpo.learners or "
+            "the per-rank resources, choose another mbpo.learner_placement, or add nodes") from None
+    return pg

@@ -37,8 +37,9 @@ def test_a_resource_no_node_has_is_refused_before_anything_starts(ray_cluster):
 def test_ranks_that_cannot_be_placed_fail_fast_and_release_their_reservation(ray_cluster, loop_inputs, tmp_path):
     from ray.util import placement_group_table
 
-    from learners.policy_learner import LearnerGroup, PlacementError
+    from learners.policy_learner import LearnerGroup
     from mbpo_ray.mbpo import actor_config
+    from mbpo_ray.placement import PlacementError
 
     _, _, policy_dir, _ = loop_inputs
     cfg = actor_config(build_config(), policy_dir)[0]

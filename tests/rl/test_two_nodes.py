@@ -1,6 +1,7 @@
 """Two Ray nodes on one machine, each in a network namespace of its own joined by a veth pair: the
 learner ranks rendezvous across the nodes (one rank per node), the world-model worker is pinned to
-the second node by a custom resource, and a short `mbpo-ray train` runs on that cluster."""
+the second node by a custom resource, weights reach it over the broadcast group, and a short
+`mbpo-ray train` runs on that cluster."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_train_spans_two_nodes(loop_inputs, tmp_path):
                  "--mbpo.learner_cpus=0.25", "--mbpo.worker_cpus=0.5", "--mbpo.worker_resources=wm_node:1",
                  "--mbpo.wm_workers_min=1", "--mbpo.wm_workers_max=1", "--mbpo.max_staleness=0",
                  "--mbpo.real_every=0", "--mbpo.eval_episodes=0", "--mbpo.minibatch_size=4",
-                 "--mbpo.updates_per_batch=2", "--world_model.engine=vllm"],
+                 "--mbpo.updates_per_batch=2", "--mbpo.weight_sync=broadcast", "--world_model.engine=vllm"],
                 cwd=REPO, env={**_env(), "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=900)
             assert train.returncode == 0, train.stdout[-4000:] + train.stderr[-4000:]
         finally:
@@ -106,3 +107,5 @@ def test_train_spans_two_nodes(loop_inputs, tmp_path):
     # every batch was imagined on the newest policy (max_staleness=0: published before it was asked for)
     assert all(x["staleness"] == 0 and x["imagine/chunk_transitions"] > 0 for x in logs)
     assert all(x["placement/learner_nodes"] == 2 and x["placement/imagine_nodes"] == 1 for x in logs)
+    # each new version went to the replica over the broadcast group, across the nodes
+    assert all(x["sync/broadcast_failures"] == 0 and x["sync/broadcast_s"] > 0 for x in logs)
