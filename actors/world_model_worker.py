@@ -32,7 +32,10 @@ class WorldModelWorker:
         self.store = ReplayStore.open(store_uri)
         self.weights = WeightStore(weights_uri)
         self.policy = load_policy(policy_dir)
-        self.wm = WorldModel(world_model_dir, engine=self.cfg.world_model.engine)
+        wc = self.cfg.world_model
+        gpu = wc.engine == "vllm" and _cuda()
+        self.wm = WorldModel(world_model_dir, engine=wc.engine,
+                             **({"gpu_memory_utilization": wc.gpu_memory_utilization} if gpu else {}))
         self.policy_version = 0  # the starting weights; a call loads the versions it names (or the newest)
         self.sync_seconds = 0.0
 
@@ -112,6 +115,12 @@ class WorldModelWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def world_model_worker_class(num_cpus: float = 1.0, num_gpus: float = 0.0, env_vars: dict | None = None,

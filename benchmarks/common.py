@@ -12,7 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# MBPO_RESULTS_DIR: somewhere else (benchmarks/gpu_check.sh --dry writes its toy results there)
+RESULTS = Path(os.environ.get("MBPO_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 
 def provenance() -> dict:

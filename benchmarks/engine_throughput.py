@@ -64,9 +64,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--name", default="engine_throughput", help="result file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
     if args.plot_only:
-        return plot(read_result("engine_throughput"))
+        return plot(read_result(args.name), args.name)
     from mbpo_ray.world_model.engines.base import make_engine
     from mbpo_ray.world_model.layout import TokenLayout
 
@@ -97,13 +98,13 @@ def main() -> None:
                                 "ratio": round(v / h, 2),
                                 "vllm_tokens_per_s": round(v * layout.target_len, 1),
                                 "hf_tokens_per_s": round(h * layout.target_len, 1)}
-    write_result("engine_throughput", result)
-    plot(result)
+    write_result(args.name, result)
+    plot(result, args.name)
 
 
-def plot(r: dict) -> None:
+def plot(r: dict, name: str = "engine_throughput") -> None:
     batches = [k for k in r if k.startswith("batch_")]
-    grouped_bars("engine_throughput", [f"batch {b.split('_')[1]}\n(vLLM {r[b]['ratio']:.1f}x)" for b in batches],
+    grouped_bars(name, [f"batch {b.split('_')[1]}\n(vLLM {r[b]['ratio']:.1f}x)" for b in batches],
                  {eng: ([r[b][f"{eng}_chunks_per_s"] for b in batches], colour)
                   for eng, colour in (("vllm", "#4477aa"), ("hf", "#cc6677"))},
                  "imagined chunk-transitions / s",

@@ -121,9 +121,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--name", default="imagination_throughput", help="result file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
     if args.plot_only:
-        return plot(read_result("imagination_throughput"))
+        return plot(read_result(args.name), args.name)
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         umm_params = make_inputs(Path(tmp))
@@ -165,14 +166,14 @@ def main() -> None:
         row["ratio_hf_vs_ctrl_world"] = round(row["umm_hf"] / row["ctrl_world"], 2)
         row["ratio_vllm_vs_hf"] = round(row["umm_vllm"] / row["umm_hf"], 2)
         result[f"batch_{b}"] = row
-    write_result("imagination_throughput", result)
-    plot(result)
+    write_result(args.name, result)
+    plot(result, args.name)
 
 
-def plot(r: dict) -> None:
+def plot(r: dict, name: str = "imagination_throughput") -> None:
     batches = [k for k in r if k.startswith("batch_")]
     colours = {"umm_vllm": "#4477aa", "umm_hf": "#66ccee", "ctrl_world": "#cc6677"}
-    grouped_bars("imagination_throughput",
+    grouped_bars(name,
                  [f"batch {b.split('_')[1]}\nvLLM {r[b]['ratio_vllm_vs_ctrl_world']:.1f}x baseline" for b in batches],
                  {LABELS[s]: ([r[b][s] for b in batches], colours[s]) for s in SYSTEMS},
                  "imagined chunk-transitions / s (log)",

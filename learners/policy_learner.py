@@ -50,7 +50,11 @@ class PolicyLearner:
         mc = self.cfg.mbpo
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(self.cfg.mbpo.seed)  # identical initial weights on every rank
-        self.policy = load_policy(policy_dir).train()
+        # Ray gives a rank with learner_gpus its own GPU(s) through CUDA_VISIBLE_DEVICES
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+            else torch.device("cpu")
+        self.bf16 = mc.learner_precision == "bf16" or (mc.learner_precision == "auto" and self.device.type == "cuda")
+        self.policy = load_policy(policy_dir, device=str(self.device)).train()
         self.model = self.policy  # DDP-wrapped once the ranks have joined (:meth:`join`)
         self._store = None
         self.sharded = False  # True once the ranks have joined with mbpo.learner_backend=fsdp
@@ -67,7 +71,8 @@ class PolicyLearner:
         self.weights = WeightStore(weights_uri)
         # the run's starting policy (not a resumed checkpoint), frozen: the anchor of mbpo.kl_coef
         reference = reference_dir or policy_dir
-        self.reference = load_policy(reference).eval().requires_grad_(False) if mc.kl_coef else None
+        self.reference = load_policy(reference, device=str(self.device)).eval().requires_grad_(False) \
+            if mc.kl_coef else None
         self.real = None  # real Monte-Carlo returns for the critic (mbpo.critic_fit_steps, critic_real_coef)
         if store_uri and (mc.critic_fit_steps or mc.critic_real_coef) and mc.objective == "ppo":
             from mbpo_ray.rl.critic import real_returns
@@ -130,10 +135,13 @@ class PolicyLearner:
         return time.perf_counter() - t0
 
     def _allreduce(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks, on the CPU (NCCL reduces on the GPU)."""
         if self.world_size > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(x)
+            on = x.to(self.device)
+            dist.all_reduce(on)
+            return on.cpu()
         return x
 
     def update(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> dict:
@@ -199,14 +207,17 @@ class PolicyLearner:
         real = self._real_minibatch(b) if ret is not None and mc.critic_real_coef else None
         if real is not None:  # real Monte-Carlo targets ride in the same forward pass (one DDP forward per step)
             obs, acts = _cat(mine, real[0]), torch.cat([actions, torch.zeros_like(actions[: len(real[1])])])
-        logp, ent, value = self.model(obs, acts, None, True)
+        logp, ent, value = self._forward(obs, acts)
         logp, ent = logp[:b].reshape(b, -1), ent[:b].reshape(b, -1)
-        real_loss = torch.zeros(())
+        dev = logp.device
+        old, adv = old.to(dev), adv.to(dev)
+        ret = None if ret is None else ret.to(dev)
+        real_loss = torch.zeros((), device=dev)
         if real is not None:
-            value, real_loss = value[:b], 0.5 * (value[b:] - real[1]).pow(2).mean()
+            value, real_loss = value[:b], 0.5 * (value[b:] - real[1].to(dev)).pow(2).mean()
         out = ppo_loss(logp, old.reshape(b, -1), adv, value, value.detach() if ret is None else ret, ent,
                        mc.clip, mc.value_coef if ret is not None else 0.0, mc.entropy_coef)
-        kl_ref = torch.zeros(())
+        kl_ref = torch.zeros((), device=dev)
         if mc.kl_coef:
             with torch.no_grad():
                 ref = self.reference.evaluate(mine, actions, None, True)[0].reshape(b, -1)
@@ -219,6 +230,13 @@ class PolicyLearner:
         if real is not None:
             out.loss = out.loss + mc.value_coef * mc.critic_real_coef * real_loss
         return _StepLoss(out, kl_ref, critic, chunk_kl)
+
+    def _forward(self, obs: Observations, actions: torch.Tensor):
+        """Per-token log-probs and entropies and the value, through the backend, in bfloat16 where
+        ``mbpo.learner_precision`` says so (log-probs are computed in float32 either way)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logp, ent, value = self.model(obs, actions, None, True)
+        return logp, ent, value.float()
 
     def _real_minibatch(self, n: int):
         """(observations, Monte-Carlo returns) of ``n`` stored real chunk boundaries, or None."""
@@ -237,8 +255,8 @@ class PolicyLearner:
         losses = []
         for _ in range(steps):
             obs, target = self._real_minibatch(self.cfg.mbpo.minibatch_size)
-            value = self.model(obs, torch.zeros(len(target), self.policy.bins.chunk_size, 7), None, True)[2]
-            loss = 0.5 * (value - target).pow(2).mean()
+            value = self._forward(obs, torch.zeros(len(target), self.policy.bins.chunk_size, 7))[2]
+            loss = 0.5 * (value - target.to(value.device)).pow(2).mean()
             self._step(loss, freeze_actor=True)
             losses.append(float(loss.detach()))
         k = max(1, steps // 10)
@@ -270,7 +288,7 @@ class PolicyLearner:
             scale = self.world_size / float(counts[1]) if n else 0.0
             for _ in range(mc.updates_per_batch):
                 idx = rng.choice(len(steps.actions), size=max(m, 1), replace=False)
-                logp, ent, _ = self.model(steps.observations(idx), steps.actions[idx], None, True)
+                logp, ent, _ = self._forward(steps.observations(idx), steps.actions[idx])
                 self._step(-logp.sum() * scale / logp[0].numel())
                 if n:
                     stats.setdefault("loss", []).append(-float(logp.detach().mean()))

@@ -29,7 +29,9 @@ def units(policy: torch.nn.Module) -> list[torch.nn.Module]:
 def wrap(policy: torch.nn.Module, backend: str) -> torch.nn.Module:
     """The module the ranks train through: DDP around the policy, or the policy sharded in place."""
     if backend == "ddp":
-        return torch.nn.parallel.DistributedDataParallel(policy, find_unused_parameters=True)
+        dev = next(policy.parameters()).device
+        ids = [dev.index] if dev.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(policy, device_ids=ids, find_unused_parameters=True)
     from torch.distributed.fsdp import fully_shard
 
     for unit in units(policy):

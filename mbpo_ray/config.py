@@ -147,6 +147,7 @@ class WorldModelConfig:
     reward_weight: float = 1.0  # the yes/no answer counts this many times in the training loss
     engine: str = "vllm"
     temperature: float = 0.0  # imagination sampling temperature (0 = greedy)
+    gpu_memory_utilization: float = 0.9  # vllm on a GPU: the share of the GPU's memory a replica takes
 
     def __post_init__(self) -> None:
         _check_range("world_model.hidden_size", self.hidden_size, 16, 16384)
@@ -163,6 +164,7 @@ class WorldModelConfig:
         _check_range("world_model.patience", self.patience, 0, 1_000_000)
         _check_choice("world_model.engine", self.engine, ENGINES)
         _check_range("world_model.temperature", self.temperature, 0.0, 10.0)
+        _check_range("world_model.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
 
 
 POLICY_ARCHS = ("binned_vla",)  # names in mbpo_ray.policy.POLICIES
@@ -393,6 +395,8 @@ class MBPOConfig:
     # or broadcast (the learner's rank 0 pushes it over a process group of their own; the weight
     # store still holds every version, for checkpoints and replicas that join late)
     weight_sync: str = "file"
+    # the learner's forward passes: auto (bfloat16 autocast on a GPU, float32 on a CPU), bf16, fp32
+    learner_precision: str = "auto"
 
     def __post_init__(self) -> None:
         for kind in ("worker", "learner", "runner"):
@@ -400,6 +404,7 @@ class MBPOConfig:
         _check_choice("mbpo.learner_placement", self.learner_placement, PLACEMENTS)
         _check_choice("mbpo.learner_backend", self.learner_backend, LEARNER_BACKENDS)
         _check_choice("mbpo.weight_sync", self.weight_sync, ("file", "broadcast"))
+        _check_choice("mbpo.learner_precision", self.learner_precision, ("auto", "bf16", "fp32"))
         for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus",
                      "wm_learner_cpus", "wm_learner_gpus"):
             _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)

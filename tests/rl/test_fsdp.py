@@ -1,5 +1,6 @@
-"""The sharded learner backend (torch FSDP2 over gloo here): two ranks give DDP's losses and
-weights, and its checkpoints (gathered weights, optimizer state by parameter name) resume."""
+"""The learner backends: FSDP2 (over gloo here) gives DDP's losses and
+weights, and its checkpoints (gathered weights, optimizer state by parameter name) resume; bfloat16
+autocast trains close to float32."""
 
 from __future__ import annotations
 
@@ -57,3 +58,22 @@ def test_fsdp_matches_ddp_and_its_checkpoint_resumes(ray_cluster, loop_inputs, t
                               str(tmp_path / "ddp" / "saved" / "optimizer.pt"))
     assert max(abs(x - y) for x, y in zip(on_fsdp, on_ddp, strict=True)) < TOL
     assert ray.is_initialized()
+
+
+def test_bf16_autocast_trains_close_to_float32(loop_inputs, tmp_path):
+    """mbpo.learner_precision=bf16 (the default on a GPU) on the CPU: the forward passes run in bfloat16
+    (the loss differs from float32's in its low bits) and the update stays close to float32's."""
+    from learners.policy_learner import PolicyLearner
+
+    _, _, policy_dir, _ = loop_inputs
+    br = branches(policy_dir, {1: 0, 6: 1}, b=8, seed=0)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        cfg = build_config(overrides={"mbpo": {"learner_precision": precision, "branches": 8, "minibatch_size": 8,
+                                               "updates_per_batch": 1}})
+        learner = PolicyLearner(actor_config(cfg, policy_dir)[0], policy_dir, str(tmp_path / precision), 0, 1)
+        assert learner.bf16 == (precision == "bf16")
+        out[precision] = learner.update(br, 1, seed=0)
+    a, b = out["fp32"], out["bf16"]
+    assert a["loss"] != b["loss"] and abs(a["loss"] - b["loss"]) < 0.05 * max(1.0, abs(a["loss"]))
+    assert abs(a["entropy"] - b["entropy"]) < 0.02 * a["entropy"]

@@ -33,11 +33,12 @@ class SegmentMask:
 
 
 class HFEngine(WorldModelEngine):
-    def __init__(self, checkpoint: str, layout: TokenLayout, dtype: str = "float32", device: str = "cpu"):
+    def __init__(self, checkpoint: str, layout: TokenLayout, dtype: str = "float32", device: str = "auto"):
         super().__init__(checkpoint, layout)
+        import torch
         from transformers import AutoModelForCausalLM
 
-        self.device = device
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype))
         self.model.to(device).eval()
 

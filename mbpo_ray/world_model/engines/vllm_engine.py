@@ -26,7 +26,8 @@ EXTENSION = "mbpo_ray.world_model.engines.vllm_ext.WeightSyncExtension"
 
 class VLLMEngine(WorldModelEngine):
     def __init__(self, checkpoint: str, layout: TokenLayout, dtype: str = "float32",
-                 in_process: bool = True, kv_cache_gib: int = 1, max_num_seqs: int = 256, seed: int = 0):
+                 in_process: bool = True, kv_cache_gib: int = 1, max_num_seqs: int = 256, seed: int = 0,
+                 gpu_memory_utilization: float | None = None):
         super().__init__(checkpoint, layout)
         if in_process:  # single process engine: fastest start, no extra processes (the CPU default)
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -46,6 +47,9 @@ class VLLMEngine(WorldModelEngine):
                 enable_chunked_prefill=False,
                 distributed_executor_backend="uni" if in_process else None,
                 worker_extension_cls=EXTENSION,
+                # on a GPU the share of its memory this engine takes (vLLM's default 0.9 leaves none to a
+                # learner rank on the same GPU)
+                **({"gpu_memory_utilization": gpu_memory_utilization} if gpu_memory_utilization else {}),
             )
 
     def _generate(self, prompts, n_tokens: int, allowed: list[int], temperature: float, seed: int | None,
