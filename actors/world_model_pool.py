@@ -80,6 +80,11 @@ class WorldModelPool:
                 return
             except (*ACTOR_ERRORS, GetTimeoutError) as exc:
                 error = exc
+        if isinstance(error, GetTimeoutError):  # never placed, or an engine that does not come up
+            raise PoolError(f"world-model replica {index} did not start within {self.ready_timeout_s:g} s "
+                            f"({self.max_failures + 1} tries): no node had room for {self.bundle}, or its engine "
+                            "hung; a resource no node type provides is never placed: check mbpo.worker_resources "
+                            "and mbpo.worker_gpus against the cluster's nodes")
         raise PoolError(f"world-model replica {index} failed to start {self.max_failures + 1} times in a row; "
                         f"last error: {str(error).strip().splitlines()[-1] if str(error).strip() else error!r}")
 

@@ -40,7 +40,7 @@ class HFEngine(WorldModelEngine):
 
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype))
-        self.model.to(device).eval()
+        self.model.to(self.device).eval()
 
     @torch.no_grad()
     def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int | None = None) -> list[Imagined]:
