@@ -26,12 +26,35 @@ def wait_for(ray, n: int, seconds: float) -> float:
     return time.monotonic() - t0
 
 
-def main() -> None:
-    import ray
+def cluster_class():
+    """Ray's AutoscalingCluster, with its base config written here: the PyPI wheel of Ray 2.60 leaves
+    out the example file it reads (autoscaler/_private/fake_multi_node/example.yaml)."""
     from ray.cluster_utils import AutoscalingCluster
 
+    class Cluster(AutoscalingCluster):
+        def _generate_config(self, head_resources, worker_node_types, autoscaler_v2=False, **config_kwargs):
+            config = {
+                "cluster_name": "fake_multinode", "max_workers": 8, "head_node_type": "ray.head.default",
+                "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                             "disable_launch_config_check": True},
+                "available_node_types": {**worker_node_types, "ray.head.default": {
+                    "resources": head_resources, "node_config": {}, "max_workers": 0}},
+                "auth": {}, "upscaling_speed": 1.0, "idle_timeout_minutes": 5, "docker": {},
+                "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+                "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+                "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+                "worker_start_ray_commands": []}
+            config.update(config_kwargs)
+            return config
+
+    return Cluster
+
+
+def main() -> None:
+    import ray
+
     cfg, world_model, policy, store, weights = json.loads(sys.argv[1]), *sys.argv[2:6]
-    cluster = AutoscalingCluster(
+    cluster = cluster_class()(
         head_resources={"CPU": 1},
         worker_node_types={"wm_node": {"resources": {"CPU": 1, "wm_gpu": 1}, "node_config": {},
                                        "min_workers": 0, "max_workers": 2}},
@@ -53,7 +76,10 @@ def main() -> None:
         out["nodes_two_replicas"] = worker_nodes(ray)
         parts, _ = pool.imagine(4, seed=0, task_ids=[0])
         out["branches"] = sum(len(p.branches) for p in parts)
-        out["nodes_that_imagined"] = len({p.node for p in parts})
+        out["nodes_that_imagined"] = len({p.pid for p in parts})  # both replicas worked
+        # fake nodes share one address: tell them apart by node id
+        out["replica_nodes"] = len(set(ray.get([w.__ray_call__.remote(
+            lambda self: ray.get_runtime_context().get_node_id()) for w in pool.workers])))
         out["shrunk_to"] = pool.autoscale(imagine_s=0.1, update_s=10.0)  # one replica fewer keeps up
         out["seconds_to_remove_idle_node"] = wait_for(ray, 1, 180)
         pool.close()

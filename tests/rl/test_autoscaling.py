@@ -54,7 +54,7 @@ def test_pool_scales_nodes_of_an_autoscaling_cluster(loop_inputs, tmp_path):
     out = json.loads(lines[-1].removeprefix("RESULT "))
     assert out["start_nodes"] == 0  # min 0: no worker node until a replica asks for one
     assert out["nodes_one_replica"] == 1 and out["grown_to"] == 2 and out["nodes_two_replicas"] == 2
-    assert out["branches"] == 4 and out["nodes_that_imagined"] == 2
+    assert out["branches"] == 4 and out["nodes_that_imagined"] == 2 and out["replica_nodes"] == 2
     assert out["shrunk_to"] == 1 and out["seconds_to_remove_idle_node"] < 180
     assert "tpu_pod" in out["impossible"] and "did not start within 20 s" in out["impossible"]
     assert out["impossible_seconds"] < 120
