@@ -71,6 +71,8 @@ bench: install
 	$(BIN)/python benchmarks/expert_success.py --suite libero_spatial --tasks 0-9 --init-states 20 --workers 2
 	$(BIN)/python benchmarks/engine_throughput.py
 	$(BIN)/python benchmarks/imagination_throughput.py
+	$(BIN)/python benchmarks/weight_sync.py
+	$(BIN)/python benchmarks/fsdp.py
 	for t in 0 1 2 3; do $(BIN)/mbpo-ray collect --suite libero_spatial --task $$t --episodes 30 --workers 2 --out $(DEMOS) || exit 1; done
 	$(BIN)/python benchmarks/sft_eval.py --store $(DEMOS) --demos-per-task 10 --tasks 0-1 --steps 3000 --episodes-per-task 50 --workers 2 --unseen-from 15 --work $(SFT2_WORK)
 	$(BIN)/mbpo-ray sft $(DEMOS) --out $(SFT_WORK)/policy --tasks 0-3 --demos-per-task 10 --steps 3000
