@@ -55,17 +55,23 @@ class WorldModelWorker:
         self.sync_seconds = time.perf_counter() - t0
         return Versions(self.policy_version, self.wm.engine.version)
 
-    def join_channel(self, addr, rank: int) -> None:
-        """Join the learner's weight-broadcast group (``mbpo.weight_sync=broadcast``) as ``rank``."""
+    def join_channel(self, addr, rank: int, name: str) -> None:
+        """Join a weight-broadcast group (``mbpo.weight_sync=broadcast``) for ``name`` (policy, or
+        world_model from the world-model learner) as ``rank``."""
         from learners.weight_channel import WeightChannel
 
-        self.channel = WeightChannel(addr, rank)
+        self.channels = {**getattr(self, "channels", {}), name: WeightChannel(addr, rank)}
 
-    def receive_policy(self, version: int) -> float:
-        """The policy version the learner broadcasts now, into this replica's copy; seconds taken."""
+    def receive_weights(self, name: str, version: int) -> float:
+        """The version of ``name`` its sender broadcasts now: into this replica's policy copy, or into
+        its running world-model engine; seconds taken."""
         t0 = time.perf_counter()
-        self.policy.load_state_dict(self.channel.receive(version))
-        self.policy_version = version
+        state = self.channels[name].receive(version)
+        if name == POLICY:
+            self.policy.load_state_dict(state)
+            self.policy_version = version
+        else:
+            self.wm.engine.update_weights(state, version)
         return time.perf_counter() - t0
 
     def _start_episodes(self, parts: tuple[str, ...] | None) -> tuple[np.ndarray, list]:

@@ -59,7 +59,6 @@ def imagine_rate(args, cfg: dict, workers: int, weights: str) -> tuple[float, ob
 
 
 def learn_rate(args, cfg: dict, ranks: int, weights: str, batch) -> float:
-    import ray
 
     from learners.policy_learner import LearnerGroup
 
@@ -72,8 +71,7 @@ def learn_rate(args, cfg: dict, ranks: int, weights: str, batch) -> float:
         secs += time.perf_counter() - t0
         trained += m["trained"]
         print(f"{ranks} learner(s), update {k}: {m['seconds']:.1f} s", flush=True)
-    for r in group.ranks:
-        ray.kill(r)
+    group.close()
     return trained / secs
 
 

@@ -125,7 +125,7 @@ class PolicyLearner:
     def join_channel(self, addr: ChannelAddress) -> None:
         self.channel = WeightChannel(addr, 0, self._channel_store)
 
-    def send_policy(self, version: int) -> float:
+    def send_weights(self, version: int) -> float:
         """Rank 0 broadcasts the policy as ``version`` to the receivers (every rank calls: sharded
         weights are gathered first); returns the seconds it took."""
         t0 = time.perf_counter()
@@ -414,17 +414,26 @@ class LearnerGroup:
     def save(self, path: str, extra: dict | None = None, optimizer: bool = True) -> str:
         return self.gather([r.save.remote(path, extra, optimizer) for r in self.ranks])[0]
 
+    def __enter__(self) -> LearnerGroup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a placement group outlives the handles of its actors: free the ranks' reservation when the
+        # group goes away, as the actors' own would be
+        if getattr(self, "pg", None) is not None and ray.is_initialized():
+            self.close()
+
     def close(self) -> None:
+        """Kill the ranks and give their placement group's reservation back."""
         for r in self.ranks:
             kill_actor(r)
         if self.pg is not None:
             with contextlib.suppress(Exception):
                 ray.util.remove_placement_group(self.pg)
             self.pg = None
-
-    def send_policy_async(self, version: int) -> list:
-        """Start rank 0's broadcast of ``version`` (the receivers' ``receive_policy`` runs meanwhile)."""
-        return [r.send_policy.remote(version) for r in self.ranks]
 
     def fit_critic(self, steps: int, version: int, seed: int) -> dict:
         """Every rank fits the critic on real returns (DDP keeps them identical); rank 0's metrics."""

@@ -109,15 +109,21 @@ def _buckets(meta: list) -> list[list[str]]:
     return out
 
 
-class PolicyBroadcast:
-    """The driver's side of ``mbpo.weight_sync=broadcast``: a group over the learner's rank 0 and the
-    pool's replicas as they are now (made again under a new epoch when the pool replaced, added or
-    removed one), through which every new policy version is pushed. A push that fails (a replica
-    died, a member timed out) is dropped and the group made again next time: the replicas then read
-    that version from the file store, as a late joiner does."""
+class WeightBroadcast:
+    """The driver's side of ``mbpo.weight_sync=broadcast`` for one kind of weights (``name``: policy,
+    world_model): a group over the sender actors' first and the pool's replicas as they are now
+    (made again under a new epoch when the pool replaced, added or removed one), through which every
+    new version is pushed. Every sender takes part in a push (learner ranks gather sharded weights),
+    the first one sends. A push that fails (a replica died, a member timed out) is dropped and the
+    group made again next time: the replicas then read that version from the file store, as a late
+    joiner does.
 
-    def __init__(self, learners, timeout_s: float = 120.0):
-        self.learners, self.timeout_s = learners, timeout_s
+    Senders have ``open_channel(size, epoch, timeout_s)``, ``join_channel(addr)`` and
+    ``send_weights(version)``; receivers ``join_channel(addr, rank, name)`` and
+    ``receive_weights(name, version)``."""
+
+    def __init__(self, senders: list, name: str, timeout_s: float = 120.0):
+        self.senders, self.name, self.timeout_s = senders, name, timeout_s
         self.members: tuple = ()
         self.epoch, self.failures = 0, 0
 
@@ -125,30 +131,32 @@ class PolicyBroadcast:
         import ray
 
         self.epoch += 1
-        rank0 = self.learners.ranks[0]
-        addr = ray.get(rank0.open_channel.remote(len(workers) + 1, self.epoch, self.timeout_s))
-        ray.get([rank0.join_channel.remote(addr), *(w.join_channel.remote(addr, i + 1) for i, w in enumerate(workers))],
+        first = self.senders[0]
+        addr = ray.get(first.open_channel.remote(len(workers) + 1, self.epoch, self.timeout_s))
+        ray.get([first.join_channel.remote(addr),
+                 *(w.join_channel.remote(addr, i + 1, self.name) for i, w in enumerate(workers))],
                 timeout=2 * self.timeout_s)
         self.members = tuple(workers)
 
     def push(self, workers: list, version: int) -> dict[str, float]:
-        """Broadcast ``version`` to ``workers``; the metrics of the push."""
+        """Broadcast ``version`` to ``workers``; the metrics of the push (``sync/NAME/...``)."""
         import time
 
         import ray
 
+        key = f"sync/{self.name}"
         t0 = time.perf_counter()
         try:
             if tuple(workers) != self.members:
                 self._connect(workers)
-            sent = self.learners.send_policy_async(version)
-            got = ray.get([w.receive_policy.remote(version) for w in workers], timeout=2 * self.timeout_s)
+            sent = [s.send_weights.remote(version) for s in self.senders]
+            got = ray.get([w.receive_weights.remote(self.name, version) for w in workers], timeout=2 * self.timeout_s)
             ray.get(sent, timeout=2 * self.timeout_s)
         except Exception as exc:  # noqa: BLE001  the file store still holds the version
             self.failures += 1
             self.members = ()
-            print(f"weight broadcast of policy v{version} failed ({type(exc).__name__}); the replicas read it "
+            print(f"weight broadcast of {self.name} v{version} failed ({type(exc).__name__}); the replicas read it "
                   "from the weight store", flush=True)
-            return {"sync/broadcast_failures": self.failures}
-        return {"sync/broadcast_s": time.perf_counter() - t0, "sync/receive_s": max(got),
-                "sync/broadcast_failures": self.failures}
+            return {f"{key}/broadcast_failures": self.failures}
+        return {f"{key}/broadcast_s": time.perf_counter() - t0, f"{key}/receive_s": max(got),
+                f"{key}/broadcast_failures": self.failures}

@@ -93,6 +93,24 @@ class WorldModelLearner:
         return {**{k: float(np.mean(v)) for k, v in losses.items()}, "transitions": n, "episodes": len(self.known),
                 "seconds": time.perf_counter() - t0}
 
+    def open_channel(self, size: int, epoch: int, timeout_s: float):
+        """A weight-broadcast group to the replicas' engines (``mbpo.weight_sync=broadcast``)."""
+        from learners.weight_channel import open_channel
+
+        self._channel_store, addr = open_channel(size, epoch, timeout_s)
+        return addr
+
+    def join_channel(self, addr) -> None:
+        from learners.weight_channel import WeightChannel
+
+        self.channel = WeightChannel(addr, 0, self._channel_store)
+
+    def send_weights(self, version: int) -> float:
+        """Broadcast the model as ``version`` into the replicas' running engines; seconds taken."""
+        t0 = time.perf_counter()
+        self.channel.send(self.model.state_dict(), version)
+        return time.perf_counter() - t0
+
     def publish(self, version: int) -> None:
         """The model as it is now becomes ``version`` of the world model every replica pulls."""
         self.weights.publish(WORLD_MODEL, self.model.state_dict(), version)

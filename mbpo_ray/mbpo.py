@@ -119,7 +119,8 @@ class _Loop:
         state.setdefault("start_parts", list(self.store.part_names))  # the store as the run found it
         state.setdefault("store_parts", list(state["start_parts"]))  # + the run's own episodes: start states
         self.runners, self.pool, self.learners, self.wm_learner = [], None, None, None
-        self.broadcast = None  # mbpo.weight_sync=broadcast: the learner pushes each version to the replicas
+        # mbpo.weight_sync=broadcast: the learners push each version into the replicas
+        self.broadcast = self.wm_broadcast = None
         try:
             self._start_actors(weights, start_policy, store_uri, resume)
         except BaseException:  # nothing this loop started is left running
@@ -160,9 +161,11 @@ class _Loop:
                                      reference_dir=start_policy, store_parts=tuple(state["start_parts"]),
                                      resources=mc.custom_resources("learner"), placement=mc.learner_placement)
         if mc.weight_sync == "broadcast" and self.pool is not None:
-            from learners.weight_channel import PolicyBroadcast
+            from learners.weight_channel import WeightBroadcast
 
-            self.broadcast = PolicyBroadcast(self.learners)
+            self.broadcast = WeightBroadcast(self.learners.ranks, POLICY)
+            if self.wm_learner is not None:
+                self.wm_broadcast = WeightBroadcast([self.wm_learner], WORLD_MODEL)
         runner = mc.custom_resources("runner")
         self.runners = make_env_runners(cfg_dict, store_uri, mc.env_runners, mc.runner_cpus, runner) if uses_runners(mc) else []
         self.remake_runner = lambda: make_env_runners(cfg_dict, store_uri, 1, mc.runner_cpus, runner)[0]
@@ -301,6 +304,8 @@ class _Loop:
             wm = ray.get(self.wm_learner.finetune.remote(self.mc.wm_finetune_steps, self.state["world_model_version"],
                                                          tuple(self.state["store_parts"]), derive_seed(self.mc.seed, it)))
             log.update({f"world_model/{k}": v for k, v in wm.items()})
+            if self.wm_broadcast is not None:
+                log.update(self.wm_broadcast.push(self.pool.workers, self.state["world_model_version"]))
 
     def evaluate(self, it: int, log: dict, policy_path: str | None) -> None:
         """On schedule and after the last iteration: LIBERO's protocol on init states 0..eval_episodes-1."""

@@ -24,7 +24,7 @@ def test_gpu_check_dry_mode_runs_every_step(tmp_path):
     assert summary["vllm_over_hf"] and all(r > 0 for r in summary["vllm_over_hf"].values())
     train = json.loads((tmp_path / "gpu_check_train.json").read_text())
     assert [x["iteration"] for x in train["iterations"]] == [1, 2]
-    assert all(x["sync/broadcast_failures"] == 0 and x["learner/rank_divergence"] == 0 for x in train["iterations"])
+    assert all(x["sync/policy/broadcast_failures"] == 0 and x["learner/rank_divergence"] == 0 for x in train["iterations"])
     assert (tmp_path / "gpu_check_imagination_throughput.json").is_file()
 
 

@@ -61,6 +61,7 @@ def test_bc_ranks_without_successes_join_the_same_update(ray_cluster, loop_input
     m = group.update(br, 1, seed=0)
     assert m["samples"] == 4 and m["success_branches"] == 2 and m["trained"] == 3 * 4
     sums = group.checksums()
+    group.close()  # its placement group's reservation back
     assert sums[0] == sums[1]
     one = PolicyLearner(cfg, policy_dir, str(tmp_path / "one"), 0, 1)
     one.update(br, 1, seed=0)

@@ -49,3 +49,33 @@ def test_ranks_that_cannot_be_placed_fail_fast_and_release_their_reservation(ray
         LearnerGroup(cfg, policy_dir, str(tmp_path / "w"), 2, num_cpus=0.25, placement="strict_spread",
                      place_timeout_s=5)
     assert {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"} == before
+
+
+def test_a_group_gives_its_reservation_back_when_closed_or_dropped(ray_cluster, loop_inputs, tmp_path):
+    """A placement group outlives the handles of its actors: a group closed, or only dropped, frees it."""
+    import gc
+    import time
+
+    import ray
+
+    from learners.policy_learner import LearnerGroup
+    from mbpo_ray.mbpo import actor_config
+
+    _, _, policy_dir, _ = loop_inputs
+    cfg = actor_config(build_config(), policy_dir)[0]
+
+    def free_cpus(want: float) -> float:
+        end = time.monotonic() + 30
+        while abs(ray.available_resources().get("CPU", 0.0) - want) > 1e-6 and time.monotonic() < end:
+            time.sleep(0.5)
+        return ray.available_resources().get("CPU", 0.0)
+
+    before = ray.available_resources().get("CPU", 0.0)
+    with LearnerGroup(cfg, policy_dir, str(tmp_path / "a"), 2, num_cpus=0.25):
+        assert free_cpus(before - 0.5) == pytest.approx(before - 0.5)
+    assert free_cpus(before) == pytest.approx(before)
+    group = LearnerGroup(cfg, policy_dir, str(tmp_path / "b"), 2, num_cpus=0.25)
+    assert free_cpus(before - 0.5) == pytest.approx(before - 0.5)
+    del group
+    gc.collect()
+    assert free_cpus(before) == pytest.approx(before)

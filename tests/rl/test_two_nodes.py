@@ -108,4 +108,4 @@ def test_train_spans_two_nodes(loop_inputs, tmp_path):
     assert all(x["staleness"] == 0 and x["imagine/chunk_transitions"] > 0 for x in logs)
     assert all(x["placement/learner_nodes"] == 2 and x["placement/imagine_nodes"] == 1 for x in logs)
     # each new version went to the replica over the broadcast group, across the nodes
-    assert all(x["sync/broadcast_failures"] == 0 and x["sync/broadcast_s"] > 0 for x in logs)
+    assert all(x["sync/policy/broadcast_failures"] == 0 and x["sync/policy/broadcast_s"] > 0 for x in logs)
