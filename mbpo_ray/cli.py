@@ -112,16 +112,17 @@ def cmd_collect(args, extra) -> int:
 
 def cmd_import(args, extra) -> int:
     from mbpo_ray.replay import ReplayStore, StoreSpec
-    from mbpo_ray.replay.libero_hdf5 import iter_hdf5_episodes
+    from mbpo_ray.replay.libero_hdf5 import iter_hdf5_episodes, resolve_task
 
     for path in args.files:
         if not Path(path).is_file():
             raise ReplayError(f"{path}: no such file")
+    tasks = [resolve_task(path, args.suite, args.task) for path in args.files]  # every file's task, before writing
     store = ReplayStore.create(args.out, StoreSpec(image_size=args.image_size, chunk_size=args.chunk_size))
     n = 0
     bar = _progress(None, "import")
-    for path in args.files:
-        for batch in iter_hdf5_episodes(store, path, args.suite, args.task):
+    for path, (suite, task) in zip(args.files, tasks, strict=True):
+        for batch in iter_hdf5_episodes(store, path, suite, task):
             store.append(batch)
             n += 1
             bar.update(1)

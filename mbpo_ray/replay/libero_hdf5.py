@@ -2,7 +2,8 @@
 
 Layout (one file per task, ``<task_name>_demo.hdf5``)::
 
-    data/                      (attrs such as problem_info are not needed)
+    data/                      attrs bddl_file_name, problem_info (JSON with language_instruction):
+                               they name the task where the file name does not
     data/demo_i/actions        (T, 7) float
     data/demo_i/rewards        (T,)   sparse, 1 at success
     data/demo_i/dones          (T,)
@@ -43,10 +44,43 @@ def task_from_filename(path: str) -> tuple[str, int] | None:
 
     stem = re.sub(r"_demo$", "", Path(path).stem)
     suites = benchmark.get_benchmark_dict()
-    for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"):
+    for suite in SUITES:
         names = suites[suite]().get_task_names()
         if stem in names:
             return suite, names.index(stem)
+    return None
+
+
+SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
+
+
+def task_from_attrs(attrs) -> tuple[str, int] | None:
+    """(suite, task id) from the ``data`` group's own attributes: the task's BDDL file
+    (``.../bddl_files/<suite>/<task_name>.bddl``), else the instruction in ``problem_info``."""
+    from libero.libero import benchmark
+
+    suites = benchmark.get_benchmark_dict()
+    bddl = attrs.get("bddl_file_name")
+    if bddl is not None:
+        bddl = Path(bddl.decode() if isinstance(bddl, bytes) else str(bddl))
+        named = [bddl.parent.name] if bddl.parent.name in SUITES else []
+        for suite in named + [x for x in SUITES if x not in named]:
+            names = suites[suite]().get_task_names()
+            if bddl.stem in names:
+                return suite, names.index(bddl.stem)
+    info = attrs.get("problem_info")
+    if info is not None:
+        import json
+
+        try:
+            text = json.loads(info.decode() if isinstance(info, bytes) else str(info)).get("language_instruction")
+        except (ValueError, AttributeError):
+            text = None
+        for suite in SUITES if text else ():
+            tasks = suites[suite]().tasks
+            hits = [i for i, t in enumerate(tasks) if t.language.strip().lower() == text.strip().lower()]
+            if len(hits) == 1:  # an instruction several tasks share does not name one
+                return suite, hits[0]
     return None
 
 
@@ -100,27 +134,39 @@ def _demo_batch(store: ReplayStore, demo, name: str, meta: dict) -> pa.RecordBat
     return b.finish(obs(last), None if states is None else states[last])
 
 
-def iter_hdf5_episodes(
-    store: ReplayStore, path: str, suite: str | None = None, task_id: int | None = None
-) -> Iterator[pa.RecordBatch]:
-    """Yield one record batch per demo in ``path`` (episodes in demo index order)."""
+def _open(path: str):
     import h5py
 
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise ReplayError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
-        if "data" not in f:
-            raise ReplayError(f"{path}: no 'data' group; expected the official LIBERO demo layout")
+    if "data" not in f:
+        f.close()
+        raise ReplayError(f"{path}: no 'data' group; expected the official LIBERO demo layout")
+    return f
+
+
+def resolve_task(path: str, suite: str | None = None, task_id: int | None = None) -> tuple[str, int]:
+    """(suite, task id) of a demo file: as given, else from its file name, else from its attributes
+    (the file is opened either way: an unreadable one fails here)."""
+    with _open(path) as f:
+        if suite is not None and task_id is not None:
+            return suite, task_id
+        found = task_from_filename(path) or task_from_attrs(f["data"].attrs)
+    if found is None:
+        raise ReplayError(f"{path}: cannot tell the LIBERO task from the file name nor from the file's "
+                          "bddl_file_name / problem_info attributes; pass --suite and --task")
+    return (suite or found[0]), (found[1] if task_id is None else task_id)
+
+
+def iter_hdf5_episodes(
+    store: ReplayStore, path: str, suite: str | None = None, task_id: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Yield one record batch per demo in ``path`` (episodes in demo index order)."""
+    suite, task_id = resolve_task(path, suite, task_id)
+    with _open(path) as f:
         data = f["data"]
-        if suite is None or task_id is None:
-            found = task_from_filename(path)
-            if found is None:
-                raise ReplayError(
-                    f"{path}: cannot tell the LIBERO task from the file name; pass --suite and --task"
-                )
-            suite, task_id = (suite or found[0]), (found[1] if task_id is None else task_id)
         from mbpo_ray.envs.libero_env import task_info
 
         instruction = task_info(suite, task_id)[1]  # the benchmark's wording, as the live env uses

@@ -23,14 +23,16 @@ def upright_frame(t: int, wrist: bool) -> np.ndarray:
     return f
 
 
-def write_libero_hdf5(path, lengths=(23, 17)) -> list[dict]:
+def write_libero_hdf5(path, lengths=(23, 17), bddl: str | None = f"libero/bddl_files/libero_spatial/{TASK0}.bddl",
+                      instruction: str = "pick the akita black bowl") -> list[dict]:
     """Official layout; frames stored as the simulator renders them (upside down)."""
     rng = np.random.default_rng(0)
     demos = []
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
-        data.attrs["problem_info"] = json.dumps({"language_instruction": "pick the akita black bowl"})
-        data.attrs["bddl_file_name"] = f"libero/bddl_files/libero_spatial/{TASK0}.bddl"
+        data.attrs["problem_info"] = json.dumps({"language_instruction": instruction})
+        if bddl is not None:
+            data.attrs["bddl_file_name"] = bddl
         for i, t_len in enumerate(lengths):
             g = data.create_group(f"demo_{i}")
             actions = rng.uniform(-1, 1, (t_len, 7)).astype(np.float64)
@@ -90,14 +92,16 @@ def test_import_official_layout(tmp_path, capsys):
 
 def test_import_errors(tmp_path, capsys):
     bad = tmp_path / "not_a_libero_task_demo.hdf5"
-    write_libero_hdf5(bad)
+    write_libero_hdf5(bad, bddl="elsewhere/no_such_task.bddl")
     assert main(["import-libero-hdf5", str(bad), "--out", str(tmp_path / "s")]) == 2
-    assert "cannot tell the LIBERO task from the file name; pass --suite and --task" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot tell the LIBERO task from the file name nor from the file's bddl_file_name" in err
+    assert "pass --suite and --task" in err and not (tmp_path / "s" / "store.json").exists()
     broken = tmp_path / "broken.hdf5"
     broken.write_bytes(b"this is not hdf5")
     assert main(["import-libero-hdf5", str(broken), "--out", str(tmp_path / "s2"), "--suite",
                  "libero_spatial", "--task", "0"]) == 2
-    assert "not a readable HDF5 file" in capsys.readouterr().err
+    assert "not a readable HDF5 file" in capsys.readouterr().err and not (tmp_path / "s2").exists()
     with h5py.File(tmp_path / "missing.hdf5", "w") as f:
         f.create_group("data/demo_0").create_dataset("actions", data=np.zeros((5, 7)))
     from mbpo_ray.replay import StoreSpec
@@ -106,3 +110,20 @@ def test_import_errors(tmp_path, capsys):
     store = ReplayStore.create(str(tmp_path / "s3"), StoreSpec(image_size=S))
     with pytest.raises(ReplayError, match=r"missing datasets \['obs/agentview_rgb'"):
         list(iter_hdf5_episodes(store, str(tmp_path / "missing.hdf5"), "libero_spatial", 0))
+
+
+def test_a_file_with_any_name_is_imported_through_its_attributes(tmp_path):
+    """The task comes from data.attrs when the file name does not tell it: the BDDL file name, else
+    the instruction in problem_info."""
+    from mbpo_ray.envs.libero_env import task_info
+
+    by_bddl = tmp_path / "episodes_2024.hdf5"
+    write_libero_hdf5(by_bddl, lengths=(12,))
+    # libero_object task 3 named only by its instruction (and a BDDL path that names nothing)
+    by_text = tmp_path / "recording.hdf5"
+    write_libero_hdf5(by_text, lengths=(12,), bddl=None, instruction=task_info("libero_object", 3)[1])
+    for src, suite, task in ((by_bddl, "libero_spatial", 0), (by_text, "libero_object", 3)):
+        out = str(tmp_path / f"store_{src.stem}")
+        assert main(["import-libero-hdf5", str(src), "--out", out, "--image-size", str(S)]) == 0
+        (e,) = ReplayStore.open(out).episodes
+        assert (e.suite, e.task_id) == (suite, task)
