@@ -71,10 +71,11 @@ def tiny_inputs(work: Path) -> tuple[str, str, str]:
 
 def start_cluster() -> str:
     """A local cluster held by this process (gone when it exits); the drivers join it by address."""
+    from mbpo_ray.connect import local_ray
+
+    local_ray(8)
     import ray
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # one node, on loopback
-    ray.init(num_cpus=8, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     return ray.get_runtime_context().gcs_address
 
 

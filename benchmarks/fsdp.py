@@ -71,10 +71,11 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--branches", type=int, default=8)
     args = ap.parse_args()
+    from mbpo_ray.connect import local_ray
+
+    local_ray(args.ranks)
     import ray
 
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # one node, on loopback
-    ray.init(num_cpus=args.ranks, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="fsdp-") as tmp:
         root = Path(tmp)
         policy, params = make_policy(root, args.hidden_size)

@@ -109,10 +109,11 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--receivers", type=int, default=2)
     args = ap.parse_args()
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # one node, on loopback
+    from mbpo_ray.connect import local_ray
+
+    local_ray(2)
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     cls = ray.remote(Member).options(num_cpus=0.5)
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="weight-sync-") as tmp:

@@ -27,7 +27,7 @@ import torch
 
 from learners import sharding
 from learners.rendezvous import Rendezvous, join_group, node_ip, open_store
-from learners.weight_channel import ChannelAddress, WeightChannel, open_channel
+from learners.weight_channel import ChannelSender
 from mbpo_ray.config import build_config
 from mbpo_ray.connect import kill_actor
 from mbpo_ray.placement import place_bundles
@@ -40,7 +40,7 @@ from mbpo_ray.weights import WeightStore
 POLICY = "policy"
 
 
-class PolicyLearner:
+class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_sync=broadcast
     def __init__(self, cfg_dict: dict, policy_dir: str, weights_uri: str, rank: int, world_size: int,
                  optimizer_state: str | None = None, store_uri: str | None = None,
                  reference_dir: str | None = None, store_parts: tuple[str, ...] | None = None):
@@ -116,14 +116,6 @@ class PolicyLearner:
 
     def node(self) -> str:
         return node_ip()
-
-    def open_channel(self, size: int, epoch: int, timeout_s: float) -> ChannelAddress:
-        """Rank 0: a weight-broadcast group of ``size`` members (this rank and the receivers)."""
-        self._channel_store, addr = open_channel(size, epoch, timeout_s)
-        return addr
-
-    def join_channel(self, addr: ChannelAddress) -> None:
-        self.channel = WeightChannel(addr, 0, self._channel_store)
 
     def send_weights(self, version: int) -> float:
         """Rank 0 broadcasts the policy as ``version`` to the receivers (every rank calls: sharded

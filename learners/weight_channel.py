@@ -109,6 +109,18 @@ def _buckets(meta: list) -> list[list[str]]:
     return out
 
 
+class ChannelSender:
+    """What makes an actor the sender of a weight-broadcast group (:class:`WeightBroadcast` calls
+    these on its first sender): it opens the group's store on its node and joins as rank 0."""
+
+    def open_channel(self, size: int, epoch: int, timeout_s: float) -> ChannelAddress:
+        self._channel_store, addr = open_channel(size, epoch, timeout_s)
+        return addr
+
+    def join_channel(self, addr: ChannelAddress) -> None:
+        self.channel = WeightChannel(addr, 0, self._channel_store)
+
+
 class WeightBroadcast:
     """The driver's side of ``mbpo.weight_sync=broadcast`` for one kind of weights (``name``: policy,
     world_model): a group over the sender actors' first and the pool's replicas as they are now

@@ -17,6 +17,7 @@ import numpy as np
 import ray
 import torch
 
+from learners.weight_channel import ChannelSender
 from mbpo_ray.replay import ReplayStore
 from mbpo_ray.weights import WeightStore
 
@@ -24,7 +25,7 @@ WORLD_MODEL = "world_model"
 LEARNER_STATE = "learner_state.pt"  # the optimizer state, next to the model in a run's checkpoint
 
 
-class WorldModelLearner:
+class WorldModelLearner(ChannelSender):  # sends its versions with mbpo.weight_sync=broadcast
     def __init__(self, world_model_dir: str, store_uri: str, weights_uri: str, lr: float = 1e-4,
                  batch_size: int = 16, seed: int = 0):
         from transformers import AutoModelForCausalLM
@@ -92,18 +93,6 @@ class WorldModelLearner:
         self.publish(version)
         return {**{k: float(np.mean(v)) for k, v in losses.items()}, "transitions": n, "episodes": len(self.known),
                 "seconds": time.perf_counter() - t0}
-
-    def open_channel(self, size: int, epoch: int, timeout_s: float):
-        """A weight-broadcast group to the replicas' engines (``mbpo.weight_sync=broadcast``)."""
-        from learners.weight_channel import open_channel
-
-        self._channel_store, addr = open_channel(size, epoch, timeout_s)
-        return addr
-
-    def join_channel(self, addr) -> None:
-        from learners.weight_channel import WeightChannel
-
-        self.channel = WeightChannel(addr, 0, self._channel_store)
 
     def send_weights(self, version: int) -> float:
         """Broadcast the model as ``version`` into the replicas' running engines; seconds taken."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from mbpo_ray import cli_loop
 from mbpo_ray.config import Config, ConfigError, build_config, parse_overrides
+from mbpo_ray.connect import use_loopback
 from mbpo_ray.envs.libero_env import EnvError
 from mbpo_ray.replay.schema import ReplayError
 
@@ -403,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if not os.environ.get("RAY_ADDRESS"):  # a local one-node Ray stays on loopback (read when ray is imported)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not os.environ.get("RAY_ADDRESS"):  # before any command imports ray
+        use_loopback()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     bad = [a for a in extra if not (a.startswith("--") and "=" in a)]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mbpo_ray.config_loader import ConfigError, fail, from_dict, load_yaml, merge, parse_overrides
+from mbpo_ray.placement import STRATEGIES, parse_resources
 
 __all__ = ["Config", "ConfigError", "build_config", "parse_overrides"]  # and the section dataclasses
 
@@ -171,26 +172,8 @@ POLICY_ARCHS = ("binned_vla",)  # names in mbpo_ray.policy.POLICIES
 OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
 START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
-PLACEMENTS = ("pack", "spread", "strict_pack", "strict_spread")  # mbpo.learner_placement (Ray's strategies)
+PLACEMENTS = tuple(STRATEGIES)  # mbpo.learner_placement (Ray's placement strategies)
 LEARNER_BACKENDS = ("ddp", "fsdp")  # mbpo.learner_backend (learners/sharding.py)
-
-
-def parse_resources(name: str, text: str) -> dict[str, float]:
-    """``"wm_node:1,fast_disk:0.5"`` -> ``{"wm_node": 1.0, "fast_disk": 0.5}``: custom Ray node
-    resources an actor needs (CPU and GPU have fields of their own)."""
-    out: dict[str, float] = {}
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        key, sep, amount = item.partition(":")
-        try:
-            value = float(amount)
-        except ValueError:
-            value = -1.0
-        if not sep or not key.strip() or value <= 0:
-            fail(name, text, "a comma-separated list of name:amount with amount > 0, e.g. wm_node:1")
-        if key.strip() in ("CPU", "GPU"):
-            fail(name, text, "custom resources only; CPUs and GPUs have the *_cpus / *_gpus fields")
-        out[key.strip()] = value
-    return out
 
 
 def parse_task_ids(spec: str) -> list[int]:

@@ -6,7 +6,26 @@ from __future__ import annotations
 import os
 
 
+def use_loopback() -> None:
+    """A local one-node Ray on 127.0.0.1: with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` unset, Ray 2.60
+    names the node (and binds listeners) by the machine's network address. Ray reads it when it is
+    imported, so call this first; Ray's workers inherit it. (A cluster of several nodes must not have
+    it at 0: a second node refuses to join.)"""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def local_ray(num_cpus: int) -> None:
+    """Start a one-node Ray instance in this process, on loopback."""
+    use_loopback()
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
 def connect_ray(num_cpus: int) -> None:
+    """The cluster named by ``RAY_ADDRESS``, else a local one (:func:`local_ray`)."""
+    if not os.environ.get("RAY_ADDRESS"):
+        use_loopback()
     import ray
 
     if ray.is_initialized():
@@ -14,10 +33,7 @@ def connect_ray(num_cpus: int) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     else:
-        # a one-node instance on loopback: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 when it is
-        # imported (mbpo_ray.cli.main sets it first); its workers inherit it from here
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        local_ray(num_cpus)
 
 
 def kill_actor(actor) -> None:

@@ -1,11 +1,35 @@
-"""Where the loop's actors go: what they reserve (CPUs, GPUs, custom node resources), a refusal of a
-loop a fixed cluster cannot place, and ``OUT/placement.json``, the nodes the actors ran on."""
+"""Where the loop's actors go: the custom node resources an actor kind asks for, what the loop
+reserves (CPUs, GPUs, custom resources), a refusal of a loop a fixed cluster cannot place, the
+learner ranks' placement group, and ``OUT/placement.json``, the nodes the actors ran on."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+
+from mbpo_ray.config_loader import fail
+
+# mbpo.learner_placement -> Ray's placement-group strategy
+STRATEGIES = {"pack": "PACK", "spread": "SPREAD", "strict_pack": "STRICT_PACK", "strict_spread": "STRICT_SPREAD"}
+
+
+def parse_resources(name: str, text: str) -> dict[str, float]:
+    """``"wm_node:1,fast_disk:0.5"`` -> ``{"wm_node": 1.0, "fast_disk": 0.5}``: custom Ray node
+    resources an actor needs (CPU and GPU have fields of their own)."""
+    out: dict[str, float] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, amount = item.partition(":")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if not sep or not key.strip() or value <= 0:
+            fail(name, text, "a comma-separated list of name:amount with amount > 0, e.g. wm_node:1")
+        if key.strip() in ("CPU", "GPU"):
+            fail(name, text, "custom resources only; CPUs and GPUs have the *_cpus / *_gpus fields")
+        out[key.strip()] = value
+    return out
 
 
 def uses_runners(mc) -> bool:
@@ -31,8 +55,6 @@ def resources(mc) -> dict[str, float]:
 def check_resources(mc) -> None:
     """Actors that cannot all be placed would wait forever: on a fixed cluster, say so before starting
     anything. Where an autoscaler adds nodes (``MBPO_RAY_AUTOSCALING=1``) the loop waits for them."""
-    import os
-
     import ray
 
     from mbpo_ray.config import ConfigError
@@ -60,9 +82,6 @@ def write_placement(run: Path, learner_nodes: list[str], imagine_nodes: list[str
     """``OUT/placement.json``: the node of every learner rank and the nodes that imagined the last batch."""
     (run / "placement.json").write_text(json.dumps(
         {"learner_ranks": learner_nodes, "imagine_nodes": sorted(set(imagine_nodes))}, indent=1))
-
-
-STRATEGIES = {"pack": "PACK", "spread": "SPREAD", "strict_pack": "STRICT_PACK", "strict_spread": "STRICT_SPREAD"}
 
 
 class PlacementError(RuntimeError):

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-# one local Ray node on loopback: Ray reads this when it is imported (test modules import it while
-# they are collected); unset, Ray 2.60 names the node by the machine's network address
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+from mbpo_ray.connect import local_ray, use_loopback
+
+use_loopback()  # before test modules import ray while they are collected
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
@@ -51,7 +51,7 @@ def ray_cluster():
     """A real local Ray cluster with small CPU reservations, shared by the whole session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    local_ray(2)
     yield ray
     ray.shutdown()
 
