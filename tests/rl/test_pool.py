@@ -72,6 +72,19 @@ def test_scaling_late_joiner_and_killed_replica(ray_cluster, pool_inputs):
     assert pool.autoscale(imagine_s=1.0, update_s=10.0) == 1 and len(pool) == 1  # one fewer keeps up: shrink
 
 
+def _wait_dead(actor, timeout_s: float = 60.0) -> None:
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            ray.get(actor.pid.remote(), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"actor still answers {timeout_s:g} s after ray.kill")
+
+
 def _alive_workers() -> int:
     return len(alive_actors({"WorldModelWorker"}))
 
@@ -117,6 +130,7 @@ def test_a_vllm_replica_killed_during_the_call_loses_no_branch(ray_cluster, pool
         assert a.start_ids == b.start_ids and len(b) == 128  # every branch exactly once, the same ones
         np.testing.assert_array_equal(a.actions, b.actions)
         ray.kill(pool.workers[0])
+        _wait_dead(pool.workers[0])  # the kill is asynchronous: a call just after it may still be answered
         assert pool.autoscale(imagine_s=10.0, update_s=1.0) == 2 and pool.replaced == 2
         assert all(ray.get([w.pid.remote() for w in pool.workers]))
     finally:
