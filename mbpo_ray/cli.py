@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mbpo_ray import cli_loop
+from mbpo_ray import cli_data, cli_loop
 from mbpo_ray.config import Config, ConfigError, build_config, parse_overrides
 from mbpo_ray.connect import use_loopback
 from mbpo_ray.envs.libero_env import EnvError
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--image-size", type=int, default=128, dest="image_size")
     i.add_argument("--chunk-size", type=int, default=10, dest="chunk_size")
     i.set_defaults(func=cmd_import)
+
+    cli_data.add_parsers(sub)
 
     r = sub.add_parser("replay", help="inspect a replay store")
     rsub = r.add_subparsers(dest="replay_command", required=True)

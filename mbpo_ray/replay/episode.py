@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -112,3 +113,24 @@ def rows_to_batch(spec: StoreSpec, rows: list[dict]) -> pa.RecordBatch:
         else:
             cols.append(pa.array(values, type=field.type))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def steps_to_episode(spec: StoreSpec, observe: Callable[[int], object], actions: np.ndarray, success: bool,
+                     states: np.ndarray | None = None, **meta) -> pa.RecordBatch:
+    """One recorded episode of per-step data -> chunk rows. ``observe(t)`` is the observation before
+    ``actions[t]``; the effect of the very last action is never observed, so that action is dropped and
+    the terminal row holds ``observe(T-1)``. Chunks are aligned to the end: the last one ends at ``T-1``
+    and carries the episode's success, every chunk is H actions long except the first, which holds the
+    remaining ``(T-1) mod H`` (so a successful chunk is never a short one, as in the live env).
+    ``meta``: :class:`EpisodeBuilder`'s keyword arguments."""
+    t_len = len(actions)
+    if t_len < 2 or actions.ndim != 2 or actions.shape[1] != spec.action_dim:
+        raise ReplayError(f"actions have shape {actions.shape}; need (T>=2, {spec.action_dim})")
+    b = EpisodeBuilder(spec, **meta)
+    h, last = spec.chunk_size, t_len - 1
+    starts = ([0] if last % h else []) + list(range(last % h, last, h))
+    for j, (t, end) in enumerate(zip(starts, [*starts[1:], last], strict=True)):
+        final = j == len(starts) - 1
+        b.add_chunk(observe(t), actions[t:end], reward=float(final and success), success=final and success,
+                    done=final, sim_state=None if states is None else states[t])
+    return b.finish(observe(last), None if states is None else states[last])

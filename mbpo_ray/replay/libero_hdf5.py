@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from mbpo_ray.envs.libero_env import Observation, upright
-from mbpo_ray.replay.episode import EpisodeBuilder
+from mbpo_ray.replay.episode import steps_to_episode
 from mbpo_ray.replay.schema import ReplayError
 from mbpo_ray.replay.store import ReplayStore
 
@@ -76,11 +76,22 @@ def task_from_attrs(attrs) -> tuple[str, int] | None:
             text = json.loads(info.decode() if isinstance(info, bytes) else str(info)).get("language_instruction")
         except (ValueError, AttributeError):
             text = None
-        for suite in SUITES if text else ():
-            tasks = suites[suite]().tasks
-            hits = [i for i, t in enumerate(tasks) if t.language.strip().lower() == text.strip().lower()]
-            if len(hits) == 1:  # an instruction several tasks share does not name one
-                return suite, hits[0]
+        if text:
+            return task_from_instruction(text)
+    return None
+
+
+def task_from_instruction(text: str, suites: tuple[str, ...] = SUITES) -> tuple[str, int] | None:
+    """(suite, task id) of the first suite (in ``suites`` order) with exactly one task of this
+    instruction (case and surrounding blanks ignored); an instruction a suite's tasks share names none."""
+    from libero.libero import benchmark
+
+    bench = benchmark.get_benchmark_dict()
+    for suite in suites:
+        tasks = bench[suite]().tasks
+        hits = [i for i, t in enumerate(tasks) if t.language.strip().lower() == text.strip().lower()]
+        if len(hits) == 1:
+            return suite, hits[0]
     return None
 
 
@@ -118,20 +129,7 @@ def _demo_batch(store: ReplayStore, demo, name: str, meta: dict) -> pa.RecordBat
     def obs(t: int) -> Observation:
         return Observation(head=upright(head[t]), wrist=upright(wrist[t]), proprio=proprio[t])
 
-    b = EpisodeBuilder(store.spec, source="demo", **meta)
-    h, last = store.spec.chunk_size, t_len - 1
-    starts = ([0] if last % h else []) + list(range(last % h, last, h))
-    for j, (t, end) in enumerate(zip(starts, [*starts[1:], last], strict=True)):
-        final = j == len(starts) - 1
-        b.add_chunk(
-            obs(t),
-            actions[t:end],
-            reward=float(final and success),
-            success=final and success,
-            done=final,
-            sim_state=None if states is None else states[t],
-        )
-    return b.finish(obs(last), None if states is None else states[last])
+    return steps_to_episode(store.spec, obs, actions, success, states, source="demo", **meta)
 
 
 def _open(path: str):

@@ -1,0 +1,99 @@
+"""``mbpo-ray import-lerobot`` and ``mbpo-ray export-lerobot``: LeRobot datasets in and out of a
+replay store (the rest of the command line is ``mbpo_ray/cli.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from mbpo_ray.replay.schema import ReplayError
+
+
+def cmd_import_lerobot(args, extra) -> int:
+    """A LeRobot v2.1 / v3.0 dataset -> a replay store. Everything that can be checked is checked before
+    a row is written; a new store is written into a temporary folder next to ``--out`` and renamed at
+    the end, so a failure leaves none behind (an existing store is appended to, episode by episode)."""
+    from mbpo_ray.cli import _check_new_dir, _progress
+    from mbpo_ray.replay import ReplayStore, StoreSpec
+    from mbpo_ray.replay.lerobot import KeyMap, check_sizes, iter_lerobot_episodes, open_dataset
+
+    if not Path(args.dataset).is_dir():
+        raise ReplayError(f"{args.dataset}: no such folder (a LeRobot dataset: meta/info.json, data/, videos/)")
+    out = Path(args.out)
+    existing = (out / "store.json").is_file()
+    if not existing:
+        _check_new_dir(args.out)
+    ds = open_dataset(args.dataset, KeyMap(args.head_key, args.wrist_key, args.state_key, args.action_key))
+    spec = StoreSpec(image_size=args.image_size, chunk_size=args.chunk_size)
+    check_sizes(ds, spec)
+    print(f"LeRobot {ds.version}: {len(ds.episodes)} episodes at {ds.fps:g} fps; head {ds.keys.head}, "
+          f"wrist {ds.keys.wrist}, state {ds.keys.state or '(none)'}, action {ds.keys.action}")
+    target = out if existing else out.with_name(f".{out.name}.importing")
+    if not existing:
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        store = ReplayStore.create(str(target), spec)
+        bar = _progress(len(ds.episodes), "import")
+        for batch in iter_lerobot_episodes(ds, spec, args.suite, not args.assume_failure, args.rotate180):
+            store.append(batch)
+            bar.update(1)
+        bar.close()
+        if not existing:
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            target.rename(out)
+    except BaseException:
+        if not existing:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    info = ReplayStore.open(str(out)).info()
+    print(f"imported {len(ds.episodes)} episodes into {out} (now {info['episodes']} episodes, "
+          f"{info['transitions']} chunks); tasks: " + ", ".join(f"{k}: {v} ep" for k, v in info["tasks"].items()))
+    return 0
+
+
+def cmd_export_lerobot(args, extra) -> int:
+    from mbpo_ray.cli import _check_new_dir, _progress
+    from mbpo_ray.replay import ReplayStore
+    from mbpo_ray.replay.lerobot_export import export_lerobot
+
+    _check_new_dir(args.out)
+    store = ReplayStore.open(args.store)
+    bar = _progress(len(store.episodes), "export")
+    try:
+        info = export_lerobot(store, args.out, images=args.images, episodes_per_file=args.episodes_per_file,
+                              progress=bar)
+    except BaseException:
+        shutil.rmtree(args.out, ignore_errors=True)
+        raise
+    bar.close()
+    print(f"exported {info['total_episodes']} episodes ({info['total_frames']} rows, one per chunk, "
+          f"{info['fps']} fps) as LeRobot v3.0 into {args.out}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    i = sub.add_parser("import-lerobot", help="a LeRobot dataset (v2.1 or v3.0) -> replay store")
+    i.add_argument("dataset", help="the dataset's folder (meta/info.json, data/, videos/)")
+    i.add_argument("--out", required=True, help="the new store")
+    i.add_argument("--head-key", dest="head_key", help="the head camera feature (default: found by name, "
+                   "e.g. observation.images.image or image)")
+    i.add_argument("--wrist-key", dest="wrist_key", help="the wrist camera feature (e.g. wrist_image)")
+    i.add_argument("--state-key", dest="state_key", help="the 8-dim proprio feature ('' for none)")
+    i.add_argument("--action-key", dest="action_key", help="the 7-dim action feature (e.g. actions)")
+    i.add_argument("--suite", help="match instructions to this LIBERO suite's tasks only (default: any suite; "
+                   "tasks LIBERO does not know are kept as suite 'lerobot')")
+    i.add_argument("--image-size", type=int, default=128, dest="image_size")
+    i.add_argument("--chunk-size", type=int, default=10, dest="chunk_size")
+    i.add_argument("--assume-failure", action="store_true", dest="assume_failure",
+                   help="episodes without next.success / next.reward failed (default: they succeeded, as demos)")
+    i.add_argument("--rotate180", action="store_true", help="frames are the raw renderer's (upside down)")
+    i.set_defaults(func=cmd_import_lerobot)
+
+    e = sub.add_parser("export-lerobot", help="replay store -> LeRobot v3.0 dataset (one row per chunk)")
+    e.add_argument("store")
+    e.add_argument("--out", required=True)
+    e.add_argument("--images", choices=["mp4", "png"], default="mp4", help="camera frames as MP4 or PNG in parquet")
+    e.add_argument("--episodes-per-file", type=int, default=1000, dest="episodes_per_file")
+    e.set_defaults(func=cmd_export_lerobot)
