@@ -462,6 +462,20 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """What a run shows besides metrics.jsonl and TensorBoard scalars."""
+
+    videos: int = 2  # evaluation episodes and imagined branches (next to the real ones) as MP4 + TensorBoard video
+    wandb: bool = False  # also log to Weights & Biases (OUT/wandb)
+    wandb_project: str = "mbpo-ray"
+    wandb_mode: str = "offline"  # offline needs no network (`wandb sync OUT/wandb/offline-run-*` later); online
+
+    def __post_init__(self) -> None:
+        _check_range("logging.videos", self.videos, 0, 64)
+        _check_choice("logging.wandb_mode", self.wandb_mode, ("offline", "online"))
+
+
+@dataclass(frozen=True)
 class Config:
     cache_dir: str = field(default_factory=default_cache_dir)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -474,6 +488,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     mbpo: MBPOConfig = field(default_factory=MBPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

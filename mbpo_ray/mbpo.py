@@ -35,6 +35,7 @@ from mbpo_ray.resume import (
     write_state,
 )
 from mbpo_ray.seeds import derive_seed
+from mbpo_ray.video_log import VideoLog, log_branches, log_episodes, wandb_run
 
 POLICY, WORLD_MODEL = "policy", "world_model"
 FIT_CRITIC, IMAGINE, UPDATE, REAL_DATA = range(4)  # what a derived seed is for (see _Loop._seed)
@@ -57,20 +58,24 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
     if resume:  # the iterations after the checkpoint are run (and logged) again
         trim_metrics(run, state["iteration"])
     tb = SummaryWriter(str(run / "tb"), purge_step=state["iteration"] + 1 if resume else None)
+    wb = wandb_run(cfg, run, loop.run_id, resume) if cfg.logging.wandb else None
+    loop.videos = VideoLog(run / "videos", tb, wb)
     try:
         if not resume and mc.critic_fit_steps and mc.objective == "ppo":  # the critic meets real returns first
-            _log(tb, run, loop.fit_critic())
+            _log(tb, run, loop.fit_critic(), wb)
         batch = loop.sample(state["iteration"], state.get("imagine_seed"))
         last: dict = {}
         for it in range(state["iteration"], mc.iterations):
             t_it = time.perf_counter()
+            if not loop.online and (it == 0 or loop.eval_due(it)):
+                log_branches(loop.videos, loop.store, batch[0], it + 1, cfg.logging.videos)
             log, batch = loop.learn(it, batch)
             policy_path = loop.real_data(it, log)
             loop.finetune(it, log)
             loop.evaluate(it, log, policy_path)
             state["iteration"] = it + 1
             log["time/iteration_s"] = time.perf_counter() - t_it
-            _log(tb, run, log)
+            _log(tb, run, log, wb)
             if (it + 1) % mc.checkpoint_every == 0 or it + 1 == mc.iterations:
                 loop.checkpoint()
             if batch is None and it + 1 < mc.iterations:
@@ -80,6 +85,8 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
                 progress(log)
     finally:
         tb.close()
+        if wb is not None:
+            wb.finish()
         loop.close()
     return {**last, "run": str(run), "world_model_replaced": loop.pool.replaced if loop.pool else 0}
 
@@ -119,6 +126,7 @@ class _Loop:
         state.setdefault("start_parts", list(self.store.part_names))  # the store as the run found it
         state.setdefault("store_parts", list(state["start_parts"]))  # + the run's own episodes: start states
         self.runners, self.pool, self.learners, self.wm_learner = [], None, None, None
+        self.videos = VideoLog(run / "videos", None)  # the driver adds TensorBoard (and W&B) to it
         # mbpo.weight_sync=broadcast: the learners push each version into the replicas
         self.broadcast = self.wm_broadcast = None
         try:
@@ -312,18 +320,25 @@ class _Loop:
         from actors.env_runner import run_episodes
 
         mc = self.mc
-        if not (mc.eval_episodes and ((mc.eval_every and (it + 1) % mc.eval_every == 0) or it + 1 == mc.iterations)):
+        if not self.eval_due(it):
             return
         policy_path = policy_path or self.save_policy()
         t0 = time.perf_counter()
         jobs = [{"checkpoint": policy_path, "suite": self.cfg.env.suite, "task_id": t, "init_state": i, "greedy": True}
                 for t in mc.task_ids for i in range(mc.eval_episodes)]
+        for job in jobs[: self.cfg.logging.videos]:
+            job["record"] = True
         ev = run_episodes(self.runners, jobs, make_runner=self.remake_runner)
+        log_episodes(self.videos, ev, it + 1)
         _write_eval(self.run, it + 1, self.state["version"], ev)
         log.update({"eval/success": float(np.mean([r["success"] for r in ev])), "eval/episodes": len(ev),
                     "time/eval_s": time.perf_counter() - t0,
                     **{f"eval/success_task{t}": float(np.mean([r["success"] for r in ev if r["task_id"] == t]))
                        for t in mc.task_ids}})
+
+    def eval_due(self, it: int) -> bool:
+        mc = self.mc
+        return bool(mc.eval_episodes and ((mc.eval_every and (it + 1) % mc.eval_every == 0) or it + 1 == mc.iterations))
 
     def checkpoint(self) -> None:
         _checkpoint(self.run, self.learners, self.wm_learner, self.world_model_dir, self.state,
@@ -416,12 +431,14 @@ def _start_state(run: Path, resume: bool) -> dict:
     return {"iteration": 0, "version": 0, "world_model_version": 0, "real_env_steps": 0}
 
 
-def _log(tb, run: Path, log: dict) -> None:
+def _log(tb, run: Path, log: dict, wb=None) -> None:
     step = log["iteration"]
-    for k, v in log.items():
-        if k != "iteration" and isinstance(v, (int, float)):
-            tb.add_scalar(k, v, step)
+    scalars = {k: v for k, v in log.items() if k != "iteration" and isinstance(v, (int, float))}
+    for k, v in scalars.items():
+        tb.add_scalar(k, v, step)
     tb.flush()
+    if wb is not None:
+        wb.log(scalars, step=step)
     with open(run / "metrics.jsonl", "a") as f:
         f.write(json.dumps(log) + "\n")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_run_is_the_whole_pipeline(ray_cluster, tmp_path, capsys):
     code = main(["run", f"--cache_dir={tmp_path}", "--mbpo.tasks=0", "--run.episodes_per_task=1",
                  "--run.tokenizer_steps=3", "--run.world_model_steps=3", "--run.sft_steps=3", "--env.image_size=32",
                  "--mbpo.iterations=1", "--mbpo.branches=2", "--mbpo.eval_episodes=1", "--mbpo.real_every=1",
-                 "--mbpo.real_episodes=1", "--world_model.holdout_episodes=0"])
+                 "--mbpo.real_episodes=1", "--world_model.holdout_episodes=0", "--logging.wandb=true"])
     out = capsys.readouterr().out
     assert code == 0, out
     run_dir = next((tmp_path / "runs").iterdir())
@@ -53,3 +54,23 @@ def test_run_is_the_whole_pipeline(ray_cluster, tmp_path, capsys):
     sources = [e.source for e in ReplayStore.open(str(run_dir / "replay")).episodes]
     assert sources.count("demo") == 1 and sources.count("real") == 1
     assert "== VLA-MBPO" in out and "all done" in out
+    # videos: the evaluation episode and both imagined branches (above their real episodes), as MP4 files,
+    # TensorBoard videos (`tensorboard --logdir OUT/tb`, Images tab) and W&B media (offline run)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mbpo_ray.replay.video import decode_mp4
+
+    mp4s = sorted(p.name for p in (run_dir / "mbpo" / "videos").glob("*.mp4"))
+    assert mp4s[1:] == ["imagine_branch0_step1.mp4", "imagine_branch1_step1.mp4"], mp4s
+    assert mp4s[0].startswith("eval_task0_init0_"), mp4s
+    frames, _ = decode_mp4(run_dir / "mbpo" / "videos" / mp4s[1])
+    assert frames.shape[1:] == (64 + 2 + 64, 128, 3) and len(frames) >= 2  # imagined over real, head | wrist
+    acc = EventAccumulator(str(run_dir / "mbpo" / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert {"imagine/branch0", "imagine/branch1"} <= set(acc.Tags()["images"])
+    [video] = acc.Images("imagine/branch0")
+    gif = Image.open(io.BytesIO(video.encoded_image_string))
+    assert gif.format == "GIF" and gif.n_frames == len(frames)
+    [wandb_run] = (run_dir / "mbpo" / "wandb").glob("offline-run-*")
+    assert next(wandb_run.glob("run-*.wandb")).stat().st_size > 0
+    assert list((wandb_run / "files" / "media" / "videos").rglob("*.mp4"))
