@@ -132,6 +132,9 @@ class WorldModelConfig:
     """The UMM backbone (any Hugging Face causal LM type) and its training."""
 
     backbone: str = "llama"  # a transformers model_type with a causal-LM head
+    # a folder with a pretrained transformers causal LM (save_pretrained): its vocabulary is extended by the
+    # layout's tokens and its own config (size, layers) is kept; backbone/hidden_size/num_* are then unused
+    pretrained: str = ""
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
@@ -168,7 +171,7 @@ class WorldModelConfig:
         _check_range("world_model.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
 
 
-POLICY_ARCHS = ("binned_vla",)  # names in mbpo_ray.policy.POLICIES
+POLICY_ARCHS = ("binned_vla", "pretrained_vla")  # names in mbpo_ray.policy.POLICIES
 OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
 START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
@@ -209,6 +212,8 @@ class PolicyConfig:
     hidden_size: int = 256  # fused trunk width
     n_bins: int = 256  # per action dimension, as the world model's action tokens
     proprio: bool = False  # the world model imagines images only: a proprio input has no imagined value
+    backbone_path: str = ""  # pretrained_vla: a local transformers VLM folder (save_pretrained)
+    lora_rank: int = 16  # pretrained_vla: LoRA rank on the backbone (0 = full finetune)
 
     def __post_init__(self) -> None:
         _check_choice("policy.arch", self.arch, POLICY_ARCHS)
@@ -226,6 +231,9 @@ class PolicyConfig:
         _check_range("policy.text_width", self.text_width, 8, 8192)
         _check_range("policy.hidden_size", self.hidden_size, 16, 16384)
         _check_range("policy.n_bins", self.n_bins, 2, 4096)
+        _check_range("policy.lora_rank", self.lora_rank, 0, 4096)
+        if self.arch == "pretrained_vla" and not self.backbone_path:
+            fail("policy.backbone_path", self.backbone_path, "a local folder of a transformers VLM (SmolVLM)")
 
     @property
     def widths(self) -> list[int]:

@@ -2,6 +2,8 @@
 
 ``POLICIES`` maps an architecture name (``policy.arch``) to ``"module:Class"``, imported lazily.
 The default ``binned_vla`` is a small CPU-trainable VLA (:mod:`mbpo_ray.policy.binned_vla`).
+``pretrained_vla`` puts the same parallel action head on a pretrained transformers VLM read from a
+local folder, ``policy.backbone_path``, with LoRA (:mod:`mbpo_ray.policy.pretrained_vla`).
 
 Adapter contract for another VLA (e.g. a Hugging Face checkpoint with a larger backbone):
 
@@ -14,6 +16,10 @@ Adapter contract for another VLA (e.g. a Hugging Face checkpoint with a larger b
   instructions as strings, 8-dim proprio) and do its own preprocessing (resize, tokenise);
 * keep every tensor it needs at load time in ``state_dict()`` (buffers for statistics), so
   :func:`save_policy`/:func:`load_policy` round-trip it: ``policy.json`` + ``model.safetensors``;
+  what it rebuilds from elsewhere at load time (a pretrained backbone's folder) is named by a
+  ``PolicyConfig`` field, as ``policy.backbone_path``;
+* name its critic ``value_head`` (the learner gives it the critic's learning rate) and, for FSDP,
+  optionally list its transformer blocks in ``fsdp_units()``;
 * add its name to ``POLICIES`` and to ``POLICY_ARCHS`` in :mod:`mbpo_ray.config`.
 """
 
@@ -28,6 +34,7 @@ from mbpo_ray.policy.base import ActionBins, ActOutput, Observations, Policy
 
 POLICIES = {
     "binned_vla": "mbpo_ray.policy.binned_vla:BinnedVLA",
+    "pretrained_vla": "mbpo_ray.policy.pretrained_vla:PretrainedVLA",
 }
 WEIGHTS = "model.safetensors"
 META = "policy.json"
