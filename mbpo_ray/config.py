@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbpo_ray.config_loader import ConfigError, fail, from_dict, load_yaml, merge, parse_overrides
+from mbpo_ray.config_loader import (  # noqa: F401 (parse_task_ids: part of this module's interface)
+    ConfigError,
+    check_choice,
+    check_range,
+    fail,
+    from_dict,
+    load_yaml,
+    merge,
+    parse_overrides,
+    parse_task_ids,
+)
 from mbpo_ray.placement import STRATEGIES, parse_resources
 
 __all__ = ["Config", "ConfigError", "build_config", "parse_overrides"]  # and the section dataclasses
@@ -29,19 +39,6 @@ SUITE_MAX_STEPS = {
 }
 SOURCES = ("demo", "real", "imagined")
 RENDERERS = ("egl", "osmesa")
-
-
-def _check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        fail(name, value, "choose one of " + ", ".join(map(str, allowed)))
-
-
-def _check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        lo_s = "-inf" if lo is None else lo
-        hi_s = "inf" if hi is None else hi
-        fail(name, value, f"must lie in [{lo_s}, {hi_s}]")
 
 
 def default_cache_dir() -> str:
@@ -62,14 +59,14 @@ class EnvConfig:
     renderer: str = "egl"
 
     def __post_init__(self) -> None:
-        _check_choice("env.suite", self.suite, SUITE_MAX_STEPS)
+        check_choice("env.suite", self.suite, SUITE_MAX_STEPS)
         n_tasks = 90 if self.suite == "libero_90" else 10
-        _check_range("env.task_id", self.task_id, 0, n_tasks - 1)
-        _check_range("env.image_size", self.image_size, 16, 512)
-        _check_range("env.chunk_size", self.chunk_size, 1, 100)
-        _check_range("env.settle_steps", self.settle_steps, 0, 100)
-        _check_range("env.max_steps", self.max_steps, 0, 10_000)
-        _check_choice("env.renderer", self.renderer, RENDERERS)
+        check_range("env.task_id", self.task_id, 0, n_tasks - 1)
+        check_range("env.image_size", self.image_size, 16, 512)
+        check_range("env.chunk_size", self.chunk_size, 1, 100)
+        check_range("env.settle_steps", self.settle_steps, 0, 100)
+        check_range("env.max_steps", self.max_steps, 0, 10_000)
+        check_choice("env.renderer", self.renderer, RENDERERS)
 
     @property
     def horizon(self) -> int:
@@ -86,9 +83,9 @@ class ExpertConfig:
     gain: float = 10.0  # action = clip(gain * position error, -1, 1)
 
     def __post_init__(self) -> None:
-        _check_range("expert.noise_std", self.noise_std, 0.0, 1.0)
-        _check_range("expert.waypoint_tolerance", self.waypoint_tolerance, 0.002, 0.1)
-        _check_range("expert.gain", self.gain, 0.1, 100.0)
+        check_range("expert.noise_std", self.noise_std, 0.0, 1.0)
+        check_range("expert.waypoint_tolerance", self.waypoint_tolerance, 0.002, 0.1)
+        check_range("expert.gain", self.gain, 0.1, 100.0)
 
 
 @dataclass(frozen=True)
@@ -102,9 +99,9 @@ class CollectConfig:
     keep_failures: bool = False  # failed expert episodes are dropped from demonstration stores
 
     def __post_init__(self) -> None:
-        _check_range("collect.episodes", self.episodes, 1, 100_000)
-        _check_range("collect.workers", self.workers, 1, 512)
-        _check_range("collect.first_init_state", self.first_init_state, 0, 49)
+        check_range("collect.episodes", self.episodes, 1, 100_000)
+        check_range("collect.workers", self.workers, 1, 512)
+        check_range("collect.first_init_state", self.first_init_state, 0, 49)
 
 
 TOKENIZER_PRESETS = ("cpu", "cluster")
@@ -121,10 +118,10 @@ class TokenizerConfig:
     lr: float = 1e-3
 
     def __post_init__(self) -> None:
-        _check_choice("tokenizer.preset", self.preset, TOKENIZER_PRESETS)
-        _check_range("tokenizer.steps", self.steps, 1, 10_000_000)
-        _check_range("tokenizer.batch_size", self.batch_size, 1, 4096)
-        _check_range("tokenizer.lr", self.lr, 1e-7, 1.0)
+        check_choice("tokenizer.preset", self.preset, TOKENIZER_PRESETS)
+        check_range("tokenizer.steps", self.steps, 1, 10_000_000)
+        check_range("tokenizer.batch_size", self.batch_size, 1, 4096)
+        check_range("tokenizer.lr", self.lr, 1e-7, 1.0)
 
 
 @dataclass(frozen=True)
@@ -154,21 +151,21 @@ class WorldModelConfig:
     gpu_memory_utilization: float = 0.9  # vllm on a GPU: the share of the GPU's memory a replica takes
 
     def __post_init__(self) -> None:
-        _check_range("world_model.hidden_size", self.hidden_size, 16, 16384)
-        _check_range("world_model.num_layers", self.num_layers, 1, 256)
-        _check_range("world_model.num_heads", self.num_heads, 1, 256)
+        check_range("world_model.hidden_size", self.hidden_size, 16, 16384)
+        check_range("world_model.num_layers", self.num_layers, 1, 256)
+        check_range("world_model.num_heads", self.num_heads, 1, 256)
         if self.hidden_size % self.num_heads:
             fail("world_model.num_heads", self.num_heads, f"must divide hidden_size={self.hidden_size}")
-        _check_range("world_model.steps", self.steps, 1, 10_000_000)
-        _check_range("world_model.batch_size", self.batch_size, 1, 4096)
-        _check_range("world_model.lr", self.lr, 1e-7, 1.0)
-        _check_range("world_model.max_minutes", self.max_minutes, 0.1, 100_000)
-        _check_range("world_model.holdout_episodes", self.holdout_episodes, 0.0, 0.9)
-        _check_range("world_model.reward_weight", self.reward_weight, 0.0, 1e4)
-        _check_range("world_model.patience", self.patience, 0, 1_000_000)
-        _check_choice("world_model.engine", self.engine, ENGINES)
-        _check_range("world_model.temperature", self.temperature, 0.0, 10.0)
-        _check_range("world_model.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
+        check_range("world_model.steps", self.steps, 1, 10_000_000)
+        check_range("world_model.batch_size", self.batch_size, 1, 4096)
+        check_range("world_model.lr", self.lr, 1e-7, 1.0)
+        check_range("world_model.max_minutes", self.max_minutes, 0.1, 100_000)
+        check_range("world_model.holdout_episodes", self.holdout_episodes, 0.0, 0.9)
+        check_range("world_model.reward_weight", self.reward_weight, 0.0, 1e4)
+        check_range("world_model.patience", self.patience, 0, 1_000_000)
+        check_choice("world_model.engine", self.engine, ENGINES)
+        check_range("world_model.temperature", self.temperature, 0.0, 10.0)
+        check_range("world_model.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
 
 
 POLICY_ARCHS = ("binned_vla", "pretrained_vla")  # names in mbpo_ray.policy.POLICIES
@@ -177,17 +174,6 @@ ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
 START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
 PLACEMENTS = tuple(STRATEGIES)  # mbpo.learner_placement (Ray's placement strategies)
 LEARNER_BACKENDS = ("ddp", "fsdp")  # mbpo.learner_backend (learners/sharding.py)
-
-
-def parse_task_ids(spec: str) -> list[int]:
-    """'0-9' or '0,3,5-7' -> sorted task ids; ValueError on anything else."""
-    out: set[int] = set()
-    for part in str(spec).split(","):
-        lo, _, hi = part.strip().partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    if not out:
-        raise ValueError(spec)
-    return sorted(out)
 
 
 def _check_tasks(name: str, spec: str, suite: str) -> None:
@@ -216,8 +202,8 @@ class PolicyConfig:
     lora_rank: int = 16  # pretrained_vla: LoRA rank on the backbone (0 = full finetune)
 
     def __post_init__(self) -> None:
-        _check_choice("policy.arch", self.arch, POLICY_ARCHS)
-        _check_range("policy.image_size", self.image_size, 16, 512)
+        check_choice("policy.arch", self.arch, POLICY_ARCHS)
+        check_range("policy.image_size", self.image_size, 16, 512)
         for name in ("vision_widths", "vision_depths"):
             value = getattr(self, name)
             try:
@@ -228,10 +214,10 @@ class PolicyConfig:
                 fail(f"policy.{name}", value, "comma-separated positive integers, e.g. 32,64,128")
         if len(self.widths) != len(self.depths):
             fail("policy.vision_depths", self.vision_depths, "one depth per entry of policy.vision_widths")
-        _check_range("policy.text_width", self.text_width, 8, 8192)
-        _check_range("policy.hidden_size", self.hidden_size, 16, 16384)
-        _check_range("policy.n_bins", self.n_bins, 2, 4096)
-        _check_range("policy.lora_rank", self.lora_rank, 0, 4096)
+        check_range("policy.text_width", self.text_width, 8, 8192)
+        check_range("policy.hidden_size", self.hidden_size, 16, 16384)
+        check_range("policy.n_bins", self.n_bins, 2, 4096)
+        check_range("policy.lora_rank", self.lora_rank, 0, 4096)
         if self.arch == "pretrained_vla" and not self.backbone_path:
             fail("policy.backbone_path", self.backbone_path, "a local folder of a transformers VLM (SmolVLM)")
 
@@ -260,15 +246,15 @@ class SFTConfig:
     augment: bool = True  # random shifts of up to image_size/16 pixels
 
     def __post_init__(self) -> None:
-        _check_range("sft.steps", self.steps, 1, 10_000_000)
-        _check_range("sft.batch_size", self.batch_size, 1, 4096)
-        _check_range("sft.lr", self.lr, 1e-7, 1.0)
-        _check_range("sft.warmup_steps", self.warmup_steps, 0, 10_000_000)
-        _check_range("sft.demos_per_task", self.demos_per_task, 1, 100_000)
+        check_range("sft.steps", self.steps, 1, 10_000_000)
+        check_range("sft.batch_size", self.batch_size, 1, 4096)
+        check_range("sft.lr", self.lr, 1e-7, 1.0)
+        check_range("sft.warmup_steps", self.warmup_steps, 0, 10_000_000)
+        check_range("sft.demos_per_task", self.demos_per_task, 1, 100_000)
         if self.tasks != "":
             _check_tasks("sft.tasks", self.tasks, "libero_90")
-        _check_range("sft.checkpoint_every", self.checkpoint_every, 1, 10_000_000)
-        _check_range("sft.max_minutes", self.max_minutes, 0.01, 100_000)
+        check_range("sft.checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+        check_range("sft.max_minutes", self.max_minutes, 0.01, 100_000)
 
 
 @dataclass(frozen=True)
@@ -285,12 +271,12 @@ class EvalConfig:
     max_steps: int = 0  # 0 = the suite's own limit (the standard protocol); smaller only for smoke tests
 
     def __post_init__(self) -> None:
-        _check_choice("eval.suite", self.suite, SUITE_MAX_STEPS)
+        check_choice("eval.suite", self.suite, SUITE_MAX_STEPS)
         _check_tasks("eval.tasks", self.tasks, self.suite)
-        _check_range("eval.episodes_per_task", self.episodes_per_task, 1, 50)
-        _check_range("eval.workers", self.workers, 1, 512)
-        _check_range("eval.videos", self.videos, 0, 10_000)
-        _check_range("eval.max_steps", self.max_steps, 0, 10_000)
+        check_range("eval.episodes_per_task", self.episodes_per_task, 1, 50)
+        check_range("eval.workers", self.workers, 1, 512)
+        check_range("eval.videos", self.videos, 0, 10_000)
+        check_range("eval.max_steps", self.max_steps, 0, 10_000)
 
     @property
     def task_ids(self) -> list[int]:
@@ -392,59 +378,59 @@ class MBPOConfig:
     def __post_init__(self) -> None:
         for kind in ("worker", "learner", "runner"):
             parse_resources(f"mbpo.{kind}_resources", getattr(self, f"{kind}_resources"))
-        _check_choice("mbpo.learner_placement", self.learner_placement, PLACEMENTS)
-        _check_choice("mbpo.learner_backend", self.learner_backend, LEARNER_BACKENDS)
-        _check_choice("mbpo.weight_sync", self.weight_sync, ("file", "broadcast"))
-        _check_choice("mbpo.learner_precision", self.learner_precision, ("auto", "bf16", "fp32"))
+        check_choice("mbpo.learner_placement", self.learner_placement, PLACEMENTS)
+        check_choice("mbpo.learner_backend", self.learner_backend, LEARNER_BACKENDS)
+        check_choice("mbpo.weight_sync", self.weight_sync, ("file", "broadcast"))
+        check_choice("mbpo.learner_precision", self.learner_precision, ("auto", "bf16", "fp32"))
         for name in ("worker_cpus", "worker_gpus", "learner_cpus", "learner_gpus", "runner_cpus",
                      "wm_learner_cpus", "wm_learner_gpus"):
-            _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)
-        _check_range("mbpo.iterations", self.iterations, 1, 10_000_000)
+            check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1024.0)
+        check_range("mbpo.iterations", self.iterations, 1, 10_000_000)
         _check_tasks("mbpo.tasks", self.tasks, "libero_90")
-        _check_range("mbpo.branches", self.branches, 1, 10_000_000)
-        _check_range("mbpo.n_chunks", self.n_chunks, 1, 1000)
-        _check_range("mbpo.temperature", self.temperature, 0.0, 10.0)
-        _check_range("mbpo.clip", self.clip, 1e-4, 1.0)
-        _check_range("mbpo.gamma", self.gamma, 0.0, 1.0)
-        _check_range("mbpo.lam", self.lam, 0.0, 1.0)
-        _check_range("mbpo.actor_lr", self.actor_lr, 0.0, 1.0)
-        _check_range("mbpo.critic_lr", self.critic_lr, 0.0, 1.0)
-        _check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
-        _check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
-        _check_choice("mbpo.mode", self.mode, ("mbpo", "online"))
+        check_range("mbpo.branches", self.branches, 1, 10_000_000)
+        check_range("mbpo.n_chunks", self.n_chunks, 1, 1000)
+        check_range("mbpo.temperature", self.temperature, 0.0, 10.0)
+        check_range("mbpo.clip", self.clip, 1e-4, 1.0)
+        check_range("mbpo.gamma", self.gamma, 0.0, 1.0)
+        check_range("mbpo.lam", self.lam, 0.0, 1.0)
+        check_range("mbpo.actor_lr", self.actor_lr, 0.0, 1.0)
+        check_range("mbpo.critic_lr", self.critic_lr, 0.0, 1.0)
+        check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
+        check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
+        check_choice("mbpo.mode", self.mode, ("mbpo", "online"))
         if self.mode == "online" and self.wm_finetune_every:
             raise ConfigError("mbpo.mode=online has no world model to finetune: set mbpo.wm_finetune_every=0")
-        _check_choice("mbpo.objective", self.objective, OBJECTIVES)
-        _check_choice("mbpo.adv_norm", self.adv_norm, ADV_NORMS)
-        _check_choice("mbpo.start_sampler", self.start_sampler, START_SAMPLERS)
-        _check_range("mbpo.group_size", self.group_size, 1, 4096)
+        check_choice("mbpo.objective", self.objective, OBJECTIVES)
+        check_choice("mbpo.adv_norm", self.adv_norm, ADV_NORMS)
+        check_choice("mbpo.start_sampler", self.start_sampler, START_SAMPLERS)
+        check_range("mbpo.group_size", self.group_size, 1, 4096)
         if self.branches % self.group_size:
             raise ConfigError(f"mbpo.branches={self.branches} is not a multiple of mbpo.group_size={self.group_size}: "
                               "every start state gets group_size branches")
         if self.objective == "grpo" and self.group_size < 2:
             raise ConfigError("mbpo.objective=grpo compares branches from the same start state: set mbpo.group_size >= 2")
         for name in ("kl_coef", "target_kl", "start_window_growth"):
-            _check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1e6)
-        _check_range("mbpo.start_window", self.start_window, 1, 1_000_000)
-        _check_range("mbpo.critic_fit_steps", self.critic_fit_steps, 0, 10_000_000)
-        _check_range("mbpo.max_uncertainty", self.max_uncertainty, 0.0, 1e6)
-        _check_range("mbpo.critic_real_coef", self.critic_real_coef, 0.0, 1e6)
-        _check_range("mbpo.fail_weight", self.fail_weight, 0.0, 1e6)
-        _check_choice("mbpo.critic_init", self.critic_init, ("checkpoint", "zero"))
-        _check_range("mbpo.learners", self.learners, 1, 4096)
+            check_range(f"mbpo.{name}", getattr(self, name), 0.0, 1e6)
+        check_range("mbpo.start_window", self.start_window, 1, 1_000_000)
+        check_range("mbpo.critic_fit_steps", self.critic_fit_steps, 0, 10_000_000)
+        check_range("mbpo.max_uncertainty", self.max_uncertainty, 0.0, 1e6)
+        check_range("mbpo.critic_real_coef", self.critic_real_coef, 0.0, 1e6)
+        check_range("mbpo.fail_weight", self.fail_weight, 0.0, 1e6)
+        check_choice("mbpo.critic_init", self.critic_init, ("checkpoint", "zero"))
+        check_range("mbpo.learners", self.learners, 1, 4096)
         if self.branches // self.group_size < self.learners:
             raise ConfigError(f"mbpo.branches={self.branches} hold {self.branches // self.group_size} groups of "
                               f"mbpo.group_size={self.group_size}, fewer than mbpo.learners={self.learners}: every "
                               "learner rank needs at least one group per batch; raise branches or lower learners")
-        _check_range("mbpo.wm_workers_min", self.wm_workers_min, 1, 4096)
-        _check_range("mbpo.wm_workers_max", self.wm_workers_max, self.wm_workers_min, 4096)
-        _check_range("mbpo.max_staleness", self.max_staleness, 0, 1000)
+        check_range("mbpo.wm_workers_min", self.wm_workers_min, 1, 4096)
+        check_range("mbpo.wm_workers_max", self.wm_workers_max, self.wm_workers_min, 4096)
+        check_range("mbpo.max_staleness", self.max_staleness, 0, 1000)
         for name in ("real_every", "eval_every", "wm_finetune_every", "critic_warmup"):
-            _check_range(f"mbpo.{name}", getattr(self, name), 0, 10_000_000)
-        _check_range("mbpo.real_episodes", self.real_episodes, 1, 100_000)
-        _check_range("mbpo.env_runners", self.env_runners, 1, 4096)
-        _check_range("mbpo.eval_episodes", self.eval_episodes, 0, 50)
-        _check_range("mbpo.checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+            check_range(f"mbpo.{name}", getattr(self, name), 0, 10_000_000)
+        check_range("mbpo.real_episodes", self.real_episodes, 1, 100_000)
+        check_range("mbpo.env_runners", self.env_runners, 1, 4096)
+        check_range("mbpo.eval_episodes", self.eval_episodes, 0, 50)
+        check_range("mbpo.checkpoint_every", self.checkpoint_every, 1, 10_000_000)
 
     @property
     def task_ids(self) -> list[int]:
@@ -466,7 +452,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for name in ("episodes_per_task", "tokenizer_steps", "world_model_steps", "sft_steps"):
-            _check_range(f"run.{name}", getattr(self, name), 1, 10_000_000)
+            check_range(f"run.{name}", getattr(self, name), 1, 10_000_000)
 
 
 @dataclass(frozen=True)
@@ -479,8 +465,8 @@ class LoggingConfig:
     wandb_mode: str = "offline"  # offline needs no network (`wandb sync OUT/wandb/offline-run-*` later); online
 
     def __post_init__(self) -> None:
-        _check_range("logging.videos", self.videos, 0, 64)
-        _check_choice("logging.wandb_mode", self.wandb_mode, ("offline", "online"))
+        check_range("logging.videos", self.videos, 0, 64)
+        check_choice("logging.wandb_mode", self.wandb_mode, ("offline", "online"))
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,27 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping at top level")
     return data
+
+
+def check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        fail(name, value, "choose one of " + ", ".join(map(str, allowed)))
+
+
+def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        fail(name, value, f"must lie in [{lo_s}, {hi_s}]")
+
+
+def parse_task_ids(spec: str) -> list[int]:
+    """'0-9' or '0,3,5-7' -> sorted task ids; ValueError on anything else."""
+    out: set[int] = set()
+    for part in str(spec).split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    if not out:
+        raise ValueError(spec)
+    return sorted(out)
