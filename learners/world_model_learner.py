@@ -83,7 +83,7 @@ class WorldModelLearner(ChannelSender):  # sends its versions with mbpo.weight_s
         for _ in range(steps):
             idx = self.rng.integers(0, n, self.batch_size)
             ids, labels, seg = collate([self.prompts[i] for i in idx], [self.targets[i] for i in idx], self.layout)
-            out = segment_losses(self.model, ids, labels, seg, self.reward_weight)
+            out = segment_losses(self.model, ids, labels, seg, self.reward_weight, self.layout.sp.pad)
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

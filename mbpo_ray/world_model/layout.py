@@ -14,7 +14,11 @@ over a chunk (about 70% of its codes), so the model learns "copy here, redraw th
 of re-deriving every background code; decoding puts the current code back at each ``<keep>``.
 
 Token id ranges: specials | instruction words | image codes (one codebook for both views) |
-action bins (``n_bins`` per dimension, shared ids; the dimension is given by position). Bin edges
+action bins (``n_bins`` per dimension, shared ids; the dimension is given by position). With a
+pretrained LM backbone all of them follow its own vocabulary: every id is shifted by ``base_vocab``
+(the LM's vocabulary size, 0 for a backbone trained from scratch), so the LM's rows stay as they
+were. The module constants (``PAD``, ``YES``, ...) are the unshifted ids; ``layout.sp`` holds the
+model ids. Bin edges
 are fitted per action dimension from the data (uniform between the 1st and 99th percentile), the
 actions are normalised to integers ``0..n_bins-1`` as in the paper, and decoded to bin centres.
 """
@@ -26,12 +30,29 @@ import re
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<head>", "<wrist>", "<act>", "<rew>", "<yes>", "<no>", "<unk>", "<keep>")
 SP = {name: i for i, name in enumerate(SPECIALS)}
 PAD, BOS, EOS, HEAD, WRIST, ACT, REW, YES, NO, UNK, KEEP = (SP[s] for s in SPECIALS)
+
+
+class Specials(NamedTuple):
+    """Model ids of the special tokens of one layout."""
+
+    pad: int
+    bos: int
+    eos: int
+    head: int
+    wrist: int
+    act: int
+    rew: int
+    yes: int
+    no: int
+    unk: int
+    keep: int
 
 
 def words_of(text: str) -> list[str]:
@@ -49,11 +70,16 @@ class TokenLayout:
     action_low: tuple[float, ...] = field(default_factory=lambda: (-1.0,) * 7)
     action_high: tuple[float, ...] = field(default_factory=lambda: (1.0,) * 7)
     keep_codes: bool = True
+    base_vocab: int = 0  # ids of a pretrained LM's own vocabulary come first (0: from scratch)
 
     # ------------------------------------------------------------------ ranges
+    @cached_property
+    def sp(self) -> Specials:
+        return Specials(*(self.base_vocab + i for i in range(len(SPECIALS))))
+
     @property
     def word_offset(self) -> int:
-        return len(SPECIALS)
+        return self.base_vocab + len(SPECIALS)
 
     @property
     def code_offset(self) -> int:
@@ -65,6 +91,7 @@ class TokenLayout:
 
     @property
     def vocab_size(self) -> int:
+        """The model's vocabulary: ``base_vocab`` + this layout's tokens."""
         return self.bin_offset + self.n_bins
 
     @property
@@ -74,7 +101,7 @@ class TokenLayout:
     @property
     def view_ids(self) -> list[int]:
         """Tokens a generated view position may take: the codes, and ``<keep>`` when used."""
-        return self.code_ids + ([KEEP] if self.keep_codes else [])
+        return self.code_ids + ([self.sp.keep] if self.keep_codes else [])
 
     @property
     def target_len(self) -> int:
@@ -88,7 +115,7 @@ class TokenLayout:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, instructions, actions: np.ndarray, codebook_size: int, codes_per_view: int,
-            chunk_size: int, n_bins: int = 256, keep_codes: bool = True) -> TokenLayout:
+            chunk_size: int, n_bins: int = 256, keep_codes: bool = True, base_vocab: int = 0) -> TokenLayout:
         """Vocabulary from the instructions seen; bin ranges from the actions (N, action_dim)."""
         vocab = sorted({w for text in instructions for w in words_of(text)})
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, actions.shape[-1])
@@ -96,7 +123,8 @@ class TokenLayout:
         hi = np.where(hi - lo < 1e-6, lo + 1e-3, hi)
         return cls(words=tuple(vocab), codebook_size=codebook_size, codes_per_view=codes_per_view,
                    chunk_size=chunk_size, action_dim=actions.shape[1], n_bins=n_bins,
-                   action_low=tuple(map(float, lo)), action_high=tuple(map(float, hi)), keep_codes=keep_codes)
+                   action_low=tuple(map(float, lo)), action_high=tuple(map(float, hi)), keep_codes=keep_codes,
+                   base_vocab=base_vocab)
 
     # ------------------------------------------------------------------ encode / decode
     @cached_property
@@ -104,7 +132,7 @@ class TokenLayout:
         return {w: self.word_offset + i for i, w in enumerate(self.words)}
 
     def encode_instruction(self, text: str) -> list[int]:
-        return [self._word_ids.get(w, UNK) for w in words_of(text)]
+        return [self._word_ids.get(w, self.sp.unk) for w in words_of(text)]
 
     def action_bins(self, actions: np.ndarray) -> np.ndarray:
         lo, hi = np.asarray(self.action_low), np.asarray(self.action_high)
@@ -128,8 +156,9 @@ class TokenLayout:
             pad = np.repeat(actions[-1:], self.chunk_size - len(actions), axis=0)
             actions = np.concatenate([actions, pad]) if len(actions) else np.zeros((self.chunk_size, self.action_dim))
         bins = (self.action_bins(actions[: self.chunk_size]) + self.bin_offset).reshape(-1).tolist()
-        return ([BOS, *self.encode_instruction(instruction), HEAD, *self._codes(head), WRIST, *self._codes(wrist),
-                 ACT, *bins, HEAD])
+        sp = self.sp
+        return ([sp.bos, *self.encode_instruction(instruction), sp.head, *self._codes(head), sp.wrist,
+                 *self._codes(wrist), sp.act, *bins, sp.head])
 
     def target(self, next_head: np.ndarray, next_wrist: np.ndarray, success: bool,
                head: np.ndarray | None = None, wrist: np.ndarray | None = None) -> list[int]:
@@ -141,11 +170,12 @@ class TokenLayout:
             nh, nw = self._kept(next_head, head), self._kept(next_wrist, wrist)
         else:
             nh, nw = self._codes(next_head), self._codes(next_wrist)
-        return [*nh, WRIST, *nw, REW, YES if success else NO, EOS]
+        sp = self.sp
+        return [*nh, sp.wrist, *nw, sp.rew, sp.yes if success else sp.no, sp.eos]
 
     def _kept(self, nxt: np.ndarray, cur: np.ndarray) -> list[int]:
         ids = np.asarray(self._codes(nxt))
-        return np.where(np.asarray(nxt).reshape(-1) == np.asarray(cur).reshape(-1), KEEP, ids).tolist()
+        return np.where(np.asarray(nxt).reshape(-1) == np.asarray(cur).reshape(-1), self.sp.keep, ids).tolist()
 
     def segments(self) -> dict[str, slice]:
         """Positions of each segment within :meth:`target`."""
@@ -156,7 +186,8 @@ class TokenLayout:
         """(head, wrist) codes of the current observation, read back from a :meth:`prompt`."""
         k, a = self.codes_per_view, self.chunk_size * self.action_dim
         tail = np.asarray(prompt[-(2 * k + a + 4) :])  # <head> h <wrist> w <act> bins <head>
-        if len(tail) != 2 * k + a + 4 or tail[0] != HEAD or tail[k + 1] != WRIST or tail[2 * k + 2] != ACT:
+        sp = self.sp
+        if len(tail) != 2 * k + a + 4 or tail[0] != sp.head or tail[k + 1] != sp.wrist or tail[2 * k + 2] != sp.act:
             raise ValueError("not a transition prompt of this layout")
         return tail[1 : k + 1] - self.code_offset, tail[k + 2 : 2 * k + 2] - self.code_offset
 
@@ -165,18 +196,18 @@ class TokenLayout:
         take the current view's code at their position, read from ``prompt``."""
         t = np.asarray(tokens)
         seg = self.segments()
-        head, wrist = t[seg["head"]], t[seg["wrist"]]
-        if (head == KEEP).any() or (wrist == KEEP).any():
+        head, wrist, keep = t[seg["head"]], t[seg["wrist"]], self.sp.keep
+        if (head == keep).any() or (wrist == keep).any():
             if prompt is None:
                 raise ValueError("generated tokens hold <keep>: pass the prompt that holds the current codes")
             ch, cw = self.current_codes(prompt)
-            return (np.where(head == KEEP, ch, head - self.code_offset),
-                    np.where(wrist == KEEP, cw, wrist - self.code_offset))
+            return (np.where(head == keep, ch, head - self.code_offset),
+                    np.where(wrist == keep, cw, wrist - self.code_offset))
         return head - self.code_offset, wrist - self.code_offset
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        Path(path).write_text(json.dumps(asdict(self), indent=1))  # a layout.json without base_vocab loads as 0
 
     @classmethod
     def load(cls, path: str | Path) -> TokenLayout:

@@ -3,6 +3,9 @@
 Presets:
 * ``cpu``: 64x64 input, 8x8 codes per view, 512 codes (trains in minutes on a laptop CPU)
 * ``cluster``: 128x128 input, 16x16 codes per view, 1024 codes
+
+Or a pretrained diffusers ``VQModel`` folder (``save_pretrained``): ``ImageTokenizer.from_pretrained_vq``,
+and ``ImageTokenizer.load`` takes such a folder too (codebook size and latent grid read from the model).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class ImageTokenizer:
 
         self.preset = preset
         n = len(preset.channels)
-        if preset.image_size // 2 ** (n - 1) != preset.codes_side:
+        if model is None and preset.image_size // 2 ** (n - 1) != preset.codes_side:
             raise ValueError(f"{n} blocks downsample {preset.image_size} to "
                              f"{preset.image_size // 2 ** (n - 1)}, not {preset.codes_side}")
         self.model = model or VQModel(
@@ -75,6 +78,7 @@ class ImageTokenizer:
             block_out_channels=preset.channels, layers_per_block=1, latent_channels=preset.latent_channels,
             num_vq_embeddings=preset.codebook_size, vq_embed_dim=preset.latent_channels,
             norm_num_groups=min(32, preset.channels[0]),
+            sample_size=preset.image_size,  # the frame size, read back by from_pretrained_vq
         )
 
     # ------------------------------------------------------------------ codes
@@ -114,12 +118,38 @@ class ImageTokenizer:
 
         path = Path(path)
         if not (path / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{path} is not an image tokenizer (no tokenizer.json); "
-                                    "make one with `mbpo-ray train-tokenizer STORE --out DIR`")
+            if _is_vq_folder(path):
+                return cls.from_pretrained_vq(path)
+            raise FileNotFoundError(f"{path} is not an image tokenizer (no tokenizer.json, nor a diffusers VQModel "
+                                    "folder); make one with `mbpo-ray train-tokenizer STORE --out DIR`")
         meta = json.loads((path / "tokenizer.json").read_text())
         p = meta["preset"]
         preset = TokenizerPreset(**{**p, "channels": tuple(p["channels"])})
         return cls(preset, VQModel.from_pretrained(path / "vq"))
+
+    @classmethod
+    def from_pretrained_vq(cls, path: str | Path, image_size: int | None = None) -> ImageTokenizer:
+        """A pretrained diffusers ``VQModel`` (a ``save_pretrained`` folder) as the tokenizer: frames are
+        resized to ``image_size`` (default: the model's ``sample_size``); the codebook size is the model's
+        ``num_vq_embeddings`` and the code grid is what its encoder makes of one such frame."""
+        from diffusers import VQModel
+
+        path = Path(path)
+        if not _is_vq_folder(path):
+            raise FileNotFoundError(f"{path} is not a diffusers VQModel folder (config.json with _class_name VQModel)")
+        model = VQModel.from_pretrained(path).eval()
+        c = model.config
+        size = image_size or c.sample_size
+        size = int(size[0] if isinstance(size, list | tuple) else size)
+        if c.in_channels != 3 or c.out_channels != 3:
+            raise ValueError(f"{path}: the VQModel maps {c.in_channels} -> {c.out_channels} channels, not RGB")
+        with torch.no_grad():
+            grid = model.encode(torch.zeros(1, 3, size, size)).latents.shape
+        if grid[-1] != grid[-2]:
+            raise ValueError(f"{path}: a {size}x{size} frame gives a {grid[-2]}x{grid[-1]} code grid, not a square")
+        preset = TokenizerPreset(image_size=size, codes_side=int(grid[-1]), codebook_size=int(c.num_vq_embeddings),
+                                 channels=tuple(c.block_out_channels), latent_channels=int(c.vq_embed_dim or grid[1]))
+        return cls(preset, model)
 
     # ------------------------------------------------------------------ training
     def train(self, frames: np.ndarray, steps: int, batch: int = 32, lr: float = 1e-3, seed: int = 0,
@@ -160,3 +190,8 @@ class ImageTokenizer:
             yield {"step": step, "loss": loss.item(), "recon_mse": rec.item(), "lr": sched.get_last_lr()[0],
                    "codes_used": int((usage > 0).sum())}
         m.eval()
+
+
+def _is_vq_folder(path: Path) -> bool:
+    conf = path / "config.json"
+    return conf.is_file() and json.loads(conf.read_text()).get("_class_name") == "VQModel"

@@ -28,14 +28,19 @@ from mbpo_ray.config import WorldModelConfig
 from mbpo_ray.replay import ReplayStore
 from mbpo_ray.world_model.data import Episodes, load_episodes, sequences, split_episodes
 from mbpo_ray.world_model.layout import BOS, EOS, PAD, TokenLayout
+from mbpo_ray.world_model.pretrained import base_vocab_size, load_pretrained_backbone
 from mbpo_ray.world_model.tokenizer import ImageTokenizer
 
 IGNORE = -100
 
 
 def build_backbone(cfg: WorldModelConfig, layout: TokenLayout):
-    """A causal LM of type ``cfg.backbone`` (llama, mistral, qwen2, ...) trained from scratch."""
+    """A causal LM of type ``cfg.backbone`` (llama, mistral, qwen2, ...) trained from scratch, or with
+    ``cfg.pretrained`` the LM in that folder with the layout's tokens appended (its own sizes kept)."""
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    if cfg.pretrained:
+        return load_pretrained_backbone(cfg.pretrained, layout)
 
     try:
         conf = AutoConfig.for_model(
@@ -54,7 +59,7 @@ def collate(prompts: list[list[int]], targets: list[list[int]], layout: TokenLay
     """Right-padded ids, labels only on the target, and a segment id per label position."""
     seqs = [p + t for p, t in zip(prompts, targets, strict=True)]
     width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+    ids = torch.full((len(seqs), width), layout.sp.pad, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE)
     segment = torch.full_like(ids, -1)
     seg = layout.segments()
@@ -67,11 +72,11 @@ def collate(prompts: list[list[int]], targets: list[list[int]], layout: TokenLay
     return ids, labels, segment
 
 
-def segment_losses(model, ids, labels, segment, reward_weight: float = 1.0) -> dict[str, torch.Tensor]:
+def segment_losses(model, ids, labels, segment, reward_weight: float = 1.0, pad: int = PAD) -> dict[str, torch.Tensor]:
     """Cross-entropy per segment; ``loss`` is the mean over generated tokens with the reward answer
     counted ``reward_weight`` times (one token among ~130 image codes otherwise carries almost none of
-    the gradient, and the answer is what MBPO learns from)."""
-    logits = model(input_ids=ids, attention_mask=(ids != PAD) | (labels != IGNORE)).logits[:, :-1]
+    the gradient, and the answer is what MBPO learns from). ``pad``: the layout's ``sp.pad``."""
+    logits = model(input_ids=ids, attention_mask=(ids != pad) | (labels != IGNORE)).logits[:, :-1]
     tgt, seg = labels[:, 1:], segment[:, 1:]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none",
                          ignore_index=IGNORE).reshape(tgt.shape)
@@ -101,7 +106,11 @@ def prepare(store: ReplayStore, tokenizer: ImageTokenizer, cfg: WorldModelConfig
     if (out / "split.json").is_file():
         split = json.loads((out / "split.json").read_text())
         layout = TokenLayout.load(out / "layout.json")
+        if cfg.pretrained and layout.base_vocab != base_vocab_size(cfg.pretrained):
+            raise ValueError(f"{out} was trained with another backbone vocabulary ({layout.base_vocab} tokens) "
+                             f"than world_model.pretrained={cfg.pretrained!r}")
     else:
+        base = base_vocab_size(cfg.pretrained) if cfg.pretrained else 0  # checks the folder before any work
         train_ids, test_ids = split_episodes(store, cfg.holdout_episodes, seed)
         split = {"train": train_ids, "heldout": test_ids}
         ep = load_episodes(store, train_ids)
@@ -112,7 +121,7 @@ def prepare(store: ReplayStore, tokenizer: ImageTokenizer, cfg: WorldModelConfig
         for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"):
             texts += [t.language for t in benchmark.get_benchmark_dict()[suite]().tasks]
         layout = TokenLayout.fit(texts, acts, tokenizer.preset.codebook_size, tokenizer.preset.codes_per_view,
-                                 store.spec.chunk_size, keep_codes=cfg.keep_codes)
+                                 store.spec.chunk_size, keep_codes=cfg.keep_codes, base_vocab=base)
         out.mkdir(parents=True, exist_ok=True)
         layout.save(out / "layout.json")
         (out / "split.json").write_text(json.dumps(split, indent=1))
@@ -135,7 +144,10 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
     tokenizer = ImageTokenizer.load(tokenizer_dir)
     layout, train, held = prepare(store, tokenizer, cfg, out_p, seed)
     if not (out_p / "tokenizer").exists():
-        shutil.copytree(tokenizer_dir, out_p / "tokenizer")
+        if (Path(tokenizer_dir) / "tokenizer.json").is_file():
+            shutil.copytree(tokenizer_dir, out_p / "tokenizer")
+        else:  # a pretrained diffusers VQModel folder: saved in the tokenizer format
+            tokenizer.save(out_p / "tokenizer", {"pretrained_vq": True})
     (out_p / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     model = build_backbone(cfg, layout) if not (out_p / "model").exists() else _load(out_p / "model")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -156,7 +168,8 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
     model.train()
     while step < cfg.steps and minutes < cfg.max_minutes:
         ids, labels, seg = train.batch(rng.integers(0, len(train.rows), cfg.batch_size), layout)
-        losses = segment_losses(model, ids.to(acc.device), labels.to(acc.device), seg.to(acc.device), cfg.reward_weight)
+        losses = segment_losses(model, ids.to(acc.device), labels.to(acc.device), seg.to(acc.device),
+                                cfg.reward_weight, layout.sp.pad)
         acc.backward(losses["loss"])
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -201,7 +214,7 @@ def heldout_losses(model, data: TokenData, layout: TokenLayout, batch: int = 32,
     sums: dict[str, list[float]] = {}
     for i in range(0, len(data.rows), batch):
         ids, labels, seg = data.batch(range(i, min(i + batch, len(data.rows))), layout)
-        for k, v in segment_losses(model, ids, labels, seg, reward_weight).items():
+        for k, v in segment_losses(model, ids, labels, seg, reward_weight, layout.sp.pad).items():
             sums.setdefault(k, []).append(float(v))
     model.train()
     return {k: float(np.mean(v)) for k, v in sums.items()}

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 from mbpo_ray.world_model.engines.base import Imagined, WorldModelEngine
-from mbpo_ray.world_model.layout import NO, PAD, REW, WRIST, YES, TokenLayout
+from mbpo_ray.world_model.layout import TokenLayout
 
 
 class SegmentMask:
     """Logits processor: generated position i may only take the tokens its segment allows."""
 
     def __init__(self, layout: TokenLayout, prompt_len: int):
-        k, v = layout.codes_per_view, layout.vocab_size
+        k, v, sp = layout.codes_per_view, layout.vocab_size, layout.sp
         self.prompt_len = prompt_len
         codes = torch.full((v,), float("-inf"))
         codes[layout.view_ids] = 0
@@ -20,10 +20,10 @@ class SegmentMask:
         for i in range(layout.target_len):
             if i == k or i == 2 * k + 1:
                 m = torch.full((v,), float("-inf"))
-                m[WRIST if i == k else REW] = 0
+                m[sp.wrist if i == k else sp.rew] = 0
             elif i == 2 * k + 2:
                 m = torch.full((v,), float("-inf"))
-                m[[YES, NO]] = 0
+                m[[sp.yes, sp.no]] = 0
             else:
                 m = codes
             self.masks.append(m)
@@ -46,8 +46,8 @@ class HFEngine(WorldModelEngine):
     def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int | None = None) -> list[Imagined]:
         from transformers import LogitsProcessorList
 
-        n, width = len(prompts), max(map(len, prompts))
-        ids = torch.full((n, width), PAD, dtype=torch.long)
+        n, width, sp = len(prompts), max(map(len, prompts)), self.layout.sp
+        ids = torch.full((n, width), sp.pad, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for i, p in enumerate(prompts):  # left padding: every prompt ends at the same position
             ids[i, width - len(p) :] = torch.tensor(p)
@@ -60,7 +60,7 @@ class HFEngine(WorldModelEngine):
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
             top_p=None, top_k=None, use_cache=True,
             logits_processor=LogitsProcessorList([SegmentMask(self.layout, width)]),
-            pad_token_id=PAD, eos_token_id=None, return_dict_in_generate=True, output_logits=True,
+            pad_token_id=sp.pad, eos_token_id=None, return_dict_in_generate=True, output_logits=True,
         )
         seq = out.sequences[:, width:].cpu()
         gen = seq.tolist()
@@ -69,7 +69,7 @@ class HFEngine(WorldModelEngine):
         views = [*range(k), *range(k + 1, 2 * k + 1)]  # generated head and wrist code positions
         logp = torch.stack([torch.log_softmax(out.logits[j].float().cpu(), -1) for j in views], 1)  # (n, 2K, V)
         surprisal = -logp.gather(-1, seq[:, views].unsqueeze(-1)).squeeze(-1).mean(1)
-        return [self._imagined(prompts[i], gen[i], float(last[i, YES]), float(last[i, NO]), float(surprisal[i]))
+        return [self._imagined(prompts[i], gen[i], float(last[i, sp.yes]), float(last[i, sp.no]), float(surprisal[i]))
                 for i in range(n)]
 
     def update_weights(self, state_dict: dict, version: int) -> None:

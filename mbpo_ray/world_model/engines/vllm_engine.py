@@ -19,7 +19,7 @@ import numpy as np
 
 from mbpo_ray.seeds import request_seeds
 from mbpo_ray.world_model.engines.base import Imagined, WorldModelEngine
-from mbpo_ray.world_model.layout import NO, REW, WRIST, YES, TokenLayout
+from mbpo_ray.world_model.layout import TokenLayout
 
 EXTENSION = "mbpo_ray.world_model.engines.vllm_ext.WeightSyncExtension"
 
@@ -72,20 +72,20 @@ class VLLMEngine(WorldModelEngine):
 
     def imagine(self, prompts: list[list[int]], temperature: float = 0.0, seed: int | None = None) -> list[Imagined]:
         codes = self.layout.view_ids  # image codes and <keep>
-        k = self.layout.codes_per_view
+        k, sp = self.layout.codes_per_view, self.layout.sp
         head_out = self._generate(prompts, k, codes, temperature, seed, 0, chosen_logprobs=True)
         heads = [list(o.token_ids) for o in head_out]
-        ctx = [p + h + [WRIST] for p, h in zip(prompts, heads, strict=True)]
+        ctx = [p + h + [sp.wrist] for p, h in zip(prompts, heads, strict=True)]
         wrist_out = self._generate(ctx, k, codes, temperature, seed, 1, chosen_logprobs=True)
         wrists = [list(o.token_ids) for o in wrist_out]
-        ctx = [c + w + [REW] for c, w in zip(ctx, wrists, strict=True)]
-        answers = self._generate(ctx, 1, [YES, NO], temperature, seed, 2, logprob_ids=[YES, NO])
+        ctx = [c + w + [sp.rew] for c, w in zip(ctx, wrists, strict=True)]
+        answers = self._generate(ctx, 1, [sp.yes, sp.no], temperature, seed, 2, logprob_ids=[sp.yes, sp.no])
         out = []
         for p, h, w, a, oh, ow in zip(prompts, heads, wrists, answers, head_out, wrist_out, strict=True):
             lp = a.logprobs[0]
-            tokens = h + [WRIST] + w + [REW, a.token_ids[0]]
+            tokens = h + [sp.wrist] + w + [sp.rew, a.token_ids[0]]
             surprisal = -(_cumulative(oh) + _cumulative(ow)) / (2 * k)
-            out.append(self._imagined(p, tokens, _logprob(lp, YES), _logprob(lp, NO), surprisal))
+            out.append(self._imagined(p, tokens, _logprob(lp, sp.yes), _logprob(lp, sp.no), surprisal))
         return out
 
     def update_weights(self, state_dict: dict, version: int) -> None:
