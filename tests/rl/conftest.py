@@ -37,6 +37,26 @@ def tiny_world_model(tmp_path_factory):
     return str(root)
 
 
+@pytest.fixture(scope="session")
+def pretrained_world_model(tmp_path_factory):
+    """The same checkpoint layout with a pretrained causal LM (own 300-token vocabulary, saved here) as
+    the backbone: the layout's tokens follow the LM's vocabulary (world_model.pretrained)."""
+    import dataclasses
+
+    from tests.world_model.test_pretrained_backbone import BASE, save_tiny_lm
+
+    root = tmp_path_factory.mktemp("wm_pretrained")
+    save_tiny_lm(root / "lm")
+    torch.manual_seed(0)
+    ImageTokenizer(TOKENIZER).save(root / "tokenizer")
+    layout = TokenLayout.fit(INSTRUCTIONS, np.random.default_rng(0).uniform(-1, 1, (200, 7)),
+                             TOKENIZER.codebook_size, TOKENIZER.codes_per_view, chunk_size=H)
+    layout = dataclasses.replace(layout, base_vocab=BASE)
+    layout.save(root / "layout.json")
+    build_backbone(WorldModelConfig(pretrained=str(root / "lm")), layout).save_pretrained(root / "model")
+    return str(root)
+
+
 def tiny_policy(seed: int = 0):
     torch.manual_seed(seed)
     bins = ActionBins.fit(np.random.default_rng(seed).uniform(-1, 1, (400, 7)), H)
