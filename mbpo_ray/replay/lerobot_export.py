@@ -29,6 +29,7 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 CHUNKS_SIZE = 1000  # files per chunk folder, as LeRobot
+CRF = 12  # H.264 quality; LIBERO's 128 px frames come back at mean 42 / 38 dB (head / wrist), worst frame 36.6 dB
 
 
 def _png(frame: np.ndarray) -> bytes:
@@ -124,7 +125,7 @@ def export_lerobot(store: ReplayStore, out: str | Path, images: str = "mp4", epi
     for first in range(0, len(eps), episodes_per_file):
         f = first // episodes_per_file
         loc = dict(chunk_index=f // CHUNKS_SIZE, file_index=f % CHUNKS_SIZE)
-        writers = {c: Mp4Writer(out / VIDEO_PATH.format(video_key=key, **loc), fps)
+        writers = {c: Mp4Writer(out / VIDEO_PATH.format(video_key=key, **loc), fps, crf=CRF)
                    for c, key in CAMERAS.items()} if images == "mp4" else {}
         data = []
         try:
