@@ -198,7 +198,11 @@ def open_dataset(root: str | Path, keys: KeyMap = KeyMap()) -> Dataset:
     cameras = [k for k in (keys.head, keys.wrist) if features[k]["dtype"] == "video"]
     if cameras and "video_path" not in info:
         raise ReplayError(f"{root}/meta/info.json: video features but no video_path")
-    episodes = (_v30_episodes if version == "v3.0" else _v21_episodes)(root, info, cameras)
+    try:
+        episodes = (_v30_episodes if version == "v3.0" else _v21_episodes)(root, info, cameras)
+    except KeyError as exc:
+        raise ReplayError(f"{root}/meta: the episode metadata has no {exc} (a LeRobot {version} dataset lists it "
+                          "per episode)") from None
     if not episodes:
         raise ReplayError(f"{root}: the dataset lists no episodes")
     return Dataset(root, version, float(info["fps"]), features, keys, _tasks(root, version), episodes)

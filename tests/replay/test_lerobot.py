@@ -121,6 +121,12 @@ def test_bad_input_is_one_clear_error_and_leaves_no_store(tmp_path, capsys):
     code, err = run()
     assert code == 2 and "episode_000001.mp4: not a readable video" in err
     assert not out.exists() and not any(p.name.startswith(".store") for p in tmp_path.iterdir())
+    episodes = ds / "meta" / "episodes.jsonl"
+    good = episodes.read_text()
+    episodes.write_text(good.replace('"length"', '"len"'))
+    code, err = run()
+    assert code == 2 and "the episode metadata has no 'length'" in err
+    episodes.write_text(good)
     (ds / "meta" / "info.json").write_text("{")
     code, err = run()
     assert code == 2 and "info.json: not valid JSON" in err
