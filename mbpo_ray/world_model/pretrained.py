@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mbpo_ray.config import ConfigError
 from mbpo_ray.world_model.layout import TokenLayout
 
 
 def pretrained_config(path: str | Path):
-    """The transformers config of the causal LM in ``path``; ValueError/FileNotFoundError when it is not one."""
+    """The transformers config of the causal LM in ``path``; ConfigError/FileNotFoundError (both printed as
+    one line by the CLI) when it is not one."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
@@ -29,9 +31,9 @@ def pretrained_config(path: str | Path):
     try:
         conf = AutoConfig.from_pretrained(path)
     except (ValueError, KeyError, OSError) as exc:
-        raise ValueError(f"world_model.pretrained={str(path)!r}: transformers cannot read its config ({exc})") from None
+        raise ConfigError(f"world_model.pretrained={str(path)!r}: transformers cannot read its config ({exc})") from None
     if type(conf) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise ValueError(f"world_model.pretrained={str(path)!r} is a {conf.model_type!r} model, not a causal LM "
+        raise ConfigError(f"world_model.pretrained={str(path)!r} is a {conf.model_type!r} model, not a causal LM "
                          "(AutoModelForCausalLM has no class for it)")
     return conf
 
@@ -49,22 +51,22 @@ def load_pretrained_backbone(path: str | Path, layout: TokenLayout):
     conf = pretrained_config(path)
     text = conf.get_text_config()
     if layout.base_vocab != text.vocab_size:
-        raise ValueError(f"the layout's ids start at {layout.base_vocab}, but the LM in {str(path)!r} has "
+        raise ConfigError(f"the layout's ids start at {layout.base_vocab}, but the LM in {str(path)!r} has "
                          f"{text.vocab_size} tokens: a layout fitted for another backbone")
     max_pos = getattr(text, "max_position_embeddings", None)
     if max_pos is not None and max_pos < layout.max_len():
-        raise ValueError(f"the LM in {str(path)!r} takes {max_pos} positions; a transition needs {layout.max_len()}")
+        raise ConfigError(f"the LM in {str(path)!r} takes {max_pos} positions; a transition needs {layout.max_len()}")
     try:
         model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
     except OSError as exc:
         raise FileNotFoundError(f"world_model.pretrained={str(path)!r}: no loadable weights ({exc})") from None
     if info["missing_keys"]:  # e.g. an Emu3/LLaVA folder: its LM weights sit under another prefix
         missing = sorted(info["missing_keys"])
-        raise ValueError(f"world_model.pretrained={str(path)!r}: {len(missing)} weights of {type(model).__name__} are "
+        raise ConfigError(f"world_model.pretrained={str(path)!r}: {len(missing)} weights of {type(model).__name__} are "
                          f"not in the checkpoint (e.g. {missing[0]}); for a multimodal model save its language "
                          "model alone (save_pretrained) and point there")
     if model.get_input_embeddings().num_embeddings != layout.base_vocab:
-        raise ValueError(f"the LM in {str(path)!r} has {model.get_input_embeddings().num_embeddings} embedding "
+        raise ConfigError(f"the LM in {str(path)!r} has {model.get_input_embeddings().num_embeddings} embedding "
                          f"rows, its config says {layout.base_vocab}")
     model.resize_token_embeddings(layout.vocab_size)
     model.config.get_text_config().vocab_size = layout.vocab_size

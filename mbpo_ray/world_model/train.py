@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mbpo_ray.config import WorldModelConfig
+from mbpo_ray.config import ConfigError, WorldModelConfig
 from mbpo_ray.replay import ReplayStore
 from mbpo_ray.world_model.data import Episodes, load_episodes, sequences, split_episodes
 from mbpo_ray.world_model.layout import BOS, EOS, PAD, TokenLayout
@@ -107,7 +107,7 @@ def prepare(store: ReplayStore, tokenizer: ImageTokenizer, cfg: WorldModelConfig
         split = json.loads((out / "split.json").read_text())
         layout = TokenLayout.load(out / "layout.json")
         if cfg.pretrained and layout.base_vocab != base_vocab_size(cfg.pretrained):
-            raise ValueError(f"{out} was trained with another backbone vocabulary ({layout.base_vocab} tokens) "
+            raise ConfigError(f"{out} was trained with another backbone vocabulary ({layout.base_vocab} tokens) "
                              f"than world_model.pretrained={cfg.pretrained!r}")
     else:
         base = base_vocab_size(cfg.pretrained) if cfg.pretrained else 0  # checks the folder before any work
