@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mbpo_ray.replay.video import resize_frames
+
 FPS = 2  # one frame per chunk end, 0.5 s each
 
 
@@ -21,12 +23,13 @@ def side_by_side(head: np.ndarray, wrist: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(head), np.asarray(wrist)], axis=2)
 
 
-def _gif(frames: np.ndarray, fps: int) -> bytes:
+def gif_bytes(frames: np.ndarray, ms_per_frame: int) -> bytes:
+    """(T, H, W, 3) uint8 -> an animated GIF that loops."""
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames]
     buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
     return buf.getvalue()
 
 
@@ -36,7 +39,7 @@ def tb_video(tb, tag: str, frames: np.ndarray, step: int, fps: int = FPS) -> Non
 
     frames = np.asarray(frames, dtype=np.uint8)
     image = Summary.Image(height=frames.shape[1], width=frames.shape[2], colorspace=3,
-                          encoded_image_string=_gif(frames, fps))
+                          encoded_image_string=gif_bytes(frames, int(1000 / fps)))
     tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
@@ -51,18 +54,10 @@ def branch_frames(branches, b: int, real_head: np.ndarray | None, real_wrist: np
         return top
     bottom = np.zeros_like(top)
     size = head.shape[1]  # imagined frames are the tokenizer's size; the store's may differ
-    real = side_by_side(_resize(real_head, size), _resize(real_wrist, size))[: len(top)]
+    real = side_by_side(resize_frames(real_head, size), resize_frames(real_wrist, size))[: len(top)]
     bottom[: len(real)] = real
     line = np.full((len(top), 2, top.shape[2], 3), 255, np.uint8)
     return np.concatenate([top, line, bottom], axis=1)
-
-
-def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if frames.shape[1] == size:
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
 
 
 def real_continuation(store, start_id: str, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -107,15 +107,13 @@ def run_policy_episode(env: LiberoEnv, policy: Policy, init_state: int, greedy: 
 def write_video(frames: list[tuple[np.ndarray, np.ndarray]], out: Path, r: dict, ms_per_chunk: int = 400) -> str:
     """GIF (and an MP4 of the same name) of one episode: head and wrist views side by side, upright,
     one frame per chunk end."""
-    from PIL import Image
-
     from mbpo_ray.replay.video import encode_mp4
+    from mbpo_ray.video_log import gif_bytes, side_by_side
 
-    images = [Image.fromarray(np.concatenate([h, w], axis=1)) for h, w in frames]
+    video = side_by_side(*(np.stack(v) for v in zip(*frames, strict=True)))
     name = f"task{r['task_id']}_init{r['init_state']}_{'success' if r['success'] else 'failure'}.gif"
-    images[0].save(out / name, save_all=True, append_images=images[1:], duration=ms_per_chunk, loop=0)
-    encode_mp4((out / name).with_suffix(".mp4"), np.stack([np.asarray(i) for i in images]),
-               max(1, round(1000 / ms_per_chunk)))
+    (out / name).write_bytes(gif_bytes(video, ms_per_chunk))
+    encode_mp4((out / name).with_suffix(".mp4"), video, max(1, round(1000 / ms_per_chunk)))
     return name
 
 

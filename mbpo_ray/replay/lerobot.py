@@ -277,12 +277,12 @@ class _Reader:
 
     def arrays(self, ep: Episode, size: int) -> dict:
         """head, wrist (T, size, size, 3) uint8; proprio; actions; success; instruction of one episode."""
-        from mbpo_ray.replay.libero_hdf5 import _resize
+        from mbpo_ray.replay.video import resize_frames
 
         t = self._rows(ep)
         keys = self.ds.keys
-        head = _resize(self._camera(ep, t, keys.head), size)
-        wrist = _resize(self._camera(ep, t, keys.wrist), size)
+        head = resize_frames(self._camera(ep, t, keys.head), size)
+        wrist = resize_frames(self._camera(ep, t, keys.wrist), size)
         act = np.asarray(t.column(keys.action).to_pylist(), dtype=np.float32)
         act = act.reshape(len(t), *self.ds.features[keys.action]["shape"])
         state = (np.asarray(t.column(keys.state).to_pylist(), dtype=np.float32) if keys.state

@@ -34,6 +34,7 @@ from mbpo_ray.envs.libero_env import Observation, upright
 from mbpo_ray.replay.episode import steps_to_episode
 from mbpo_ray.replay.schema import ReplayError
 from mbpo_ray.replay.store import ReplayStore
+from mbpo_ray.replay.video import resize_frames
 
 REQUIRED = ("actions", "obs/agentview_rgb", "obs/eye_in_hand_rgb", "obs/ee_pos", "obs/ee_ori", "obs/gripper_states")
 
@@ -95,14 +96,6 @@ def task_from_instruction(text: str, suites: tuple[str, ...] = SUITES) -> tuple[
     return None
 
 
-def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    if frames.shape[1] == size and frames.shape[2] == size:
-        return frames
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
-
-
 def _demo_batch(store: ReplayStore, demo, name: str, meta: dict) -> pa.RecordBatch:
     missing = [k for k in REQUIRED if k not in demo]
     if missing:
@@ -112,8 +105,8 @@ def _demo_batch(store: ReplayStore, demo, name: str, meta: dict) -> pa.RecordBat
     if t_len < 2 or actions.shape[1] != store.spec.action_dim:
         raise ReplayError(f"{name}: actions have shape {actions.shape}; need (T>=2, {store.spec.action_dim})")
     size = store.spec.image_size
-    head = _resize(np.asarray(demo["obs/agentview_rgb"]), size)
-    wrist = _resize(np.asarray(demo["obs/eye_in_hand_rgb"]), size)
+    head = resize_frames(np.asarray(demo["obs/agentview_rgb"]), size)
+    wrist = resize_frames(np.asarray(demo["obs/eye_in_hand_rgb"]), size)
     proprio = np.concatenate(
         [np.asarray(demo["obs/ee_pos"]), np.asarray(demo["obs/ee_ori"]), np.asarray(demo["obs/gripper_states"])],
         axis=1,

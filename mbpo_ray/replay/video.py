@@ -16,6 +16,15 @@ import numpy as np
 from mbpo_ray.replay.schema import ReplayError
 
 
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames at ``size`` x ``size`` (bilinear; unchanged when already that size)."""
+    if frames.shape[1] == size and frames.shape[2] == size:
+        return frames
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in frames])
+
+
 class Mp4Writer:
     """H.264 frames appended to one MP4, episode after episode (frame ``i`` of the file shown at
     ``i / fps``); even sizes are required by yuv420p, so odd frames are padded by one pixel."""
