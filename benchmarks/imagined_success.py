@@ -2,12 +2,17 @@
 
     python benchmarks/imagined_success.py --policy SFT_CKPT --store STORE --after WM_CKPT [--before OLD_WM]
         [--start-states 256] [--n-chunks 2] [--tasks 0-3] [--temperature 1.0] [--seed 0]
+        [--reward-source token|frames|mean] [--real] [--name imagined_success]
 
 ``--start-states`` chunk boundaries are drawn once (uniformly over the store's episodes of
 ``--tasks``, seeded) and every world model imagines ``--n-chunks``-chunk branches of the policy
 (sampled actions, as in MBPO) from exactly those states; a branch succeeds when the world model
 answers yes at one of its steps. Also reported: success by the start's distance to its episode's
-end, and the same policy's greedy branches. Writes benchmarks/results/imagined_success.json.
+end, and the same policy's greedy branches. ``--reward-source`` picks the answer that decides a
+branch's reward (``world_model.reward_source``); a frame reward in the checkpoint is judged too.
+With ``--real`` the sampled branches are also replayed in LIBERO from their start's simulator state
+(``mbpo_ray.rl.grounding``): imagined vs real success per step and per branch, imagined vs real
+frames. Writes benchmarks/results/NAME.json.
 """
 
 from __future__ import annotations
@@ -23,28 +28,37 @@ import numpy as np  # noqa: E402
 from benchmarks.common import write_result  # noqa: E402
 
 
-def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: int, args) -> dict:
+def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: int, args, starts=None) -> dict:
     from mbpo_ray.policy import load_policy
     from mbpo_ray.replay import frames
     from mbpo_ray.replay.samplers import TO_GO_BUCKETS, bucket_name
-    from mbpo_ray.rl.imagine import imagine
+    from mbpo_ray.rl.imagine import Branches, imagine
     from mbpo_ray.world_model.evaluate import WorldModel
 
-    wm, policy = WorldModel(world_model, "vllm"), load_policy(policy_dir)
+    wm = WorldModel(world_model, "vllm", reward=args.reward_source, load_frame_reward=True)
+    policy = load_policy(policy_dir)
     head, wrist = frames(table, "head", size), frames(table, "wrist", size)
     instr = table.column("instruction").to_pylist()
     out = {"checkpoint": os.path.basename(os.path.normpath(world_model))}
     try:
         for mode, greedy in (("sampled", False), ("greedy", True)):
-            hits = []
-            for i in range(0, len(instr), 64):
-                br = imagine(wm, policy, head[i : i + 64], wrist[i : i + 64], instr[i : i + 64], args.n_chunks,
-                             args.temperature, args.seed + i, greedy=greedy)
-                hits.append(br.terminal.any(1))
-            hit = np.concatenate(hits)
+            parts = [imagine(wm, policy, head[i : i + 64], wrist[i : i + 64], instr[i : i + 64], args.n_chunks,
+                             args.temperature, args.seed + i, greedy=greedy) for i in range(0, len(instr), 64)]
+            br = Branches.concat(parts)
+            hit = br.terminal.any(1)
             out[mode] = {"success_per_branch": round(float(hit.mean()), 4), "successes": int(hit.sum()),
                          "by_chunks_to_go": {bucket_name(lo, hi): round(float(hit[(to_go >= lo) & (to_go <= hi)].mean()), 4)
                                              for lo, hi in TO_GO_BUCKETS if ((to_go >= lo) & (to_go <= hi)).any()}}
+            frames_hit = (br.p_yes_frames > 0.5) & br.valid
+            if np.isfinite(br.p_yes_frames[br.valid]).all():
+                out[mode]["frame_reward_success_per_branch"] = round(float(frames_hit.any(1).mean()), 4)
+            if mode == "sampled" and starts is not None:
+                from mbpo_ray.config import build_config
+                from mbpo_ray.rl.grounding import grounding_report, replay_branches
+
+                env_cfg = build_config().env
+                real = replay_branches(env_cfg, starts[0], starts[1], br)
+                out["real"] = grounding_report(br, real, wm.tokenizer.preset.image_size)
     finally:
         wm.engine.close()
     return out
@@ -63,6 +77,10 @@ def main() -> None:
     ap.add_argument("--tasks", default="0-3")
     ap.add_argument("--temperature", type=float, default=1.0, help="the world model's (mbpo.temperature)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reward-source", default="token", choices=["token", "frames", "mean"], dest="reward_source",
+                    help="the answer that decides a branch's reward (world_model.reward_source)")
+    ap.add_argument("--real", action="store_true", help="also replay the sampled branches in LIBERO")
+    ap.add_argument("--name", default="imagined_success", help="result name: benchmarks/results/NAME.json")
     args = ap.parse_args()
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.replay import ReplayStore
@@ -75,21 +93,26 @@ def main() -> None:
     picks = [SAMPLERS["uniform"](store.episodes, c, rng, t) for c, t in zip(counts, tasks, strict=True)]
     ep, chunk = np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
     to_go = chunks_to_go(store.episodes, ep, chunk)
-    table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction"])
+    table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction", "sim_state"])
     sources = [store.episodes[int(e)].source for e in ep]
+    starts = None
+    if args.real:
+        starts = ([(store.episodes[int(e)].suite, store.episodes[int(e)].task_id) for e in ep],
+                  [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()])
     result = {"start_states": len(ep), "n_chunks": args.n_chunks, "temperature": args.temperature,
+              "reward_source": args.reward_source,
               "tasks": tasks, "start_sources": {s: sources.count(s) for s in sorted(set(sources))}}
     runs = {"after": args.after, **({"before": args.before} if args.before else {})}
     for name, path in runs.items():
         result[f"{name}_detail"] = measure(os.path.expanduser(path), os.path.expanduser(args.policy), table, to_go,
-                                           store.spec.image_size, args)
+                                           store.spec.image_size, args, starts)
         result[name] = result[f"{name}_detail"]["sampled"]["success_per_branch"]
     result["labels"] = {"before": args.before_label, "after": args.after_label}
     if not args.before:
         result["before"] = None
         result["before_note"] = ("no world model trained before the fix (success chunks cut short and padded) "
                                  "was available to this run: pass --before")
-    write_result("imagined_success", result)
+    write_result(args.name, result)
     print({k: result[k] for k in ("start_states", "before", "after")})
 
 

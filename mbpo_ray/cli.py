@@ -216,6 +216,18 @@ def cmd_train_world_model(args, extra) -> int:
     return 0
 
 
+def cmd_train_frame_reward(args, extra) -> int:
+    from mbpo_ray.world_model.frame_reward import FrameRewardConfig, fit_frame_reward
+
+    if args.steps < 1:
+        raise ConfigError(f"--steps={args.steps}: the frame reward needs at least 1 training step")
+    model = fit_frame_reward(args.checkpoint, args.store, FrameRewardConfig(steps=args.steps, seed=args.seed))
+    m = model.meta
+    print(f"frame reward: validation F1 {m['val_f1']:.3f} ({m['val_positives']} successes in {m['val_observations']} "
+          f"observations), step {m['best_step']}, {m['train_minutes']:.1f} min; saved to {args.checkpoint}/reward")
+    return 0
+
+
 def cmd_eval_world_model(args, extra) -> int:
     from mbpo_ray.world_model.evaluate import evaluate_world_model
 
@@ -352,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, help="checkpoint folder")
     w.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     w.set_defaults(func=cmd_train_world_model)
+
+    fr = sub.add_parser("train-frame-reward", help="a success classifier on a world model's frames "
+                        "(world_model.reward_source=frames)")
+    fr.add_argument("checkpoint", help="world-model checkpoint (its training episodes and tokenizer are used)")
+    fr.add_argument("store")
+    fr.add_argument("--steps", type=int, default=2000)
+    fr.add_argument("--seed", type=int, default=0)
+    fr.set_defaults(func=cmd_train_frame_reward)
 
     e = sub.add_parser("eval-world-model", help="quality report on held-out episodes")
     e.add_argument("checkpoint")

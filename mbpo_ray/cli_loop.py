@@ -90,6 +90,8 @@ def cmd_run(args, extra) -> int:
     step("world model", ["train-world-model", store, "--tokenizer", str(run_dir / "tokenizer"), "--out",
                          str(run_dir / "world_model"), *given, f"--world_model.steps={rc.world_model_steps}",
                          f"--world_model.checkpoint_every={rc.world_model_steps}"])
+    if cfg.world_model.reward_source != "token":
+        step("frame reward", ["train-frame-reward", str(run_dir / "world_model"), store])
     step("behaviour cloning", ["sft", store, "--out", str(run_dir / "sft"), "--tasks", cfg.mbpo.tasks, *given,
                                f"--sft.steps={rc.sft_steps}", f"--sft.demos_per_task={rc.episodes_per_task}"])
     step("VLA-MBPO", ["train", "--policy", str(run_dir / "sft"), "--world-model", str(run_dir / "world_model"),

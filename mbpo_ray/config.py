@@ -146,6 +146,7 @@ class WorldModelConfig:
     holdout_episodes: float = 0.2  # fraction of episodes held out for the quality report
     keep_codes: bool = True  # <keep> for a code equal to the current view's at its position
     reward_weight: float = 1.0  # the yes/no answer counts this many times in the training loss
+    reward_source: str = "token"  # imagination's P(yes): token | frames (CKPT/reward) | mean of both
     engine: str = "vllm"
     temperature: float = 0.0  # imagination sampling temperature (0 = greedy)
     gpu_memory_utilization: float = 0.9  # vllm on a GPU: the share of the GPU's memory a replica takes
@@ -164,6 +165,7 @@ class WorldModelConfig:
         check_range("world_model.reward_weight", self.reward_weight, 0.0, 1e4)
         check_range("world_model.patience", self.patience, 0, 1_000_000)
         check_choice("world_model.engine", self.engine, ENGINES)
+        check_choice("world_model.reward_source", self.reward_source, ("token", "frames", "mean"))
         check_range("world_model.temperature", self.temperature, 0.0, 10.0)
         check_range("world_model.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
 

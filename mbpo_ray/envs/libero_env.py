@@ -195,6 +195,21 @@ class LiberoEnv:
         self._over = False
         return self.observe() if render else None
 
+    def restore(self, sim_state: np.ndarray, render: bool = True) -> Observation | None:
+        """Continue from a recorded simulator state (a replay store's ``sim_state``): a fresh episode
+        whose step count and success start at zero there."""
+        state = np.asarray(sim_state, dtype=np.float64).ravel()
+        if state.size == 0:
+            raise EnvError("no simulator state was recorded for this observation: it cannot be restored")
+        self.reset(0, render=False)
+        try:
+            self._env.set_init_state(state)
+        except ValueError as exc:
+            raise EnvError(f"the simulator state ({state.size} values) does not fit task "
+                           f"{self.cfg.suite}/{self.cfg.task_id}: {exc}") from None
+        self._set_cameras(False)
+        return self.observe() if render else None
+
     def step(self, action: np.ndarray, render: bool = False) -> tuple[Observation | None, bool]:
         """One env step. Returns (observation if rendered, done: success or max steps)."""
         obs, done = self._advance(action, render)

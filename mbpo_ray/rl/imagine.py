@@ -37,6 +37,9 @@ class Branches:
     final_wrist: np.ndarray
     # (B, n) the world model's mean surprisal over the step's generated codes (0 where not recorded)
     uncertainty: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # (B, n) the frame reward's P(success) on the imagined views, when the world model has one loaded
+    # (whichever answer decides the reward); NaN where not recorded
+    p_yes_frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     group: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (B,) branches of one start state share it
     start_ids: list[str] = field(default_factory=list)  # "episode_id:chunk_index" of each start state
     to_go: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (B,) start's chunks to its episode's end
@@ -46,6 +49,8 @@ class Branches:
     def __post_init__(self) -> None:
         if self.uncertainty.shape != self.reward.shape:
             self.uncertainty = np.zeros(self.reward.shape, np.float32)
+        if self.p_yes_frames.shape != self.reward.shape:
+            self.p_yes_frames = np.full(self.reward.shape, np.nan, np.float32)
         if len(self.group) != len(self.instruction):
             if len(self.group):
                 raise ValueError(f"group has {len(self.group)} entries for {len(self.instruction)} branches")
@@ -102,6 +107,7 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
         "actions": np.zeros((b, n_chunks, hz, 7), np.float32), "token_log_prob": np.zeros((b, n_chunks, hz, 7), np.float32),
         "value": np.zeros((b, n_chunks), np.float32), "reward": np.zeros((b, n_chunks), np.float32),
         "p_yes": np.zeros((b, n_chunks), np.float32), "uncertainty": np.zeros((b, n_chunks), np.float32),
+        "p_yes_frames": np.full((b, n_chunks), np.nan, np.float32),
         "terminal": np.zeros((b, n_chunks), bool),
         "valid": np.zeros((b, n_chunks), bool),
     }
@@ -125,7 +131,10 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
             rec["valid"][idx[unsure], j] = False
             alive[idx[unsure]] = False
             keep = ~unsure
-            idx, r = idx[keep], type(r)(r.head[keep], r.wrist[keep], r.p_yes[keep], r.uncertainty[keep])
+            idx, r = idx[keep], type(r)(r.head[keep], r.wrist[keep], r.p_yes[keep], r.uncertainty[keep],
+                                        None, None if r.p_yes_frames is None else r.p_yes_frames[keep])
+        if r.p_yes_frames is not None:
+            rec["p_yes_frames"][idx, j] = r.p_yes_frames
         success = r.p_yes > 0.5
         rec["p_yes"][idx, j], rec["reward"][idx, j], rec["terminal"][idx, j] = r.p_yes, success.astype(np.float32), success
         head_codes[idx], wrist_codes[idx] = r.head, r.wrist

@@ -22,6 +22,8 @@ Every check runs at the given sampling temperature (greedy = 0).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -38,20 +40,33 @@ def reward_stats(p_yes: np.ndarray, truth: np.ndarray) -> dict:
             "transitions": int(len(truth))}
 
 
+@dataclass
+class ImaginedRows:
+    """Imagined next views (decoded), P(yes) from the answer token and from the frames, uncertainty."""
+
+    head: np.ndarray
+    wrist: np.ndarray
+    p_yes: np.ndarray
+    uncertainty: np.ndarray
+    p_frames: np.ndarray | None  # the frame reward on the imagined views (None: the checkpoint has none)
+
+
 def imagine_rows(wm, ep: Episodes, rows: np.ndarray, actions: list[np.ndarray], temperature: float, seed: int,
-                 batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Imagined next head and wrist frames (decoded), P(yes) and uncertainty of ``rows`` under ``actions``."""
+                 batch: int = 64) -> ImaginedRows:
+    """The imagined transitions of ``rows`` under ``actions``."""
     head_codes, wrist_codes = wm.tokenizer.encode(ep.head[rows]), wm.tokenizer.encode(ep.wrist[rows])
-    heads, wrists, p_yes, unc = [], [], [], []
+    heads, wrists, p_yes, unc, p_frames = [], [], [], [], []
     for i in range(0, len(rows), batch):
         sl = slice(i, i + batch)
         r = wm.imagine_step([ep.instruction[ep.row_episode[k]] for k in rows[sl]], head_codes[sl], wrist_codes[sl],
                             actions[sl], temperature=temperature, seed=seed + i)
         heads.append(wm.tokenizer.decode(r.head))
         wrists.append(wm.tokenizer.decode(r.wrist))
-        p_yes.append(r.p_yes)
+        p_yes.append(r.p_yes if r.p_yes_token is None else r.p_yes_token)
         unc.append(r.uncertainty)
-    return np.concatenate(heads), np.concatenate(wrists), np.concatenate(p_yes), np.concatenate(unc)
+        p_frames.append(r.p_yes_frames)
+    frames = None if any(p is None for p in p_frames) else np.concatenate(p_frames)
+    return ImaginedRows(np.concatenate(heads), np.concatenate(wrists), np.concatenate(p_yes), np.concatenate(unc), frames)
 
 
 def uncertainty_error_corr(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarray,
@@ -121,32 +136,46 @@ def other_time_step(ep: Episodes, rows: np.ndarray, rng: np.random.Generator) ->
 
 def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, temperature: float = 0.0,
                           seed: int = 0) -> dict:
-    """The checks above on every full-chunk transition of ``ep``; ``sources[i]`` is episode i's source."""
+    """The checks above on every full-chunk transition of ``ep``; ``sources[i]`` is episode i's source.
+    With a frame reward loaded (``wm.frame_reward``) its answers get the same checks (``frame_reward``)."""
     rows = ep.transitions()
     size = wm.tokenizer.preset.image_size
     truth = ep.success[rows]
     rng = np.random.default_rng(seed)
-    recorded = [ep.actions[k] for k in rows]
-    head, wrist, p, unc = imagine_rows(wm, ep, rows, recorded, temperature, seed)
-    report = {"temperature": temperature, **view_stats(ep, rows, head, wrist, size), "reward": reward_stats(p, truth),
-              "uncertainty_error_corr": uncertainty_error_corr(ep, rows, head, wrist, unc, size),
-              "uncertainty_mean": float(np.nanmean(unc)) if np.isfinite(unc).any() else float("nan")}
-    counter = {"recorded": reward_stats(p, truth)}
+    rec = imagine_rows(wm, ep, rows, [ep.actions[k] for k in rows], temperature, seed)
+    report = {"temperature": temperature, **view_stats(ep, rows, rec.head, rec.wrist, size),
+              "reward": reward_stats(rec.p_yes, truth),
+              "uncertainty_error_corr": uncertainty_error_corr(ep, rows, rec.head, rec.wrist, rec.uncertainty, size),
+              "uncertainty_mean": float(np.nanmean(rec.uncertainty)) if np.isfinite(rec.uncertainty).any() else float("nan")}
+    changed = {"recorded": rec}
     if policy is not None:
-        counter["policy_tail"] = reward_stats(
-            imagine_rows(wm, ep, rows, policy_tails(policy, ep, rows, seed), temperature, seed)[2], truth)
-    counter["padded_nonfinal"] = reward_stats(
-        imagine_rows(wm, ep, rows, padded_nonfinal(ep, rows, rng), temperature, seed)[2], truth)
-    report["counterfactual"] = counter
-    oh, ow, _, _ = imagine_rows(wm, ep, rows, other_time_step(ep, rows, rng), temperature, seed)
-    other = view_stats(ep, rows, oh, ow, size)
-    report["action_sensitivity"] = {v: {"psnr_recorded": report[v]["psnr"], "psnr_other": other[v]["psnr"]}
+        changed["policy_tail"] = imagine_rows(wm, ep, rows, policy_tails(policy, ep, rows, seed), temperature, seed)
+    changed["padded_nonfinal"] = imagine_rows(wm, ep, rows, padded_nonfinal(ep, rows, rng), temperature, seed)
+    report["counterfactual"] = {k: reward_stats(v.p_yes, truth) for k, v in changed.items()}
+    other = imagine_rows(wm, ep, rows, other_time_step(ep, rows, rng), temperature, seed)
+    other_views = view_stats(ep, rows, other.head, other.wrist, size)
+    report["action_sensitivity"] = {v: {"psnr_recorded": report[v]["psnr"], "psnr_other": other_views[v]["psnr"]}
                                     for v in ("head", "wrist")}
     src = np.array([sources[ep.row_episode[k]] for k in rows])
-    report["by_source"] = {}
-    for name, key in (("demo", "demo"), ("policy", "real")):
-        sel = src == key
-        if sel.any():
-            report["by_source"][name] = {**view_stats(ep, rows[sel], head[sel], wrist[sel], size),
-                                         "reward": reward_stats(p[sel], truth[sel])}
+    selections = {name: src == key for name, key in (("demo", "demo"), ("policy", "real")) if (src == key).any()}
+    report["by_source"] = {name: {**view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size),
+                                  "reward": reward_stats(rec.p_yes[sel], truth[sel])} for name, sel in selections.items()}
+    if rec.p_frames is not None:
+        report["frame_reward"] = frame_reward_report(wm, ep, rows, changed, selections)
     return report
+
+
+def frame_reward_report(wm, ep: Episodes, rows: np.ndarray, changed: dict[str, ImaginedRows],
+                        selections: dict[str, np.ndarray]) -> dict:
+    """The frame reward's answers on the imagined views under each action change, by source, and on
+    the real next views (as the tokenizer renders them): the best it can do with perfect frames."""
+    truth = ep.success[rows]
+    nxt = rows + 1
+    real_head = wm.tokenizer.decode(wm.tokenizer.encode(ep.head[nxt]))
+    real_wrist = wm.tokenizer.decode(wm.tokenizer.encode(ep.wrist[nxt]))
+    p_real = wm.frame_reward.p_success(real_head, real_wrist)
+    p_rec = changed["recorded"].p_frames
+    return {"counterfactual": {k: reward_stats(v.p_frames, truth) for k, v in changed.items()},
+            "by_source": {name: {"reward": reward_stats(p_rec[sel], truth[sel]),
+                                 "real_frames": reward_stats(p_real[sel], truth[sel])} for name, sel in selections.items()},
+            "real_frames": reward_stats(p_real, truth)}

@@ -68,15 +68,34 @@ class StepResult:
     wrist: np.ndarray  # (B, K)
     p_yes: np.ndarray  # (B,)
     uncertainty: np.ndarray  # (B,) mean surprisal of the generated code tokens (nats)
+    p_yes_token: np.ndarray | None = None  # (B,) the UMM's yes/no answer
+    p_yes_frames: np.ndarray | None = None  # (B,) the frame reward on the decoded imagined views, if loaded
+
+
+REWARD_SOURCES = ("token", "frames", "mean")  # world_model.reward_source
 
 
 class WorldModel:
-    """A checkpoint folder with its engine: image frames and action chunks in, frames and P(yes) out."""
+    """A checkpoint folder with its engine: image frames and action chunks in, frames and P(yes) out.
 
-    def __init__(self, checkpoint: str, engine: str = "vllm", **engine_kwargs):
+    ``reward``: where P(yes) comes from: the UMM's answer token (``token``), the frame reward of
+    ``CKPT/reward`` on the decoded imagined views (``frames``), or the mean of both (``mean``).
+    ``load_frame_reward`` loads that model (when the folder has one) with the token answer kept as
+    P(yes), so both can be compared."""
+
+    def __init__(self, checkpoint: str, engine: str = "vllm", reward: str = "token", load_frame_reward: bool = False,
+                 **engine_kwargs):
+        from mbpo_ray.world_model.frame_reward import FrameReward
+
         path = check_checkpoint(checkpoint)
+        if reward not in REWARD_SOURCES:
+            raise ValueError(f"world_model.reward_source={reward!r} is unknown: choose one of {', '.join(REWARD_SOURCES)}")
         self.layout = TokenLayout.load(path / "layout.json")
         self.tokenizer = ImageTokenizer.load(path / "tokenizer")
+        self.reward = reward
+        self.frame_reward = None
+        if reward != "token" or (load_frame_reward and (path / "reward" / "reward.json").is_file()):
+            self.frame_reward = FrameReward.load(path / "reward")
         self.engine = make_engine(engine, str(path / "model"), self.layout, **engine_kwargs)
 
     def step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0):
@@ -88,8 +107,13 @@ class WorldModel:
         prompts = [self.layout.prompt(i, h, w, a)
                    for i, h, w, a in zip(instructions, head_codes, wrist_codes, actions, strict=True)]
         out = self.engine.imagine(prompts, temperature=temperature, seed=seed)
-        return StepResult(np.stack([o.head for o in out]), np.stack([o.wrist for o in out]),
-                          np.array([o.p_yes for o in out]), np.array([o.uncertainty for o in out]))
+        head, wrist = np.stack([o.head for o in out]), np.stack([o.wrist for o in out])
+        p_token, p_frames = np.array([o.p_yes for o in out]), None
+        if self.frame_reward is not None:
+            p_frames = self.frame_reward.p_success(self.tokenizer.decode(head), self.tokenizer.decode(wrist))
+        p = {"token": p_token, "frames": p_frames,
+             "mean": None if p_frames is None else (p_token + p_frames) / 2}[self.reward]
+        return StepResult(head, wrist, p, np.array([o.uncertainty for o in out]), p_token, p_frames)
 
 
 def _rollout(wm: WorldModel, ep: Episodes, k: int, chunks: list[np.ndarray]) -> tuple[list, list]:
@@ -164,7 +188,7 @@ def evaluate_world_model(checkpoint: str, store_uri: str, out_dir: str, engine: 
         from mbpo_ray.policy import load_policy
 
         policy = load_policy(policy_dir).eval()
-    wm = WorldModel(checkpoint, engine)
+    wm = WorldModel(checkpoint, engine, load_frame_reward=True)
     try:
         report = counterfactual_report(wm, ep, sources, policy, 0.0)  # greedy: the report's own numbers
         sampled = counterfactual_report(wm, ep, sources, policy, temperature, seed=1)
