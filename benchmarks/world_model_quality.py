@@ -1,7 +1,8 @@
 """Train and judge the world model on scripted demonstrations, end to end through the CLI.
 
     python benchmarks/world_model_quality.py --store STORE --work DIR [--tasks 0-3 --episodes 15]
-        [--tokenizer DIR] [--policy SFT_CKPT] [--temperature 1.0] [--eval-only] [--section.field=value ...]
+        [--tokenizer DIR] [--policy SFT_CKPT] [--temperature 1.0] [--frame-reward] [--eval-only]
+        [--section.field=value ...]
 
 Collects demonstrations into STORE if it does not exist (``mbpo-ray collect`` per task), then runs
 ``train-tokenizer``, ``train-world-model`` and ``eval-world-model`` (vLLM engine) and copies the
@@ -10,6 +11,8 @@ report (``world_model_quality.json``: one-step quality, the counterfactual check
 under that policy's sampled actions) and the branch grid PNG into benchmarks/results/. With
 ``--tokenizer`` an already trained tokenizer is used instead of training one (the JSON names it);
 ``--eval-only`` reports on the world model an earlier run of this command trained in WORK.
+``--frame-reward`` also trains the frame reward (``mbpo-ray train-frame-reward``) before the report,
+which then judges its answers too.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def main() -> None:
     ap.add_argument("--tokenizer", help="a train-tokenizer folder to use instead of training a new one")
     ap.add_argument("--policy", help="a policy checkpoint: the report also judges the reward under its sampled actions")
     ap.add_argument("--temperature", default="1.0", help="imagination's sampling temperature (mbpo.temperature)")
+    ap.add_argument("--frame-reward", action="store_true", dest="frame_reward",
+                    help="train the frame reward (train-frame-reward) after the world model")
     ap.add_argument("--eval-only", action="store_true", help="report on WORK/wm as trained by an earlier run")
     ap.add_argument("--name", default="world_model_quality",
                     help="result name: benchmarks/results/NAME.json (and the branch grid NAME.png)")
@@ -65,6 +70,8 @@ def main() -> None:
         t0 = time.time()
         run(["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"), *overrides])
         (work / "train_minutes.json").write_text(json.dumps({"train_minutes": round((time.time() - t0) / 60, 1)}))
+    if args.frame_reward and not (work / "wm" / "reward").exists():
+        run(["train-frame-reward", str(work / "wm"), args.store])
     train_minutes = json.loads((work / "train_minutes.json").read_text())["train_minutes"]
     policy = ["--policy", args.policy] if args.policy else []
     shutil.rmtree(work / "report", ignore_errors=True)
