@@ -221,7 +221,8 @@ def cmd_train_frame_reward(args, extra) -> int:
 
     if args.steps < 1:
         raise ConfigError(f"--steps={args.steps}: the frame reward needs at least 1 training step")
-    model = fit_frame_reward(args.checkpoint, args.store, FrameRewardConfig(steps=args.steps, seed=args.seed))
+    cfg = FrameRewardConfig(steps=args.steps, seed=args.seed, imagined=args.imagined, engine=args.engine)
+    model = fit_frame_reward(args.checkpoint, args.store, cfg)
     m = model.meta
     print(f"frame reward: validation F1 {m['val_f1']:.3f} ({m['val_positives']} successes in {m['val_observations']} "
           f"observations), step {m['best_step']}, {m['train_minutes']:.1f} min; saved to {args.checkpoint}/reward")
@@ -371,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("store")
     fr.add_argument("--steps", type=int, default=2000)
     fr.add_argument("--seed", type=int, default=0)
+    fr.add_argument("--imagined", action="store_true",
+                    help="also train on the world model's own imagined views of the same transitions")
+    fr.add_argument("--engine", default="vllm", choices=["vllm", "hf"], help="the engine that imagines them")
     fr.set_defaults(func=cmd_train_frame_reward)
 
     e = sub.add_parser("eval-world-model", help="quality report on held-out episodes")

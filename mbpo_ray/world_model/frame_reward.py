@@ -43,6 +43,10 @@ class FrameRewardConfig:
     val_share: float = 0.15  # training episodes kept aside to pick the weights and the threshold
     width: int = 32
     seed: int = 0
+    # also train (and pick the threshold) on the world model's own greedy imagined views of the same
+    # transitions under their recorded chunks: the frames the reward will read in imagination
+    imagined: bool = False
+    engine: str = "vllm"
 
 
 class FrameRewardNet(nn.Module):
@@ -182,6 +186,24 @@ def train_frame_reward(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tu
     return FrameReward(net, best[1], int(th.shape[1]), meta)
 
 
+def imagined_views(checkpoint: str, eps: list[Episodes], engine: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per set of episodes: the world model's greedy next views of every full-chunk transition under
+    its recorded chunk, labelled by that chunk's success."""
+    from mbpo_ray.world_model.counterfactual import imagine_rows
+    from mbpo_ray.world_model.evaluate import WorldModel
+
+    wm = WorldModel(checkpoint, engine)
+    try:
+        out = []
+        for ep in eps:
+            rows = ep.transitions()
+            im = imagine_rows(wm, ep, rows, [ep.actions[k] for k in rows], temperature=0.0, seed=0)
+            out.append((im.head, im.wrist, ep.success[rows]))
+        return out
+    finally:
+        wm.engine.close()
+
+
 def fit_frame_reward(checkpoint: str, store_uri: str, cfg: FrameRewardConfig, progress: bool = True) -> FrameReward:
     """Train the frame reward of world-model ``checkpoint`` on its training episodes in ``store_uri``
     (its held-out episodes stay unseen, for the quality report) and save it in ``checkpoint/reward``."""
@@ -199,12 +221,15 @@ def fit_frame_reward(checkpoint: str, store_uri: str, cfg: FrameRewardConfig, pr
         raise ReplayError(f"{checkpoint} was trained on {len(ids)} episode(s): the frame reward needs at least 2")
     store = ReplayStore.open(store_uri)
     tokenizer = ImageTokenizer.load(path / "tokenizer")
+    eps = [load_episodes(store, chosen) for chosen in (ids[n_val:], ids[:n_val])]
     parts = []
-    for chosen in (ids[n_val:], ids[:n_val]):
-        ep = load_episodes(store, chosen)
+    for ep in eps:
         head, wrist = reconstructed(tokenizer, ep)
         rows, labels = observation_labels(ep)
         parts.append((head[rows], wrist[rows], labels))
+    if cfg.imagined:
+        parts = [tuple(np.concatenate([a, b]) for a, b in zip(part, imagined, strict=True))
+                 for part, imagined in zip(parts, imagined_views(checkpoint, eps, cfg.engine), strict=True)]
     model = train_frame_reward(parts[0], parts[1], cfg, progress)
     model.meta["store"] = store_uri
     tmp = path / "reward.tmp"

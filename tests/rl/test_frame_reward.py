@@ -45,9 +45,14 @@ def checkpoint(tmp_path, tiny_world_model):
 
 def test_imagination_reads_its_reward_from_the_imagined_frames(checkpoint, tmp_path):
     ckpt, store = checkpoint
+    # with --imagined the world model's own views of every training transition are added
+    assert cli(["train-frame-reward", str(ckpt), store, "--steps", "30", "--imagined", "--engine", "hf"]) == 0
+    both = json.loads((ckpt / "reward" / "reward.json").read_text())
     assert cli(["train-frame-reward", str(ckpt), store, "--steps", "30"]) == 0
     meta = json.loads((ckpt / "reward" / "reward.json").read_text())
     assert meta["train_positives"] > 0 and meta["val_positives"] > 0 and (ckpt / "reward" / "model.pt").is_file()
+    assert both["train_observations"] == 2 * meta["train_observations"] == 2 * 3 * 10  # 10 episodes of 3 chunks
+    assert both["train_positives"] == 2 * meta["train_positives"] and not (ckpt / "reward.tmp").exists()
     rng = np.random.default_rng(3)
     head, wrist = (rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8) for _ in range(2))
     acts = list(rng.uniform(-0.5, 0.5, (8, H, 7)).astype(np.float32))
