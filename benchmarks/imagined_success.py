@@ -5,7 +5,7 @@
         [--reward-source token|frames|mean] [--real] [--name imagined_success]
 
 ``--start-states`` chunk boundaries are drawn once (uniformly over the store's episodes of
-``--tasks``, seeded) and every world model imagines ``--n-chunks``-chunk branches of the policy
+``--tasks``, or near the end of successful episodes with ``--sampler reverse``; seeded) and every world model imagines ``--n-chunks``-chunk branches of the policy
 (sampled actions, as in MBPO) from exactly those states; a branch succeeds when the world model
 answers yes at one of its steps. Also reported: success by the start's distance to its episode's
 end, and the same policy's greedy branches. ``--reward-source`` picks the answer that decides a
@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--reward-source", default="token", choices=["token", "frames", "mean"], dest="reward_source",
                     help="the answer that decides a branch's reward (world_model.reward_source)")
     ap.add_argument("--real", action="store_true", help="also replay the sampled branches in LIBERO")
+    ap.add_argument("--sampler", default="uniform", choices=["uniform", "reverse"],
+                    help="how start states are drawn (mbpo.start_sampler at iteration 0, default mbpo settings)")
     ap.add_argument("--name", default="imagined_success", help="result name: benchmarks/results/NAME.json")
     args = ap.parse_args()
     from mbpo_ray.config import parse_task_ids
@@ -90,7 +92,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     tasks = parse_task_ids(args.tasks)
     counts = [args.start_states // len(tasks) + (k < args.start_states % len(tasks)) for k in range(len(tasks))]
-    picks = [SAMPLERS["uniform"](store.episodes, c, rng, t) for c, t in zip(counts, tasks, strict=True)]
+    from mbpo_ray.config import build_config
+
+    mc = build_config().mbpo
+    picks = [SAMPLERS[args.sampler](store.episodes, c, rng, t, mc=mc) for c, t in zip(counts, tasks, strict=True)]
     ep, chunk = np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
     to_go = chunks_to_go(store.episodes, ep, chunk)
     table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction", "sim_state"])
@@ -100,7 +105,7 @@ def main() -> None:
         starts = ([(store.episodes[int(e)].suite, store.episodes[int(e)].task_id) for e in ep],
                   [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()])
     result = {"start_states": len(ep), "n_chunks": args.n_chunks, "temperature": args.temperature,
-              "reward_source": args.reward_source,
+              "reward_source": args.reward_source, "sampler": args.sampler,
               "tasks": tasks, "start_sources": {s: sources.count(s) for s in sorted(set(sources))}}
     runs = {"after": args.after, **({"before": args.before} if args.before else {})}
     for name, path in runs.items():
