@@ -159,7 +159,9 @@ def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, tem
     src = np.array([sources[ep.row_episode[k]] for k in rows])
     selections = {name: src == key for name, key in (("demo", "demo"), ("policy", "real")) if (src == key).any()}
     report["by_source"] = {name: {**view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size),
-                                  "reward": reward_stats(rec.p_yes[sel], truth[sel])} for name, sel in selections.items()}
+                                  "reward": reward_stats(rec.p_yes[sel], truth[sel]),
+                                  "counterfactual": {k: reward_stats(v.p_yes[sel], truth[sel]) for k, v in changed.items()}}
+                           for name, sel in selections.items()}
     if rec.p_frames is not None:
         report["frame_reward"] = frame_reward_report(wm, ep, rows, changed, selections)
     return report
@@ -177,5 +179,6 @@ def frame_reward_report(wm, ep: Episodes, rows: np.ndarray, changed: dict[str, I
     p_rec = changed["recorded"].p_frames
     return {"counterfactual": {k: reward_stats(v.p_frames, truth) for k, v in changed.items()},
             "by_source": {name: {"reward": reward_stats(p_rec[sel], truth[sel]),
+                                 "counterfactual": {k: reward_stats(v.p_frames[sel], truth[sel]) for k, v in changed.items()},
                                  "real_frames": reward_stats(p_real[sel], truth[sel])} for name, sel in selections.items()},
             "real_frames": reward_stats(p_real, truth)}

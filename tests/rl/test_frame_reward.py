@@ -73,6 +73,8 @@ def test_imagination_reads_its_reward_from_the_imagined_frames(checkpoint, tmp_p
     assert set(fr["counterfactual"]) == {"recorded", "padded_nonfinal"} and set(fr["by_source"]) == {"demo", "policy"}
     assert fr["real_frames"]["transitions"] == report["reward"]["transitions"] == 12
     assert "frame_reward" in report["sampled"]
+    for block in (report, fr):  # every action change judged on each source alone too
+        assert set(block["by_source"]["policy"]["counterfactual"]) == {"recorded", "padded_nonfinal"}
 
 
 def test_a_missing_or_unlearnable_frame_reward_is_one_error(tmp_path, tiny_world_model, capsys):
