@@ -86,7 +86,8 @@ bench: install
 	$(BIN)/python benchmarks/iteration_breakdown.py --policy $(SFT2_WORK)/policy --world-model $(WM_WORK)/wm --store $(DEMOS)
 	$(BIN)/python benchmarks/scaling.py --policy $(SFT2_WORK)/policy --world-model $(WM_WORK)/wm --store $(DEMOS)
 	$(BIN)/mbpo-ray eval $(SFT_WORK)/policy --tasks 0-3 --episodes-per-task 30 --workers 2 --sample --seed 11 --to-store $(DEMOS) --out $(SFT_WORK)/rollouts_more
-	$(BIN)/python benchmarks/world_model_quality.py --store $(DEMOS) --work $(WM_WORK)-more-rollouts --tokenizer $(WM_WORK)/tokenizer --policy $(SFT_WORK)/policy --name world_model_quality_policy_rollouts --world_model.steps=2000 --world_model.max_minutes=25 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
+	$(BIN)/python benchmarks/world_model_quality.py --store $(DEMOS) --work $(WM_WORK)-more-rollouts --policy $(SFT_WORK)/policy --name world_model_quality_policy_rollouts --frame-reward --world_model.steps=2000 --world_model.max_minutes=22 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
+	$(BIN)/python benchmarks/imagined_success.py --policy $(SFT_WORK)/policy --store $(DEMOS) --after $(WM_WORK)-more-rollouts/wm --real --sampler reverse --start-states 128 --tasks 0-3 --name imagined_vs_real
 	$(BIN)/python benchmarks/chaos.py --work $(CACHE)/bench/chaos-$(STAMP_TIME) --kills 20 --iterations 10
 	$(BIN)/python benchmarks/fidelity.py --policy $(SFT_WORK)/policy --sft-eval $(SFT_WORK)/eval/eval.json --world-model $(WM_WORK)/wm --store $(DEMOS) --work $(CACHE)/bench/fidelity-$(STAMP_TIME) --tasks 0-3 --n-chunks 2 --grpo --null-control --group-size 8 --seeds 0 1 --iterations 15 --episodes 50 --branches 64 --actor-lr 3e-5 --updates 4 --critic-warmup 0 --set mbpo.start_sampler=reverse mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=32 --run-only grpo:0 null:0 grpo:1 null:1
 
