@@ -165,11 +165,12 @@ class WorldModelConfig:
         check_range("world_model.reward_weight", self.reward_weight, 0.0, 1e4)
         check_range("world_model.patience", self.patience, 0, 1_000_000)
         check_choice("world_model.engine", self.engine, ENGINES)
-        check_choice("world_model.reward_source", self.reward_source, ("token", "frames", "mean"))
+        check_choice("world_model.reward_source", self.reward_source, REWARD_SOURCES)
         check_range("world_model.temperature", self.temperature, 0.0, 10.0)
         check_range("world_model.gpu_memory_utilization", self.gpu_memory_utilization, 0.01, 1.0)
 
 
+REWARD_SOURCES = ("token", "frames", "mean")  # world_model.reward_source (world_model/evaluate.py)
 POLICY_ARCHS = ("binned_vla", "pretrained_vla")  # names in mbpo_ray.policy.POLICIES
 OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm

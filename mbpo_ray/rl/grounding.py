@@ -20,6 +20,7 @@ import numpy as np
 from mbpo_ray.config import EnvConfig
 from mbpo_ray.rl.imagine import Branches
 from mbpo_ray.world_model.counterfactual import reward_stats
+from mbpo_ray.world_model.evaluate import f1
 from mbpo_ray.world_model.tokenizer import psnr, resize_frames
 
 
@@ -85,5 +86,4 @@ def grounding_report(br: Branches, real: RealReplay, size: int) -> dict:
             "per_branch": {"imagined_success": float(imagined_ok.mean()), "real_success": float(real_ok.mean()),
                            "agreement": float((imagined_ok == real_ok).mean()),
                            "both": int((imagined_ok & real_ok).sum()), "only_imagined": int((imagined_ok & ~real_ok).sum()),
-                           "only_real": int((~imagined_ok & real_ok).sum()), **{
-                               "f1": reward_stats(imagined_ok.astype(float), real_ok)["f1"]}}}
+                           "only_real": int((~imagined_ok & real_ok).sum()), "f1": f1(imagined_ok, real_ok)}}

@@ -131,14 +131,13 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
             rec["valid"][idx[unsure], j] = False
             alive[idx[unsure]] = False
             keep = ~unsure
-            idx, r = idx[keep], type(r)(r.head[keep], r.wrist[keep], r.p_yes[keep], r.uncertainty[keep],
-                                        None, None if r.p_yes_frames is None else r.p_yes_frames[keep])
+            idx, r = idx[keep], r.take(keep)
         if r.p_yes_frames is not None:
             rec["p_yes_frames"][idx, j] = r.p_yes_frames
         success = r.p_yes > 0.5
         rec["p_yes"][idx, j], rec["reward"][idx, j], rec["terminal"][idx, j] = r.p_yes, success.astype(np.float32), success
         head_codes[idx], wrist_codes[idx] = r.head, r.wrist
-        head_img[idx], wrist_img[idx] = tok.decode(r.head), tok.decode(r.wrist)
+        head_img[idx], wrist_img[idx] = r.head_frames, r.wrist_frames
         alive[idx[success]] = False
     with torch.no_grad():
         last_value = policy.act(Observations(head_img, wrist_img, proprio, list(instructions)), greedy=True).value

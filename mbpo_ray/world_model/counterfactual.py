@@ -60,8 +60,8 @@ def imagine_rows(wm, ep: Episodes, rows: np.ndarray, actions: list[np.ndarray], 
         sl = slice(i, i + batch)
         r = wm.imagine_step([ep.instruction[ep.row_episode[k]] for k in rows[sl]], head_codes[sl], wrist_codes[sl],
                             actions[sl], temperature=temperature, seed=seed + i)
-        heads.append(wm.tokenizer.decode(r.head))
-        wrists.append(wm.tokenizer.decode(r.wrist))
+        heads.append(r.head_frames)
+        wrists.append(r.wrist_frames)
         p_yes.append(r.p_yes if r.p_yes_token is None else r.p_yes_token)
         unc.append(r.uncertainty)
         p_frames.append(r.p_yes_frames)

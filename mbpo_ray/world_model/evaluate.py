@@ -13,6 +13,7 @@ All frames are compared at the tokenizer's resolution.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mbpo_ray.config import REWARD_SOURCES
 from mbpo_ray.replay import ReplayStore
 from mbpo_ray.world_model.data import Episodes, load_episodes, valid_actions
 from mbpo_ray.world_model.engines.base import make_engine
@@ -68,11 +70,15 @@ class StepResult:
     wrist: np.ndarray  # (B, K)
     p_yes: np.ndarray  # (B,)
     uncertainty: np.ndarray  # (B,) mean surprisal of the generated code tokens (nats)
+    head_frames: np.ndarray | None = None  # (B, S, S, 3) the next codes decoded
+    wrist_frames: np.ndarray | None = None
     p_yes_token: np.ndarray | None = None  # (B,) the UMM's yes/no answer
     p_yes_frames: np.ndarray | None = None  # (B,) the frame reward on the decoded imagined views, if loaded
 
-
-REWARD_SOURCES = ("token", "frames", "mean")  # world_model.reward_source
+    def take(self, keep: np.ndarray) -> StepResult:
+        """The transitions selected by ``keep``."""
+        return StepResult(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[keep]
+                             for f in dataclasses.fields(self)})
 
 
 class WorldModel:
@@ -98,22 +104,19 @@ class WorldModel:
             self.frame_reward = FrameReward.load(path / "reward")
         self.engine = make_engine(engine, str(path / "model"), self.layout, **engine_kwargs)
 
-    def step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0):
-        """(next head codes, next wrist codes, P(yes)) of each transition."""
-        r = self.imagine_step(instructions, head_codes, wrist_codes, actions, temperature, seed)
-        return r.head, r.wrist, r.p_yes
-
     def imagine_step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0) -> StepResult:
         prompts = [self.layout.prompt(i, h, w, a)
                    for i, h, w, a in zip(instructions, head_codes, wrist_codes, actions, strict=True)]
         out = self.engine.imagine(prompts, temperature=temperature, seed=seed)
         head, wrist = np.stack([o.head for o in out]), np.stack([o.wrist for o in out])
+        head_frames, wrist_frames = self.tokenizer.decode(head), self.tokenizer.decode(wrist)  # decoded once here
         p_token, p_frames = np.array([o.p_yes for o in out]), None
         if self.frame_reward is not None:
-            p_frames = self.frame_reward.p_success(self.tokenizer.decode(head), self.tokenizer.decode(wrist))
+            p_frames = self.frame_reward.p_success(head_frames, wrist_frames)
         p = {"token": p_token, "frames": p_frames,
              "mean": None if p_frames is None else (p_token + p_frames) / 2}[self.reward]
-        return StepResult(head, wrist, p, np.array([o.uncertainty for o in out]), p_token, p_frames)
+        return StepResult(head, wrist, p, np.array([o.uncertainty for o in out]), head_frames, wrist_frames,
+                          p_token, p_frames)
 
 
 def _rollout(wm: WorldModel, ep: Episodes, k: int, chunks: list[np.ndarray]) -> tuple[list, list]:
@@ -121,9 +124,10 @@ def _rollout(wm: WorldModel, ep: Episodes, k: int, chunks: list[np.ndarray]) -> 
     h, w = wm.tokenizer.encode(ep.head[k : k + 1]), wm.tokenizer.encode(ep.wrist[k : k + 1])
     ih, iw = [wm.tokenizer.decode(h)[0]], [wm.tokenizer.decode(w)[0]]
     for a in chunks:
-        h, w, _ = wm.step([ep.instruction[ep.row_episode[k]]], h, w, [a])
-        ih.append(wm.tokenizer.decode(h)[0])
-        iw.append(wm.tokenizer.decode(w)[0])
+        r = wm.imagine_step([ep.instruction[ep.row_episode[k]]], h, w, [a])
+        h, w = r.head, r.wrist
+        ih.append(r.head_frames[0])
+        iw.append(r.wrist_frames[0])
     return ih, iw
 
 

@@ -121,11 +121,11 @@ def reconstructed(tokenizer, ep: Episodes) -> tuple[np.ndarray, np.ndarray]:
 
 def best_threshold(logits: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(threshold logit, F1) maximising F1 over the observed logits."""
+    from mbpo_ray.world_model.evaluate import f1
+
     best_t, best_f = 0.0, -1.0
     for t in np.unique(np.round(logits, 3)):
-        pred = logits >= t
-        tp = float((pred & truth).sum())
-        f = 2 * tp / max(float(pred.sum() + truth.sum()), 1.0)
+        f = f1(logits >= t, truth)
         if f > best_f:
             best_t, best_f = float(t), f
     return best_t - 1e-4, best_f
@@ -215,10 +215,10 @@ def fit_frame_reward(checkpoint: str, store_uri: str, cfg: FrameRewardConfig, pr
     path = check_checkpoint(checkpoint)
     ids = json.loads((path / "split.json").read_text())["train"]
     rng = np.random.default_rng(cfg.seed)
-    ids = [str(i) for i in rng.permutation(ids)]
-    n_val = max(1, int(round(cfg.val_share * len(ids))))
     if len(ids) < 2:
         raise ReplayError(f"{checkpoint} was trained on {len(ids)} episode(s): the frame reward needs at least 2")
+    ids = [str(i) for i in rng.permutation(ids)]
+    n_val = max(1, int(round(cfg.val_share * len(ids))))
     store = ReplayStore.open(store_uri)
     tokenizer = ImageTokenizer.load(path / "tokenizer")
     eps = [load_episodes(store, chosen) for chosen in (ids[n_val:], ids[:n_val])]
