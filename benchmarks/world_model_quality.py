@@ -12,7 +12,9 @@ under that policy's sampled actions) and the branch grid PNG into benchmarks/res
 ``--tokenizer`` an already trained tokenizer is used instead of training one (the JSON names it);
 ``--eval-only`` reports on the world model an earlier run of this command trained in WORK.
 ``--frame-reward`` also trains the frame reward (``mbpo-ray train-frame-reward``) before the report,
-which then judges its answers too.
+which then judges its answers too. ``--resume MINUTES`` trains WORK/wm further
+(``train-world-model --resume`` with ``world_model.max_minutes`` = MINUTES) before the report; every
+training run's minutes and command are kept in WORK/train_minutes.json and the result.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS, write_result  # noqa: E402
+from benchmarks.common import RESULTS, provenance, write_result  # noqa: E402
 from mbpo_ray.cli import main as cli  # noqa: E402
 
 
@@ -38,6 +40,19 @@ def run(argv: list[str]) -> None:
     if code != 0:
         raise SystemExit(f"mbpo-ray {argv[0]} failed with exit code {code}")
     print(f"  ({(time.time() - t0) / 60:.1f} min)", flush=True)
+
+
+def train(work: Path, argv: list[str]) -> None:
+    """Run a training command and add its minutes (and the command) to WORK/train_minutes.json."""
+    t0 = time.time()
+    run(argv)
+    path = work / "train_minutes.json"
+    log = json.loads(path.read_text()) if path.exists() and "--resume" in argv else {"train_minutes": 0.0}
+    minutes = round((time.time() - t0) / 60, 1)
+    log["runs"] = [*log.get("runs", []), {"command": "mbpo-ray " + " ".join(argv), "minutes": minutes,
+                                          "commit": provenance()["commit"]}]
+    log["train_minutes"] = round(log["train_minutes"] + minutes, 1)
+    path.write_text(json.dumps(log, indent=1))
 
 
 def main() -> None:
@@ -52,6 +67,8 @@ def main() -> None:
     ap.add_argument("--frame-reward", action="store_true", dest="frame_reward",
                     help="train the frame reward (train-frame-reward) after the world model")
     ap.add_argument("--eval-only", action="store_true", help="report on WORK/wm as trained by an earlier run")
+    ap.add_argument("--resume", type=float, metavar="MINUTES",
+                    help="train WORK/wm (from an earlier run) for MINUTES more, then report")
     ap.add_argument("--name", default="world_model_quality",
                     help="result name: benchmarks/results/NAME.json (and the branch grid NAME.png)")
     ap.add_argument("overrides", nargs="*", help="--section.field=value passed to the training commands")
@@ -64,15 +81,17 @@ def main() -> None:
             run(["collect", "--suite", "libero_spatial", "--task", str(task), "--episodes", str(args.episodes),
                  "--workers", "2", "--out", args.store])
     tokenizer = Path(args.tokenizer) if args.tokenizer else work / "tokenizer"
-    if not args.eval_only:
+    if args.resume is not None:
+        train(work, ["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"),
+                     "--resume", *overrides, f"--world_model.max_minutes={args.resume}"])
+    elif not args.eval_only:
         if not args.tokenizer:
             run(["train-tokenizer", args.store, "--out", str(tokenizer), *overrides])
-        t0 = time.time()
-        run(["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"), *overrides])
-        (work / "train_minutes.json").write_text(json.dumps({"train_minutes": round((time.time() - t0) / 60, 1)}))
+        train(work, ["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"),
+                     *overrides])
     if args.frame_reward and not (work / "wm" / "reward").exists():
         run(["train-frame-reward", str(work / "wm"), args.store])
-    train_minutes = json.loads((work / "train_minutes.json").read_text())["train_minutes"]
+    minutes = json.loads((work / "train_minutes.json").read_text())
     policy = ["--policy", args.policy] if args.policy else []
     shutil.rmtree(work / "report", ignore_errors=True)
     run(["eval-world-model", str(work / "wm"), args.store, "--out", str(work / "report"), "--engine", "vllm", *policy,
@@ -86,7 +105,10 @@ def main() -> None:
     grid = "world_model_branch_grid" if args.name == "world_model_quality" else args.name
     write_result(args.name, {
         **report,
-        "train_minutes": train_minutes,
+        "train_minutes": minutes["train_minutes"],
+        "train_runs": minutes.get("runs", []),
+        "train_steps": json.loads((work / "wm" / "state" / "step.json").read_text())["step"],
+        "best_step": json.loads((work / "wm" / "best.json").read_text())["step"],
         "tokenizer": {"preset": tok["preset"], **tok["metrics"],
                       "trained_here": not args.tokenizer},
         "data": {k: info[k] for k in ("episodes", "transitions", "tasks", "sources") if k in info},

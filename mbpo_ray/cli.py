@@ -236,7 +236,8 @@ def cmd_eval_world_model(args, extra) -> int:
                                   temperature=args.temperature)
     for view in ("head", "wrist"):
         r = report[view]
-        print(f"{view:6s} PSNR {r['psnr']:.2f} dB (copy-current-frame {r['psnr_copy_baseline']:.2f}), "
+        print(f"{view:6s} PSNR {r['psnr']:.2f} dB (copy-current-frame {r['psnr_copy_baseline']:.2f}, all-keep "
+              f"{r['psnr_copy_codes']:.2f}, tokenizer ceiling {r['psnr_codes_ceiling']:.2f}), "
               f"SSIM {r['ssim']:.3f} (copy {r['ssim_copy_baseline']:.3f})")
     r = report["reward"]
     print(f"reward accuracy {r['accuracy']:.3f} (majority class {r['majority_baseline']:.3f}), F1 {r['f1']:.3f}")

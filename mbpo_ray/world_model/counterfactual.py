@@ -83,15 +83,27 @@ def uncertainty_error_corr(ep: Episodes, rows: np.ndarray, head: np.ndarray, wri
     return float(np.corrcoef(uncertainty[ok], err[ok])[0, 1])
 
 
-def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarray, size: int) -> dict:
-    """PSNR and SSIM per view against the real next frames, next to copying the current frame."""
+def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarray, size: int,
+               recon: dict[str, np.ndarray] | None = None) -> dict:
+    """PSNR and SSIM per view against the real next frames, next to copying the current frame. With
+    ``recon`` (every frame of ``ep`` round-tripped through the tokenizer, per view) also the two
+    bounds of the world model's own output space: ``psnr_copy_codes``, the current frame's codes kept
+    everywhere (all ``<keep>``), and ``psnr_codes_ceiling``, the real next frame's codes."""
     out = {}
     for view, img in (("head", head), ("wrist", wrist)):
         real = resize_frames(getattr(ep, view), size)
         nxt, cur = real[rows + 1], real[rows]
         out[view] = {"psnr": float(psnr(img, nxt).mean()), "psnr_copy_baseline": float(psnr(cur, nxt).mean()),
                      "ssim": float(ssim(img, nxt).mean()), "ssim_copy_baseline": float(ssim(cur, nxt).mean())}
+        if recon is not None:
+            out[view].update(psnr_copy_codes=float(psnr(recon[view][rows], nxt).mean()),
+                             psnr_codes_ceiling=float(psnr(recon[view][rows + 1], nxt).mean()))
     return out
+
+
+def round_trip(wm, ep: Episodes) -> dict[str, np.ndarray]:
+    """Every frame of ``ep`` as the world model's tokenizer renders it, per view."""
+    return {view: wm.tokenizer.decode(wm.tokenizer.encode(getattr(ep, view))) for view in ("head", "wrist")}
 
 
 def policy_tails(policy, ep: Episodes, rows: np.ndarray, seed: int) -> list[np.ndarray]:
@@ -143,7 +155,8 @@ def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, tem
     truth = ep.success[rows]
     rng = np.random.default_rng(seed)
     rec = imagine_rows(wm, ep, rows, [ep.actions[k] for k in rows], temperature, seed)
-    report = {"temperature": temperature, **view_stats(ep, rows, rec.head, rec.wrist, size),
+    recon = round_trip(wm, ep)
+    report = {"temperature": temperature, **view_stats(ep, rows, rec.head, rec.wrist, size, recon),
               "reward": reward_stats(rec.p_yes, truth),
               "uncertainty_error_corr": uncertainty_error_corr(ep, rows, rec.head, rec.wrist, rec.uncertainty, size),
               "uncertainty_mean": float(np.nanmean(rec.uncertainty)) if np.isfinite(rec.uncertainty).any() else float("nan")}
@@ -158,24 +171,21 @@ def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, tem
                                     for v in ("head", "wrist")}
     src = np.array([sources[ep.row_episode[k]] for k in rows])
     selections = {name: src == key for name, key in (("demo", "demo"), ("policy", "real")) if (src == key).any()}
-    report["by_source"] = {name: {**view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size),
+    report["by_source"] = {name: {**view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size, recon),
                                   "reward": reward_stats(rec.p_yes[sel], truth[sel]),
                                   "counterfactual": {k: reward_stats(v.p_yes[sel], truth[sel]) for k, v in changed.items()}}
                            for name, sel in selections.items()}
     if rec.p_frames is not None:
-        report["frame_reward"] = frame_reward_report(wm, ep, rows, changed, selections)
+        report["frame_reward"] = frame_reward_report(wm, ep, rows, changed, selections, recon)
     return report
 
 
 def frame_reward_report(wm, ep: Episodes, rows: np.ndarray, changed: dict[str, ImaginedRows],
-                        selections: dict[str, np.ndarray]) -> dict:
+                        selections: dict[str, np.ndarray], recon: dict[str, np.ndarray]) -> dict:
     """The frame reward's answers on the imagined views under each action change, by source, and on
-    the real next views (as the tokenizer renders them): the best it can do with perfect frames."""
+    the real next views as the tokenizer renders them (``recon``): the best it can do with perfect frames."""
     truth = ep.success[rows]
-    nxt = rows + 1
-    real_head = wm.tokenizer.decode(wm.tokenizer.encode(ep.head[nxt]))
-    real_wrist = wm.tokenizer.decode(wm.tokenizer.encode(ep.wrist[nxt]))
-    p_real = wm.frame_reward.p_success(real_head, real_wrist)
+    p_real = wm.frame_reward.p_success(recon["head"][rows + 1], recon["wrist"][rows + 1])
     p_rec = changed["recorded"].p_frames
     return {"counterfactual": {k: reward_stats(v.p_frames, truth) for k, v in changed.items()},
             "by_source": {name: {"reward": reward_stats(p_rec[sel], truth[sel]),

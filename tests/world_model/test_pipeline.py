@@ -63,8 +63,10 @@ def test_pipeline(store, tmp_path, capsys):
         assert set(block["action_sensitivity"]) == {"head", "wrist"}
         assert sum(b["reward"]["transitions"] for b in block["by_source"].values()) == 6
     for view in ("head", "wrist"):
-        assert set(q[view]) == {"psnr", "psnr_copy_baseline", "ssim", "ssim_copy_baseline"}
-        assert 0 < q[view]["psnr"] < 100 and -1 <= q[view]["ssim"] <= 1
+        assert set(q[view]) == {"psnr", "psnr_copy_baseline", "ssim", "ssim_copy_baseline", "psnr_copy_codes",
+                                "psnr_codes_ceiling"}
+        assert all(0 < q[view][k] < 100 for k in ("psnr", "psnr_copy_codes", "psnr_codes_ceiling"))
+        assert -1 <= q[view]["ssim"] <= 1
     assert q["reward"]["transitions"] == 6 and 0 <= q["reward"]["accuracy"] <= 1
     assert (report / "branch_grid.png").is_file()
 
