@@ -1,7 +1,8 @@
 """Train and judge the world model on scripted demonstrations, end to end through the CLI.
 
     python benchmarks/world_model_quality.py --store STORE --work DIR [--tasks 0-3 --episodes 15]
-        [--tokenizer DIR] [--policy SFT_CKPT] [--temperature 1.0] [--frame-reward] [--eval-only]
+        [--tokenizer DIR] [--policy SFT_CKPT] [--temperature 1.0] [--frame-reward [--frame-reward-imagined]]
+        [--eval-only | --resume MINUTES]
         [--section.field=value ...]
 
 Collects demonstrations into STORE if it does not exist (``mbpo-ray collect`` per task), then runs
@@ -11,10 +12,12 @@ report (``world_model_quality.json``: one-step quality, the counterfactual check
 under that policy's sampled actions) and the branch grid PNG into benchmarks/results/. With
 ``--tokenizer`` an already trained tokenizer is used instead of training one (the JSON names it);
 ``--eval-only`` reports on the world model an earlier run of this command trained in WORK.
-``--frame-reward`` also trains the frame reward (``mbpo-ray train-frame-reward``) before the report,
-which then judges its answers too. ``--resume MINUTES`` trains WORK/wm further
-(``train-world-model --resume`` with ``world_model.max_minutes`` = MINUTES) before the report; every
-training run's minutes and command are kept in WORK/train_minutes.json and the result.
+``--frame-reward`` also trains the frame reward (``mbpo-ray train-frame-reward``, with
+``--frame-reward-imagined`` on the imagined views too) before the report, which then judges its
+answers too; with ``--eval-only`` a frame reward already in WORK/wm is kept. ``--resume MINUTES``
+trains WORK/wm further (``train-world-model --resume`` with ``world_model.max_minutes`` = MINUTES)
+before the report; every training run's minutes and command are kept in WORK/train_minutes.json and
+the result.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ def main() -> None:
     ap.add_argument("--temperature", default="1.0", help="imagination's sampling temperature (mbpo.temperature)")
     ap.add_argument("--frame-reward", action="store_true", dest="frame_reward",
                     help="train the frame reward (train-frame-reward) after the world model")
+    ap.add_argument("--frame-reward-imagined", action="store_true", dest="frame_reward_imagined",
+                    help="the frame reward also trains on the world model's imagined views (--imagined)")
     ap.add_argument("--eval-only", action="store_true", help="report on WORK/wm as trained by an earlier run")
     ap.add_argument("--resume", type=float, metavar="MINUTES",
                     help="train WORK/wm (from an earlier run) for MINUTES more, then report")
@@ -89,8 +94,8 @@ def main() -> None:
             run(["train-tokenizer", args.store, "--out", str(tokenizer), *overrides])
         train(work, ["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"),
                      *overrides])
-    if args.frame_reward and not (work / "wm" / "reward").exists():
-        run(["train-frame-reward", str(work / "wm"), args.store])
+    if args.frame_reward and (not args.eval_only or not (work / "wm" / "reward").exists()):
+        run(["train-frame-reward", str(work / "wm"), args.store, *(["--imagined"] if args.frame_reward_imagined else [])])
     minutes = json.loads((work / "train_minutes.json").read_text())
     policy = ["--policy", args.policy] if args.policy else []
     shutil.rmtree(work / "report", ignore_errors=True)
