@@ -34,7 +34,7 @@ class WorldModelWorker:
         self.policy = load_policy(policy_dir)
         wc = self.cfg.world_model
         gpu = wc.engine == "vllm" and _cuda()
-        self.wm = WorldModel(world_model_dir, engine=wc.engine, reward=wc.reward_source,
+        self.wm = WorldModel(world_model_dir, engine=wc.engine, reward=wc.reward_source, keep_pixels=wc.keep_pixels,
                              **({"gpu_memory_utilization": wc.gpu_memory_utilization} if gpu else {}))
         self.policy_version = 0  # the starting weights; a call loads the versions it names (or the newest)
         self.sync_seconds = 0.0

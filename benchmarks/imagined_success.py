@@ -35,7 +35,7 @@ def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: i
     from mbpo_ray.rl.imagine import Branches, imagine
     from mbpo_ray.world_model.evaluate import WorldModel
 
-    wm = WorldModel(world_model, "vllm", reward=args.reward_source, load_frame_reward=True)
+    wm = WorldModel(world_model, "vllm", reward=args.reward_source, load_frame_reward=True, keep_pixels=args.keep_pixels)
     policy = load_policy(policy_dir)
     head, wrist = frames(table, "head", size), frames(table, "wrist", size)
     instr = table.column("instruction").to_pylist()
@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reward-source", default="token", choices=["token", "frames", "mean"], dest="reward_source",
                     help="the answer that decides a branch's reward (world_model.reward_source)")
+    ap.add_argument("--keep-pixels", action=argparse.BooleanOptionalAction, default=True, dest="keep_pixels",
+                    help="kept patches show the current frame's pixels (world_model.keep_pixels)")
     ap.add_argument("--real", action="store_true", help="also replay the sampled branches in LIBERO")
     ap.add_argument("--sampler", default="uniform", choices=["uniform", "reverse"],
                     help="how start states are drawn (mbpo.start_sampler at iteration 0, default mbpo settings)")
@@ -105,7 +107,7 @@ def main() -> None:
         starts = ([(store.episodes[int(e)].suite, store.episodes[int(e)].task_id) for e in ep],
                   [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()])
     result = {"start_states": len(ep), "n_chunks": args.n_chunks, "temperature": args.temperature,
-              "reward_source": args.reward_source, "sampler": args.sampler,
+              "reward_source": args.reward_source, "sampler": args.sampler, "keep_pixels": args.keep_pixels,
               "tasks": tasks, "start_sources": {s: sources.count(s) for s in sorted(set(sources))}}
     runs = {"after": args.after, **({"before": args.before} if args.before else {})}
     for name, path in runs.items():

@@ -221,7 +221,8 @@ def cmd_train_frame_reward(args, extra) -> int:
 
     if args.steps < 1:
         raise ConfigError(f"--steps={args.steps}: the frame reward needs at least 1 training step")
-    cfg = FrameRewardConfig(steps=args.steps, seed=args.seed, imagined=args.imagined, engine=args.engine)
+    cfg = FrameRewardConfig(steps=args.steps, seed=args.seed, imagined=args.imagined, engine=args.engine,
+                            keep_pixels=args.keep_pixels)
     model = fit_frame_reward(args.checkpoint, args.store, cfg)
     m = model.meta
     print(f"frame reward: validation F1 {m['val_f1']:.3f} ({m['val_positives']} successes in {m['val_observations']} "
@@ -233,7 +234,7 @@ def cmd_eval_world_model(args, extra) -> int:
     from mbpo_ray.world_model.evaluate import evaluate_world_model
 
     report = evaluate_world_model(args.checkpoint, args.store, args.out, engine=args.engine, policy_dir=args.policy,
-                                  temperature=args.temperature)
+                                  temperature=args.temperature, keep_pixels=args.keep_pixels)
     for view in ("head", "wrist"):
         r = report[view]
         print(f"{view:6s} PSNR {r['psnr']:.2f} dB (copy-current-frame {r['psnr_copy_baseline']:.2f}, all-keep "
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--imagined", action="store_true",
                     help="also train on the world model's own imagined views of the same transitions")
     fr.add_argument("--engine", default="vllm", choices=["vllm", "hf"], help="the engine that imagines them")
+    fr.add_argument("--keep-pixels", action=argparse.BooleanOptionalAction, default=True,
+                    help="kept patches show the current frame's pixels (world_model.keep_pixels)")
     fr.set_defaults(func=cmd_train_frame_reward)
 
     e = sub.add_parser("eval-world-model", help="quality report on held-out episodes")
@@ -385,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
     e.add_argument("--policy", help="a policy checkpoint: also judge the reward under its sampled action tails")
     e.add_argument("--temperature", type=float, default=1.0, help="imagination's sampling temperature (mbpo.temperature)")
+    e.add_argument("--keep-pixels", action=argparse.BooleanOptionalAction, default=True,
+                   help="kept patches show the current frame's pixels (world_model.keep_pixels)")
     e.set_defaults(func=cmd_eval_world_model)
 
     s = with_config(sub.add_parser("sft", help="behaviour cloning of the policy on a store's demonstrations"))

@@ -145,6 +145,7 @@ class WorldModelConfig:
     patience: int = 0  # stop after this many held-out evaluations without a new best (0 = never)
     holdout_episodes: float = 0.2  # fraction of episodes held out for the quality report
     keep_codes: bool = True  # <keep> for a code equal to the current view's at its position
+    keep_pixels: bool = True  # imagination: a patch whose code is kept shows the current frame's pixels
     reward_weight: float = 1.0  # the yes/no answer counts this many times in the training loss
     reward_source: str = "token"  # imagination's P(yes): token | frames (CKPT/reward) | mean of both
     engine: str = "vllm"

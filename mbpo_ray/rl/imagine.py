@@ -96,11 +96,9 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
     surprisal of its generated codes, nats) is not taken: the branch ends before it, truncated, and
     bootstraps from the observation it stood at, so no reward or frame the model does not know is used.
     """
-    tok = world_model.tokenizer
     b = len(instructions)
     gen = torch.Generator().manual_seed(seed)
-    head_codes, wrist_codes = tok.encode(head), tok.encode(wrist)
-    head_img, wrist_img = tok.decode(head_codes), tok.decode(wrist_codes)
+    head_codes, wrist_codes, head_img, wrist_img = world_model.start(head, wrist)
     size, hz = head_img.shape[1], policy.bins.chunk_size
     rec = {
         "head": np.zeros((b, n_chunks, size, size, 3), np.uint8), "wrist": np.zeros((b, n_chunks, size, size, 3), np.uint8),
@@ -124,7 +122,8 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
         rec["actions"][idx, j], rec["token_log_prob"][idx, j] = acts, out.token_log_prob.numpy()
         rec["value"][idx, j], rec["valid"][idx, j] = out.value.numpy(), True
         r = world_model.imagine_step([instructions[i] for i in idx], head_codes[idx], wrist_codes[idx], list(acts),
-                                     temperature=temperature, seed=derive_seed(seed, j + 1))
+                                     temperature=temperature, seed=derive_seed(seed, j + 1),
+                                     head_frames=head_img[idx], wrist_frames=wrist_img[idx])
         rec["uncertainty"][idx, j] = r.uncertainty
         unsure = max_uncertainty > 0 and r.uncertainty > max_uncertainty
         if np.any(unsure):  # not taken: these branches end where they stand

@@ -30,7 +30,7 @@ import torch
 from mbpo_ray.policy.base import Observations
 from mbpo_ray.world_model.data import Episodes
 from mbpo_ray.world_model.evaluate import f1, ssim
-from mbpo_ray.world_model.tokenizer import psnr, resize_frames
+from mbpo_ray.world_model.tokenizer import paste_kept, psnr, resize_frames
 
 
 def reward_stats(p_yes: np.ndarray, truth: np.ndarray) -> dict:
@@ -54,12 +54,13 @@ class ImaginedRows:
 def imagine_rows(wm, ep: Episodes, rows: np.ndarray, actions: list[np.ndarray], temperature: float, seed: int,
                  batch: int = 64) -> ImaginedRows:
     """The imagined transitions of ``rows`` under ``actions``."""
-    head_codes, wrist_codes = wm.tokenizer.encode(ep.head[rows]), wm.tokenizer.encode(ep.wrist[rows])
+    head_codes, wrist_codes, head, wrist = wm.start(ep.head[rows], ep.wrist[rows])
     heads, wrists, p_yes, unc, p_frames = [], [], [], [], []
     for i in range(0, len(rows), batch):
         sl = slice(i, i + batch)
         r = wm.imagine_step([ep.instruction[ep.row_episode[k]] for k in rows[sl]], head_codes[sl], wrist_codes[sl],
-                            actions[sl], temperature=temperature, seed=seed + i)
+                            actions[sl], temperature=temperature, seed=seed + i, head_frames=head[sl],
+                            wrist_frames=wrist[sl])
         heads.append(r.head_frames)
         wrists.append(r.wrist_frames)
         p_yes.append(r.p_yes if r.p_yes_token is None else r.p_yes_token)
@@ -86,9 +87,11 @@ def uncertainty_error_corr(ep: Episodes, rows: np.ndarray, head: np.ndarray, wri
 def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarray, size: int,
                recon: dict[str, np.ndarray] | None = None) -> dict:
     """PSNR and SSIM per view against the real next frames, next to copying the current frame. With
-    ``recon`` (every frame of ``ep`` round-tripped through the tokenizer, per view) also the two
+    ``recon`` (``round_trip``: every frame of ``ep`` through the tokenizer, and its codes) also the three
     bounds of the world model's own output space: ``psnr_copy_codes``, the current frame's codes kept
-    everywhere (all ``<keep>``), and ``psnr_codes_ceiling``, the real next frame's codes."""
+    everywhere (all ``<keep>``), ``psnr_codes_ceiling``, the real next frame's codes, and
+    ``psnr_codes_ceiling_kept``, those codes rendered with the current pixels in the unchanged patches
+    (``keep_pixels``; all kept there is the copy baseline itself)."""
     out = {}
     for view, img in (("head", head), ("wrist", wrist)):
         real = resize_frames(getattr(ep, view), size)
@@ -96,14 +99,22 @@ def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarr
         out[view] = {"psnr": float(psnr(img, nxt).mean()), "psnr_copy_baseline": float(psnr(cur, nxt).mean()),
                      "ssim": float(ssim(img, nxt).mean()), "ssim_copy_baseline": float(ssim(cur, nxt).mean())}
         if recon is not None:
+            codes = recon[f"{view}_codes"]
+            kept = paste_kept(recon[view][rows + 1], cur, codes[rows + 1], codes[rows])
             out[view].update(psnr_copy_codes=float(psnr(recon[view][rows], nxt).mean()),
-                             psnr_codes_ceiling=float(psnr(recon[view][rows + 1], nxt).mean()))
+                             psnr_codes_ceiling=float(psnr(recon[view][rows + 1], nxt).mean()),
+                             psnr_codes_ceiling_kept=float(psnr(kept, nxt).mean()))
     return out
 
 
 def round_trip(wm, ep: Episodes) -> dict[str, np.ndarray]:
-    """Every frame of ``ep`` as the world model's tokenizer renders it, per view."""
-    return {view: wm.tokenizer.decode(wm.tokenizer.encode(getattr(ep, view))) for view in ("head", "wrist")}
+    """Every frame of ``ep`` as the world model's tokenizer renders it (``head``, ``wrist``) and its
+    codes (``head_codes``, ``wrist_codes``)."""
+    out = {}
+    for view in ("head", "wrist"):
+        out[f"{view}_codes"] = wm.tokenizer.encode(getattr(ep, view))
+        out[view] = wm.tokenizer.decode(out[f"{view}_codes"])
+    return out
 
 
 def policy_tails(policy, ep: Episodes, rows: np.ndarray, seed: int) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ from mbpo_ray.replay import ReplayStore
 from mbpo_ray.world_model.data import Episodes, load_episodes, valid_actions
 from mbpo_ray.world_model.engines.base import make_engine
 from mbpo_ray.world_model.layout import TokenLayout
-from mbpo_ray.world_model.tokenizer import ImageTokenizer, resize_frames
+from mbpo_ray.world_model.tokenizer import ImageTokenizer, paste_kept, resize_frames
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -87,10 +87,12 @@ class WorldModel:
     ``reward``: where P(yes) comes from: the UMM's answer token (``token``), the frame reward of
     ``CKPT/reward`` on the decoded imagined views (``frames``), or the mean of both (``mean``).
     ``load_frame_reward`` loads that model (when the folder has one) with the token answer kept as
-    P(yes), so both can be compared."""
+    P(yes), so both can be compared. ``keep_pixels``: a patch whose code the model keeps shows the
+    current frame's pixels (``paste_kept``), and a branch starts from the real frames themselves (at
+    the tokenizer's size); off, every frame is the tokenizer's rendering of its codes."""
 
     def __init__(self, checkpoint: str, engine: str = "vllm", reward: str = "token", load_frame_reward: bool = False,
-                 **engine_kwargs):
+                 keep_pixels: bool = True, **engine_kwargs):
         from mbpo_ray.world_model.frame_reward import FrameReward
 
         path = check_checkpoint(checkpoint)
@@ -99,17 +101,31 @@ class WorldModel:
         self.layout = TokenLayout.load(path / "layout.json")
         self.tokenizer = ImageTokenizer.load(path / "tokenizer")
         self.reward = reward
+        self.keep_pixels = keep_pixels
         self.frame_reward = None
         if reward != "token" or (load_frame_reward and (path / "reward" / "reward.json").is_file()):
             self.frame_reward = FrameReward.load(path / "reward")
         self.engine = make_engine(engine, str(path / "model"), self.layout, **engine_kwargs)
 
-    def imagine_step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0) -> StepResult:
+    def start(self, head: np.ndarray, wrist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Real frames (N, S, S, 3) -> (head codes, wrist codes, head frame, wrist frame) of a branch's
+        first state: the frames at the tokenizer's size, or with ``keep_pixels`` off their rendering."""
+        hc, wc = self.tokenizer.encode(head), self.tokenizer.encode(wrist)
+        if self.keep_pixels:
+            size = self.tokenizer.preset.image_size
+            return hc, wc, resize_frames(head, size), resize_frames(wrist, size)
+        return hc, wc, self.tokenizer.decode(hc), self.tokenizer.decode(wc)
+
+    def imagine_step(self, instructions, head_codes, wrist_codes, actions, temperature=0.0, seed=0,
+                     head_frames=None, wrist_frames=None) -> StepResult:
+        """One chunk step. ``head_frames``/``wrist_frames``: the current views (tokenizer size), whose
+        pixels kept patches show with ``keep_pixels``; without them every patch is decoded."""
         prompts = [self.layout.prompt(i, h, w, a)
                    for i, h, w, a in zip(instructions, head_codes, wrist_codes, actions, strict=True)]
         out = self.engine.imagine(prompts, temperature=temperature, seed=seed)
         head, wrist = np.stack([o.head for o in out]), np.stack([o.wrist for o in out])
-        head_frames, wrist_frames = self.tokenizer.decode(head), self.tokenizer.decode(wrist)  # decoded once here
+        head_frames, wrist_frames = (self.render(nxt, cur, cur_frames) for nxt, cur, cur_frames in
+                                     ((head, head_codes, head_frames), (wrist, wrist_codes, wrist_frames)))
         p_token, p_frames = np.array([o.p_yes for o in out]), None
         if self.frame_reward is not None:
             p_frames = self.frame_reward.p_success(head_frames, wrist_frames)
@@ -118,14 +134,21 @@ class WorldModel:
         return StepResult(head, wrist, p, np.array([o.uncertainty for o in out]), head_frames, wrist_frames,
                           p_token, p_frames)
 
+    def render(self, codes: np.ndarray, current_codes=None, current_frames=None) -> np.ndarray:
+        """Next codes -> frames, decoded once here (imagination, the report and the frame reward share them)."""
+        frames = self.tokenizer.decode(codes)
+        if self.keep_pixels and current_frames is not None:
+            frames = paste_kept(frames, np.asarray(current_frames), codes, np.asarray(current_codes))
+        return frames
+
 
 def _rollout(wm: WorldModel, ep: Episodes, k: int, chunks: list[np.ndarray]) -> tuple[list, list]:
     """Decoded head and wrist frames of an imagined branch from row ``k`` under ``chunks``."""
-    h, w = wm.tokenizer.encode(ep.head[k : k + 1]), wm.tokenizer.encode(ep.wrist[k : k + 1])
-    ih, iw = [wm.tokenizer.decode(h)[0]], [wm.tokenizer.decode(w)[0]]
+    h, w, fh, fw = wm.start(ep.head[k : k + 1], ep.wrist[k : k + 1])
+    ih, iw = [fh[0]], [fw[0]]
     for a in chunks:
-        r = wm.imagine_step([ep.instruction[ep.row_episode[k]]], h, w, [a])
-        h, w = r.head, r.wrist
+        r = wm.imagine_step([ep.instruction[ep.row_episode[k]]], h, w, [a], head_frames=fh, wrist_frames=fw)
+        h, w, fh, fw = r.head, r.wrist, r.head_frames, r.wrist_frames
         ih.append(r.head_frames[0])
         iw.append(r.wrist_frames[0])
     return ih, iw
@@ -174,7 +197,7 @@ def branch_grid(wm: WorldModel, ep: Episodes, out: str | Path, n_branches: int =
 
 
 def evaluate_world_model(checkpoint: str, store_uri: str, out_dir: str, engine: str = "vllm",
-                         policy_dir: str | None = None, temperature: float = 1.0) -> dict:
+                         policy_dir: str | None = None, temperature: float = 1.0, keep_pixels: bool = True) -> dict:
     """The one-step report (greedy) and the counterfactual checks (``counterfactual.py``) greedy and at
     ``temperature`` (the one imagination samples at) on the checkpoint's held-out episodes; with
     ``policy_dir`` also the reward under the policy's own sampled action tails."""
@@ -192,14 +215,14 @@ def evaluate_world_model(checkpoint: str, store_uri: str, out_dir: str, engine: 
         from mbpo_ray.policy import load_policy
 
         policy = load_policy(policy_dir).eval()
-    wm = WorldModel(checkpoint, engine, load_frame_reward=True)
+    wm = WorldModel(checkpoint, engine, load_frame_reward=True, keep_pixels=keep_pixels)
     try:
         report = counterfactual_report(wm, ep, sources, policy, 0.0)  # greedy: the report's own numbers
         sampled = counterfactual_report(wm, ep, sources, policy, temperature, seed=1)
         grid = branch_grid(wm, ep, Path(out_dir) / "branch_grid.png")
     finally:
         wm.engine.close()
-    report.update(temperature=temperature, sampled=sampled, heldout_episodes=len(ids),
+    report.update(temperature=temperature, keep_pixels=keep_pixels, sampled=sampled, heldout_episodes=len(ids),
                   heldout_by_source={s: sources.count(s) for s in sorted(set(sources))}, grid=str(grid))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "world_model_quality.json").write_text(json.dumps(report, indent=2))

@@ -47,6 +47,7 @@ class FrameRewardConfig:
     # transitions under their recorded chunks: the frames the reward will read in imagination
     imagined: bool = False
     engine: str = "vllm"
+    keep_pixels: bool = True  # imagined views as imagination renders them (WorldModel.keep_pixels)
 
 
 class FrameRewardNet(nn.Module):
@@ -186,13 +187,14 @@ def train_frame_reward(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tu
     return FrameReward(net, best[1], int(th.shape[1]), meta)
 
 
-def imagined_views(checkpoint: str, eps: list[Episodes], engine: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def imagined_views(checkpoint: str, eps: list[Episodes], engine: str,
+                   keep_pixels: bool = True) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per set of episodes: the world model's greedy next views of every full-chunk transition under
     its recorded chunk, labelled by that chunk's success."""
     from mbpo_ray.world_model.counterfactual import imagine_rows
     from mbpo_ray.world_model.evaluate import WorldModel
 
-    wm = WorldModel(checkpoint, engine)
+    wm = WorldModel(checkpoint, engine, keep_pixels=keep_pixels)
     try:
         out = []
         for ep in eps:
@@ -229,7 +231,7 @@ def fit_frame_reward(checkpoint: str, store_uri: str, cfg: FrameRewardConfig, pr
         parts.append((head[rows], wrist[rows], labels))
     if cfg.imagined:
         parts = [tuple(np.concatenate([a, b]) for a, b in zip(part, imagined, strict=True))
-                 for part, imagined in zip(parts, imagined_views(checkpoint, eps, cfg.engine), strict=True)]
+                 for part, imagined in zip(parts, imagined_views(checkpoint, eps, cfg.engine, cfg.keep_pixels), strict=True)]
     model = train_frame_reward(parts[0], parts[1], cfg, progress)
     model.meta["store"] = store_uri
     tmp = path / "reward.tmp"

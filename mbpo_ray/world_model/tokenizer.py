@@ -58,6 +58,21 @@ def to_frames(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def paste_kept(decoded: np.ndarray, current: np.ndarray, next_codes: np.ndarray, current_codes: np.ndarray) -> np.ndarray:
+    """``decoded`` (N, S, S, 3), the next codes rendered, with the current frame's own pixels put back
+    in every patch whose code did not change (a ``<keep>``): what did not change stays exact, instead
+    of passing through the tokenizer's loss. All codes kept gives the current frame back."""
+    n, size = len(decoded), decoded.shape[1]
+    side = math.isqrt(next_codes.shape[1])
+    if current.shape != decoded.shape or side * side != next_codes.shape[1] or size % side:
+        raise ValueError(f"frames {current.shape} and {decoded.shape} with {next_codes.shape[1]} codes per view "
+                         "do not fit one patch grid")
+    same = (np.asarray(next_codes) == np.asarray(current_codes)).reshape(n, side, 1, side, 1, 1)
+    patch = size // side
+    out = np.where(same, current.reshape(n, side, patch, side, patch, 3), decoded.reshape(n, side, patch, side, patch, 3))
+    return out.reshape(decoded.shape)
+
+
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """The reference images at the tokenizer's resolution (what imagined frames are compared to)."""
     return frames if frames.shape[1] == size else to_frames(to_tensor(frames, size))

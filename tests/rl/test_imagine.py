@@ -9,6 +9,7 @@ import torch
 from mbpo_ray.policy.base import Observations
 from mbpo_ray.rl.imagine import Branches, imagine
 from mbpo_ray.world_model.evaluate import WorldModel
+from mbpo_ray.world_model.tokenizer import resize_frames
 from tests.rl.conftest import INSTRUCTIONS, tiny_policy
 
 
@@ -38,8 +39,18 @@ def test_branches_record_what_the_policy_saw_and_did(tiny_world_model):
         logp, _, value = policy.evaluate(obs, torch.from_numpy(br.actions[v]), per_token=True)
     np.testing.assert_allclose(logp.numpy(), br.token_log_prob[v], atol=1e-4)
     np.testing.assert_allclose(value.numpy(), br.value[v], atol=1e-5)
-    # the start observation is the tokenizer's rendering of the real frame
-    np.testing.assert_array_equal(br.head[:, 0], wm.tokenizer.decode(wm.tokenizer.encode(head)))
+    # the start observation is the real frame at the tokenizer's size; a patch whose code the model
+    # kept shows the pixels it showed before, a changed one the decoded code
+    np.testing.assert_array_equal(br.head[:, 0], resize_frames(head, 16))
+    tok = wm.tokenizer
+    hc, wc, hf, wf = wm.start(head, wrist)
+    r = wm.imagine_step(instr, hc, wc, list(br.actions[:, 0]), head_frames=hf, wrist_frames=wf)
+    kept = np.repeat(np.repeat((r.head == hc).reshape(-1, 4, 4), 4, 1), 4, 2)
+    assert 0 < kept.mean() < 1
+    np.testing.assert_array_equal(r.head_frames[kept], hf[kept])
+    np.testing.assert_array_equal(r.head_frames[~kept], tok.decode(r.head)[~kept])
+    off = imagine(WorldModel(tiny_world_model, engine="hf", keep_pixels=False), policy, head, wrist, instr, n, seed=3)
+    np.testing.assert_array_equal(off.head[:, 0], tok.decode(tok.encode(head)))  # off: the tokenizer's rendering
 
 
 def test_same_seed_same_branches_and_concat(tiny_world_model):

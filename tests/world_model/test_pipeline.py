@@ -56,7 +56,7 @@ def test_pipeline(store, tmp_path, capsys):
                  "--temperature", "0.7"]) == 0
     assert "reward F1 under counterfactual actions" in capsys.readouterr().out
     q = json.loads((report / "world_model_quality.json").read_text())
-    assert q["temperature"] == 0.7 and q["sampled"]["temperature"] == 0.7
+    assert q["temperature"] == 0.7 and q["sampled"]["temperature"] == 0.7 and q["keep_pixels"] is True
     for block in (q, q["sampled"]):
         assert set(block["counterfactual"]) == {"recorded", "policy_tail", "padded_nonfinal"}
         assert all(c["transitions"] == 6 for c in block["counterfactual"].values())
@@ -64,8 +64,9 @@ def test_pipeline(store, tmp_path, capsys):
         assert sum(b["reward"]["transitions"] for b in block["by_source"].values()) == 6
     for view in ("head", "wrist"):
         assert set(q[view]) == {"psnr", "psnr_copy_baseline", "ssim", "ssim_copy_baseline", "psnr_copy_codes",
-                                "psnr_codes_ceiling"}
-        assert all(0 < q[view][k] < 100 for k in ("psnr", "psnr_copy_codes", "psnr_codes_ceiling"))
+                                "psnr_codes_ceiling", "psnr_codes_ceiling_kept"}
+        assert all(0 < q[view][k] < 100 for k in ("psnr", "psnr_copy_codes", "psnr_codes_ceiling",
+                                                  "psnr_codes_ceiling_kept"))
         assert -1 <= q[view]["ssim"] <= 1
     assert q["reward"]["transitions"] == 6 and 0 <= q["reward"]["accuracy"] <= 1
     assert (report / "branch_grid.png").is_file()

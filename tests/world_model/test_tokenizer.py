@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mbpo_ray.world_model.tokenizer import ImageTokenizer, TokenizerPreset, psnr, resize_frames
+from mbpo_ray.world_model.tokenizer import ImageTokenizer, TokenizerPreset, paste_kept, psnr, resize_frames
 
 TINY = TokenizerPreset(image_size=16, codes_side=4, codebook_size=32, channels=(16, 16, 32), latent_channels=8)
 
@@ -42,3 +42,21 @@ def test_bad_preset_and_missing_dir(tmp_path):
         ImageTokenizer(TokenizerPreset(16, 8, 32, (16, 16, 32)))
     with pytest.raises(FileNotFoundError, match="not an image tokenizer"):
         ImageTokenizer.load(tmp_path)
+
+
+def test_kept_patches_show_the_current_pixels():
+    rng = np.random.default_rng(0)
+    cur, dec = (rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8) for _ in range(2))
+    cur_codes = rng.integers(0, 32, (3, 16))  # a 4x4 grid of 4x4-pixel patches
+    nxt = cur_codes.copy()
+    nxt[1] = (cur_codes[1] + 1) % 32  # every code changed
+    nxt[2, 5] = (cur_codes[2, 5] + 1) % 32  # one code changed: patch row 1, column 1
+    out = paste_kept(dec, cur, nxt, cur_codes)
+    np.testing.assert_array_equal(out[0], cur[0])  # all kept: the current frame itself
+    np.testing.assert_array_equal(out[1], dec[1])  # none kept: the decoded frame
+    changed = np.zeros((16, 16), bool)
+    changed[4:8, 4:8] = True
+    np.testing.assert_array_equal(out[2][changed], dec[2][changed])
+    np.testing.assert_array_equal(out[2][~changed], cur[2][~changed])
+    with pytest.raises(ValueError, match="do not fit one patch grid"):
+        paste_kept(dec, cur[:, :8], nxt, cur_codes)
