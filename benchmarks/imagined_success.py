@@ -65,6 +65,8 @@ def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: i
 
 
 def main() -> None:
+    from mbpo_ray.cli import add_keep_pixels
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", required=True)
     ap.add_argument("--store", required=True)
@@ -79,8 +81,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reward-source", default="token", choices=["token", "frames", "mean"], dest="reward_source",
                     help="the answer that decides a branch's reward (world_model.reward_source)")
-    ap.add_argument("--keep-pixels", action=argparse.BooleanOptionalAction, default=True, dest="keep_pixels",
-                    help="kept patches show the current frame's pixels (world_model.keep_pixels)")
+    add_keep_pixels(ap)
     ap.add_argument("--real", action="store_true", help="also replay the sampled branches in LIBERO")
     ap.add_argument("--sampler", default="uniform", choices=["uniform", "reverse"],
                     help="how start states are drawn (mbpo.start_sampler at iteration 0, default mbpo settings)")

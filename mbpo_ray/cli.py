@@ -312,6 +312,12 @@ def _check_new_dir(path: str) -> None:
 # ----------------------------------------------------------------------------- parser
 
 
+def add_keep_pixels(parser: argparse.ArgumentParser) -> None:
+    """``--keep-pixels/--no-keep-pixels`` (``world_model.keep_pixels``, on by default)."""
+    parser.add_argument("--keep-pixels", action=argparse.BooleanOptionalAction, default=True, dest="keep_pixels",
+                        help="kept patches show the current frame's pixels (world_model.keep_pixels)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mbpo-ray", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -377,8 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--imagined", action="store_true",
                     help="also train on the world model's own imagined views of the same transitions")
     fr.add_argument("--engine", default="vllm", choices=["vllm", "hf"], help="the engine that imagines them")
-    fr.add_argument("--keep-pixels", action=argparse.BooleanOptionalAction, default=True,
-                    help="kept patches show the current frame's pixels (world_model.keep_pixels)")
+    add_keep_pixels(fr)
     fr.set_defaults(func=cmd_train_frame_reward)
 
     e = sub.add_parser("eval-world-model", help="quality report on held-out episodes")
@@ -388,8 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
     e.add_argument("--policy", help="a policy checkpoint: also judge the reward under its sampled action tails")
     e.add_argument("--temperature", type=float, default=1.0, help="imagination's sampling temperature (mbpo.temperature)")
-    e.add_argument("--keep-pixels", action=argparse.BooleanOptionalAction, default=True,
-                   help="kept patches show the current frame's pixels (world_model.keep_pixels)")
+    add_keep_pixels(e)
     e.set_defaults(func=cmd_eval_world_model)
 
     s = with_config(sub.add_parser("sft", help="behaviour cloning of the policy on a store's demonstrations"))
