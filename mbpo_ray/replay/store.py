@@ -299,16 +299,18 @@ class ReplayStore:
                 yield batch.select(columns) if columns is not None else batch
 
     def episode(self, key: int | str) -> EpisodeMeta:
-        """An episode by position (0-based, in commit order) or by id."""
-        if isinstance(key, int) or (isinstance(key, str) and key.lstrip("-").isdigit()):
-            k = int(key)
-            if not -len(self._episodes) <= k < len(self._episodes):
-                raise ReplayError(f"episode {k} out of range: the store has {len(self._episodes)} episodes")
-            return self._episodes[k]
-        for e in self._episodes:
-            if e.episode_id == key:
-                return e
-        raise ReplayError(f"no episode with id {key!r} in {self.root}")
+        """An episode by position (0-based, in commit order) or by id. A string is an id first (an id
+        may be all digits); a digit string that names no id is a position."""
+        if isinstance(key, str):
+            for e in self._episodes:
+                if e.episode_id == key:
+                    return e
+            if not key.lstrip("-").isdigit():
+                raise ReplayError(f"no episode with id {key!r} in {self.root}")
+        k = int(key)
+        if not -len(self._episodes) <= k < len(self._episodes):
+            raise ReplayError(f"episode {k} out of range: the store has {len(self._episodes)} episodes")
+        return self._episodes[k]
 
     def read_episode(self, key: int | str, columns: list[str] | None = None) -> pa.Table:
         e = self.episode(key)

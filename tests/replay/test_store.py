@@ -287,3 +287,17 @@ def test_sampling_memory_does_not_grow_with_store_size(tmp_path):
     assert grow["large"] < sizes["large"] / 10, (grow, sizes)
     assert grow["large"] < 2 * grow["small"] + 16 * 2**20, grow
     assert json.loads((small / "store.json").read_text())["image_size"] == 64
+
+
+def test_an_all_digit_episode_id_is_found_as_an_id(tmp_path):
+    rng = np.random.default_rng(2)
+    store = ReplayStore.create(str(tmp_path / "s"), TINY)
+    for eid in ("a1", "0665264158114862"):  # a hex id with no letter in it
+        batch = random_episode(rng, chunks=2)[0]
+        store.append(pa.Table.from_batches([batch]).set_column(0, "episode_id", pa.array([eid] * batch.num_rows)))
+    assert store.episode("0665264158114862").episode_id == "0665264158114862"
+    assert store.episode("1").episode_id == "0665264158114862" and store.episode(0).episode_id == "a1"
+    with pytest.raises(ReplayError, match="episode 5 out of range"):
+        store.episode("5")
+    with pytest.raises(ReplayError, match="no episode with id 'b2'"):
+        store.episode("b2")
