@@ -1,7 +1,7 @@
 """Imagined success per branch of a policy in one or two world models, from the same start states.
 
     python benchmarks/imagined_success.py --policy SFT_CKPT --store STORE --after WM_CKPT [--before OLD_WM]
-        [--start-states 256] [--n-chunks 2] [--tasks 0-3] [--temperature 1.0] [--seed 0]
+        [--trained-policy CKPT] [--start-states 256] [--n-chunks 2] [--tasks 0-3] [--temperature 1.0] [--seed 0]
         [--reward-source token|frames|mean] [--real] [--name imagined_success]
 
 ``--start-states`` chunk boundaries are drawn once (uniformly over the store's episodes of
@@ -12,7 +12,12 @@ end, and the same policy's greedy branches. ``--reward-source`` picks the answer
 branch's reward (``world_model.reward_source``); a frame reward in the checkpoint is judged too.
 With ``--real`` the sampled branches are also replayed in LIBERO from their start's simulator state
 (``mbpo_ray.rl.grounding``): imagined vs real success per step and per branch, imagined vs real
-frames. Writes benchmarks/results/NAME.json.
+frames. With ``--trained-policy`` the comparison is between policies instead: the SFT policy and a
+trained one (an MBPO checkpoint's ``policy`` folder) in the ``--after`` world model from the same
+start states, paired per start state (exact McNemar test on the branches' outcomes, sampled and
+greedy, and on their real replays with ``--real``): whether training raised success in the model
+it trained in, measured on fixed starts rather than on each iteration's fresh draw.
+Writes benchmarks/results/NAME.json.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import mcnemar_exact, write_result  # noqa: E402
 
 
 def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: int, args, starts=None) -> dict:
@@ -46,6 +51,7 @@ def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: i
                              args.temperature, args.seed + i, greedy=greedy) for i in range(0, len(instr), 64)]
             br = Branches.concat(parts)
             hit = br.terminal.any(1)
+            out.setdefault("hits", {})[mode] = hit
             out[mode] = {"success_per_branch": round(float(hit.mean()), 4), "successes": int(hit.sum()),
                          "by_chunks_to_go": {bucket_name(lo, hi): round(float(hit[(to_go >= lo) & (to_go <= hi)].mean()), 4)
                                              for lo, hi in TO_GO_BUCKETS if ((to_go >= lo) & (to_go <= hi)).any()}}
@@ -59,9 +65,26 @@ def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: i
                 env_cfg = build_config().env
                 real = replay_branches(env_cfg, starts[0], starts[1], br)
                 out["real"] = grounding_report(br, real, wm.tokenizer.preset.image_size)
+                out["hits"]["real"] = real.success.any(1)
     finally:
         wm.engine.close()
     return out
+
+
+def compare_policies(args, table, to_go: np.ndarray, size: int, starts) -> dict:
+    """The SFT policy (--policy) and --trained-policy from the same start states in the --after world
+    model: success per branch of each, and per mode the exact McNemar test of their paired outcomes."""
+    wm = os.path.expanduser(args.after)
+    detail = {name: measure(wm, os.path.expanduser(path), table, to_go, size, args, starts)
+              for name, path in (("sft", args.policy), ("trained", args.trained_policy))}
+    hits = {name: d.pop("hits") for name, d in detail.items()}
+    paired = {}
+    for mode in hits["sft"]:
+        test = mcnemar_exact(hits["sft"][mode].tolist(), hits["trained"][mode].tolist())
+        paired[mode] = {"sft": round(float(hits["sft"][mode].mean()), 4),
+                        "trained": round(float(hits["trained"][mode].mean()), 4), **test}
+    return {"world_model": os.path.basename(os.path.normpath(wm)), "trained_policy": args.trained_policy,
+            "paired": paired, "detail": detail}
 
 
 def main() -> None:
@@ -82,6 +105,8 @@ def main() -> None:
     ap.add_argument("--reward-source", default="token", choices=["token", "frames", "mean"], dest="reward_source",
                     help="the answer that decides a branch's reward (world_model.reward_source)")
     add_keep_pixels(ap)
+    ap.add_argument("--trained-policy", dest="trained_policy",
+                    help="compare this policy with --policy in the --after world model, paired per start state")
     ap.add_argument("--real", action="store_true", help="also replay the sampled branches in LIBERO")
     ap.add_argument("--sampler", default="uniform", choices=["uniform", "reverse"],
                     help="how start states are drawn (mbpo.start_sampler at iteration 0, default mbpo settings)")
@@ -110,10 +135,17 @@ def main() -> None:
     result = {"start_states": len(ep), "n_chunks": args.n_chunks, "temperature": args.temperature,
               "reward_source": args.reward_source, "sampler": args.sampler, "keep_pixels": args.keep_pixels,
               "tasks": tasks, "start_sources": {s: sources.count(s) for s in sorted(set(sources))}}
+    if args.trained_policy:
+        if args.before:
+            ap.error("--trained-policy compares policies in one world model (--after): leave out --before")
+        result["policy_comparison"] = compare_policies(args, table, to_go, store.spec.image_size, starts)
+        write_result(args.name, result)
+        return
     runs = {"after": args.after, **({"before": args.before} if args.before else {})}
     for name, path in runs.items():
         result[f"{name}_detail"] = measure(os.path.expanduser(path), os.path.expanduser(args.policy), table, to_go,
                                            store.spec.image_size, args, starts)
+        result[f"{name}_detail"].pop("hits")
         result[name] = result[f"{name}_detail"]["sampled"]["success_per_branch"]
     result["labels"] = {"before": args.before_label, "after": args.after_label}
     if not args.before:
