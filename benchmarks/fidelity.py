@@ -142,6 +142,19 @@ def paired_outcomes(sft: dict, run: Path, iteration: int) -> tuple[list[bool], l
     return [a for a, _ in pairs], [b for _, b in pairs], sorted({e["init_state"] for e in mine})
 
 
+def near_goal_thirds(logs: list[dict], third: int) -> dict:
+    """Imagined success per branch from starts one or two chunks before their episode's end, in the
+    first and last third of the iterations: the overall rate also moves with the start states a
+    curriculum draws, this one only with the policy (and the draw's noise)."""
+    def rate(part: list[dict]) -> float | None:
+        n = sum(x.get("imagine/starts_to_go_1-2", 0) for x in part)
+        hit = sum(x.get("imagine/success_to_go_1-2", 0.0) * x.get("imagine/starts_to_go_1-2", 0) for x in part)
+        return round(hit / n, 4) if n else None
+
+    return {"imagined_success_to_go_1-2_first_third": rate(logs[:third]),
+            "imagined_success_to_go_1-2_last_third": rate(logs[-third:])}
+
+
 def run_rows(args, sft: dict, m: Method, seed: int, out: Path, demo_steps: int, curves: dict) -> list[dict]:
     """One row per task of a finished run (its last evaluation), with the run's paired test against
     SFT on the same init states and its imagined success in the first and last third of iterations."""
@@ -163,6 +176,7 @@ def run_rows(args, sft: dict, m: Method, seed: int, out: Path, demo_steps: int, 
                      "p_value_vs_sft": test["p_value"], "paired": test, "init_states": inits,
                      "imagined_success_first_third": round(float(np.mean(success[:third])), 4),
                      "imagined_success_last_third": round(float(np.mean(success[-third:])), 4),
+                     **near_goal_thirds(logs, third),
                      "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs)),
                      "imagined_successful_branches": round(sum(success) * args.branches)})
     return rows
