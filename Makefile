@@ -91,6 +91,7 @@ bench: install
 	$(BIN)/python benchmarks/imagined_success.py --policy $(SFT_WORK)/policy --store $(DEMOS) --after $(WM_WORK)-more-rollouts/wm --real --sampler reverse --start-states 128 --tasks 0-3 --name imagined_vs_real
 	$(BIN)/python benchmarks/chaos.py --work $(CACHE)/bench/chaos-$(STAMP_TIME) --kills 20 --iterations 10
 	$(BIN)/python benchmarks/fidelity.py --policy $(SFT_WORK)/policy --sft-eval $(SFT_WORK)/eval/eval.json --world-model $(WM_WORK)/wm --store $(DEMOS) --work $(CACHE)/bench/fidelity-$(STAMP_TIME) --tasks 0-3 --n-chunks 2 --grpo --null-control --group-size 8 --seeds 0 1 --iterations 15 --episodes 50 --branches 64 --actor-lr 3e-5 --updates 4 --critic-warmup 0 --set mbpo.start_sampler=reverse mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=32 --run-only grpo:0 null:0 grpo:1 null:1
+	$(BIN)/python benchmarks/sample_efficiency.py --policy $(SFT_WORK)/policy --sft-eval $(SFT_WORK)/eval/eval.json --world-model $(WM_WORK)/wm --store $(DEMOS) --work $(CACHE)/bench/sample_efficiency-$(STAMP_TIME) --tasks 0-3 --iterations 12 --eval-every 4 --episodes 50 --online-episodes 16 --real-every 2 --real-episodes 8 --branches 128 --set mbpo.start_sampler=reverse mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=32 mbpo.actor_lr=3e-5
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
