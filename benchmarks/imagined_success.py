@@ -83,7 +83,7 @@ def compare_policies(args, table, to_go: np.ndarray, size: int, starts) -> dict:
         test = mcnemar_exact(hits["sft"][mode].tolist(), hits["trained"][mode].tolist())
         paired[mode] = {"sft": round(float(hits["sft"][mode].mean()), 4),
                         "trained": round(float(hits["trained"][mode].mean()), 4), **test}
-    return {"world_model": os.path.basename(os.path.normpath(wm)), "trained_policy": args.trained_policy,
+    return {"world_model": os.path.basename(os.path.normpath(wm)), "trained_policy": args.trained_policy.replace(os.path.expanduser("~"), "~"),
             "paired": paired, "detail": detail}
 
 
