@@ -41,12 +41,31 @@ from benchmarks.common import RESULTS, mcnemar_exact, read_result, write_result 
 PAPER_LIBERO_LONG = {"mbpo_n1": 63.9, "mbpo_n2": 66.8, "mbpo_n4": 62.9, "mbpo_full": 52.8}
 
 
-def budget_store(src: str, policy_dir: str, dst: Path) -> tuple[list[str], int]:
-    """A store with only the SFT policy's demonstrations; returns their ids and env steps."""
+def sft_demo_ids(policy_dir: str) -> list[str]:
+    """The episode ids of the demonstrations the SFT checkpoint was trained on."""
     from mbpo_ray.policy import read_policy_meta
+
+    return [i for v in read_policy_meta(policy_dir)["demos"].values() for i in v]
+
+
+def demo_budget(src: str, policy_dir: str) -> tuple[list[str], int]:
+    """The SFT demonstrations' ids and their env steps, read from ``src``'s index (nothing copied)."""
     from mbpo_ray.replay import ReplayStore
 
-    ids = [i for v in read_policy_meta(policy_dir)["demos"].values() for i in v]
+    ids = sft_demo_ids(policy_dir)
+    steps = {e.episode_id: e.env_steps for e in ReplayStore.open(src).episodes}
+    missing = [i for i in ids if i not in steps]
+    if missing:
+        raise SystemExit(f"{src} lacks {len(missing)} of the SFT demonstrations (e.g. {missing[0]}): pass the "
+                         "store the checkpoint was trained from")
+    return ids, sum(steps[i] for i in ids)
+
+
+def budget_store(src: str, policy_dir: str, dst: Path) -> tuple[list[str], int]:
+    """A store with only the SFT policy's demonstrations; returns their ids and env steps."""
+    from mbpo_ray.replay import ReplayStore
+
+    ids = sft_demo_ids(policy_dir)
     source = ReplayStore.open(src)
     if not (dst / "store.json").exists():
         out = ReplayStore.create(str(dst), source.spec)

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from benchmarks.common import mcnemar_exact, save_figure, write_result  # noqa: E402
-from benchmarks.fidelity import budget_store, paired_outcomes  # noqa: E402
+from benchmarks.fidelity import budget_store, demo_budget, paired_outcomes  # noqa: E402
 
 METHODS = ("online", "mbpo")
 
@@ -81,9 +81,11 @@ def run(args, method: str) -> Path | None:
     return out
 
 
-def curve(sft: dict, out: Path, demo_steps: int, sft_rate: float) -> dict:
+def curve(sft: dict, out: Path, start: dict) -> dict:
+    """A run's points from ``start`` (SFT at the demonstrations' env steps) through its evaluations."""
     evals = evaluated(out)
-    points = [{"iteration": 0, "real_env_steps": demo_steps, "success_rate": sft_rate}]
+    demo_steps = start["real_env_steps"]
+    points = [start]
     points += [{"iteration": r["iteration"], "real_env_steps": demo_steps + int(r["real/env_steps"]),
                 "success_rate": round(float(r["eval/success"]), 4)} for r in evals]
     base, mine, inits = paired_outcomes(sft, out, evals[-1]["iteration"])
@@ -131,18 +133,19 @@ def main() -> None:
                          "the last iteration would not be evaluated")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     sft = json.loads(Path(args.sft_eval).read_text())
-    ids, demo_steps = budget_store(args.store, args.policy, Path(args.work) / "demos_only")
+    ids, demo_steps = demo_budget(args.store, args.policy)
     from mbpo_ray.config import parse_task_ids
 
     tasks = parse_task_ids(args.tasks)
     if sorted(int(t) for t in sft["tasks"]) != tasks:
         raise SystemExit(f"{args.sft_eval} evaluated tasks {sorted(sft['tasks'])}, not --tasks {args.tasks}")
     sft_rate = round(sum(r["success_rate"] for r in sft["tasks"].values()) / len(sft["tasks"]), 4)
-    methods = {"sft": {"points": [{"iteration": 0, "real_env_steps": demo_steps, "success_rate": sft_rate}]}}
+    start = {"iteration": 0, "real_env_steps": demo_steps, "success_rate": sft_rate}
+    methods = {"sft": {"points": [start]}}
     for m in METHODS:
         out = run(args, m)
         if out is not None:
-            methods[m] = curve(sft, out, demo_steps, sft_rate)
+            methods[m] = curve(sft, out, start)
     result = {"tasks": tasks, "demonstrations": len(ids), "seed": args.seed,
               "methods": {m: v["points"] for m, v in methods.items()},
               "detail": {m: {k: v for k, v in d.items() if k != "points"} for m, d in methods.items() if m != "sft"},
