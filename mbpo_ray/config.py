@@ -114,6 +114,7 @@ class CollectConfig:
 POLICY_ARCHS = ("binned_vla", "pretrained_vla")  # names in mbpo_ray.policy.POLICIES
 OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
+REWARD_MODES = ("hard", "soft")  # mbpo.reward_mode (mbpo_ray.rl.objectives.branch_returns)
 START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
 PLACEMENTS = tuple(STRATEGIES)  # mbpo.learner_placement (Ray's placement strategies)
 LEARNER_BACKENDS = ("ddp", "fsdp")  # mbpo.learner_backend (learners/sharding.py)
@@ -244,6 +245,10 @@ class MBPOConfig:
     objective: str = "ppo"
     group_size: int = 1  # branches per start state (grpo: 4-8; branches must be a multiple of it)
     adv_norm: str = "mean"  # ppo: mean (centre), std (centre and scale to unit variance), none
+    # grpo: a branch's return from the world model's answers. hard: gamma^j at the first step whose
+    # P(yes) passes 0.5; soft: the expected discounted success, each step's P(yes) read as the
+    # probability of succeeding there (graded: branches that both fail still differ)
+    reward_mode: str = "hard"
     kl_coef: float = 0.0  # weight of the KL to the starting (SFT) policy, per action token
     target_kl: float = 0.0  # stop a batch's updates once the chunk-level approx KL passes this (0 = never)
     null_control: bool = False  # shuffle imagined returns across branches: the no-signal control
@@ -345,6 +350,10 @@ class MBPOConfig:
             raise ConfigError("mbpo.mode=online has no world model to finetune: set mbpo.wm_finetune_every=0")
         check_choice("mbpo.objective", self.objective, OBJECTIVES)
         check_choice("mbpo.adv_norm", self.adv_norm, ADV_NORMS)
+        check_choice("mbpo.reward_mode", self.reward_mode, REWARD_MODES)
+        if self.reward_mode == "soft" and self.objective != "grpo":
+            raise ConfigError(f"mbpo.reward_mode=soft is read by the group-relative objective only: set "
+                              f"mbpo.objective=grpo or mbpo.reward_mode=hard (mbpo.objective={self.objective})")
         check_choice("mbpo.start_sampler", self.start_sampler, START_SAMPLERS)
         check_range("mbpo.group_size", self.group_size, 1, 4096)
         if self.branches % self.group_size:

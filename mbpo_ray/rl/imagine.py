@@ -87,7 +87,7 @@ class Branches:
 
 def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, instructions: list[str],
             n_chunks: int, temperature: float = 1.0, seed: int = 0, greedy: bool = False,
-            group: np.ndarray | None = None, max_uncertainty: float = 0.0) -> Branches:
+            group: np.ndarray | None = None, max_uncertainty: float = 0.0, stop_at_success: bool = True) -> Branches:
     """Roll ``n_chunks`` imagined chunk steps from real frames ``head``/``wrist`` (B, S, S, 3).
 
     ``world_model`` is a :class:`mbpo_ray.world_model.evaluate.WorldModel` (tokenizer + engine).
@@ -95,6 +95,8 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
     ``max_uncertainty`` > 0: a step whose imagined transition is more uncertain than this (mean
     surprisal of its generated codes, nats) is not taken: the branch ends before it, truncated, and
     bootstraps from the observation it stood at, so no reward or frame the model does not know is used.
+    ``stop_at_success=False`` takes every step whatever the answers (a diagnostic's action chunks:
+    several steps of a branch may then be marked terminal).
     """
     b = len(instructions)
     gen = torch.Generator().manual_seed(seed)
@@ -137,7 +139,8 @@ def imagine(world_model, policy: Policy, head: np.ndarray, wrist: np.ndarray, in
         rec["p_yes"][idx, j], rec["reward"][idx, j], rec["terminal"][idx, j] = r.p_yes, success.astype(np.float32), success
         head_codes[idx], wrist_codes[idx] = r.head, r.wrist
         head_img[idx], wrist_img[idx] = r.head_frames, r.wrist_frames
-        alive[idx[success]] = False
+        if stop_at_success:
+            alive[idx[success]] = False
     with torch.no_grad():
         last_value = policy.act(Observations(head_img, wrist_img, proprio, list(instructions)), greedy=True).value
     return Branches(**rec, instruction=list(instructions), last_value=last_value.numpy().astype(np.float32),

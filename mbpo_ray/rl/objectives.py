@@ -14,7 +14,10 @@ targets. The learner (``learners/policy_learner.py``) only shards, steps and pub
   world model answered "yes" (0 without one); its advantage is the return minus the mean of its
   group, on every step of the branch. Groups whose branches all agree carry no signal and are
   dropped. No scaling by the group's spread (a group of 7 failures and one success moves as much as
-  it should, not as much as a 50/50 group).
+  it should, not as much as a 50/50 group). ``mbpo.reward_mode=soft`` uses the expected discounted
+  success from the answers' P(yes) instead of the thresholded outcome, so two failing branches still
+  differ by how close the world model judged them (``benchmarks/advantage_fidelity.py`` measures
+  which definition orders a group's branches as real LIBERO does).
 * ``bc``: behaviour cloning on the branches with a predicted success (the paper's "BC (world
   model)" baseline); it needs no targets, the learner handles it (``PolicyLearner._imitate``).
 
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mbpo_ray.rl.advantage_fidelity import soft_returns
 from mbpo_ray.rl.imagine import Branches
 from mbpo_ray.rl.ppo import gae
 
@@ -45,8 +49,11 @@ class Targets:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def branch_returns(br: Branches, gamma: float) -> np.ndarray:
-    """(B,) discounted imagined outcome: gamma^j at the first predicted success, else 0."""
+def branch_returns(br: Branches, gamma: float, mode: str = "hard") -> np.ndarray:
+    """(B,) discounted imagined outcome. ``hard``: gamma^j at the first predicted success, else 0.
+    ``soft``: sum_j gamma^j p_j prod_{k<j} (1 - p_k) over the taken steps, p = P(yes)."""
+    if mode == "soft":
+        return soft_returns(np.where(br.valid, br.p_yes, 0.0), gamma)
     hit = br.terminal & br.valid
     first = np.where(hit.any(1), hit.argmax(1), -1)
     return np.where(first >= 0, gamma ** np.maximum(first, 0), 0.0).astype(np.float64)
@@ -78,7 +85,7 @@ def ppo_targets(br: Branches, mc, allreduce: AllReduce, seed: int = 0) -> Target
 
 
 def grpo_targets(br: Branches, mc, allreduce: AllReduce, seed: int = 0) -> Targets:
-    ret = branch_returns(br, mc.gamma)
+    ret = branch_returns(br, mc.gamma, mc.reward_mode)
     if mc.null_control:
         ret = _null(ret, seed)
     groups = br.group

@@ -33,6 +33,19 @@ def test_branch_returns_discount_the_first_success():
     np.testing.assert_allclose(branch_returns(br, 0.9), [0.0, 1.0, 0.9])
 
 
+def test_soft_returns_grade_branches_that_all_fail():
+    br = branches_stub(terminal=[[False, False], [False, False], [True, False]], valid=[[1, 1], [1, 1], [1, 0]])
+    br.p_yes = np.array([[0.1, 0.2], [0.3, 0.4], [0.8, 0.9]], np.float32)  # step 1 of branch 2 not taken
+    soft = branch_returns(br, 0.5, "soft")
+    np.testing.assert_allclose(soft, [0.1 + 0.5 * 0.9 * 0.2, 0.3 + 0.5 * 0.7 * 0.4, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(branch_returns(br, 0.5), [0.0, 0.0, 1.0])
+    br.group = np.zeros(3, np.int64)
+    tg = grpo_targets(br, mbpo(gamma=0.5, reward_mode="soft", group_size=3, branches=3, learners=1), ONE_RANK)
+    np.testing.assert_allclose(tg.advantages.numpy(), np.repeat(soft - soft.mean(), [2, 2, 1]), rtol=1e-5)
+    with pytest.raises(ConfigError, match="mbpo.reward_mode=soft is read by the group-relative objective only"):
+        build_config(overrides={"mbpo": {"objective": "ppo", "reward_mode": "soft"}})
+
+
 def branches_stub(terminal, valid) -> Branches:
     terminal, valid = np.asarray(terminal, bool), np.asarray(valid, bool)
     b, n = terminal.shape

@@ -1,0 +1,175 @@
+"""Does the world model order a group's branches as real LIBERO does? (``mbpo_ray.rl.advantage_fidelity``)
+
+    python benchmarks/advantage_fidelity.py --policy SFT_CKPT --world-model WM_CKPT --store STORE
+        [--start-states 32] [--group-size 8] [--n-chunks 2] [--tasks 0-3] [--sampler reverse]
+        [--draws 4] [--temperature 1.0] [--seed 0] [--name advantage_fidelity]
+
+``--start-states`` chunk boundaries with a recorded simulator state are drawn (seeded; ``--sampler``
+as in the loop at iteration 0), each branched ``--group-size`` times by the policy in the world model
+(sampled actions, every step taken). Those action chunks are then (1) imagined again open loop
+``--draws`` times at ``--temperature`` and once greedily, and (2) executed open loop in LIBERO from the
+start's simulator state. For every reward definition (answer token or frame reward; hard = the
+loop's thresholded answer, soft = the expected discounted success; one draw, the mean of the draws,
+greedy frames) the JSON gives how well its returns order the branches of each group against the real
+returns (pair accuracy, advantage cosine, bootstrap intervals over start states) and which share of
+their within-group spread is the world model's own sampling. Writes benchmarks/results/NAME.json and
+NAME.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import RESULTS, save_figure, write_result  # noqa: E402
+
+
+def draw_starts(args):
+    """(store, table of start rows, episodes' (suite, task), simulator states, chunks to go)."""
+    from mbpo_ray.config import build_config, parse_task_ids
+    from mbpo_ray.replay import ReplayStore
+    from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
+
+    store = ReplayStore.open(os.path.expanduser(args.store))
+    rng = np.random.default_rng(args.seed)
+    tasks = parse_task_ids(args.tasks)
+    counts = [args.start_states // len(tasks) + (k < args.start_states % len(tasks)) for k in range(len(tasks))]
+    mc = build_config().mbpo
+    picks = [SAMPLERS[args.sampler](store.episodes, c, rng, t, mc=mc) for c, t in zip(counts, tasks, strict=True)]
+    ep, chunk = np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
+    table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction", "sim_state"])
+    envs = [(store.episodes[int(e)].suite, store.episodes[int(e)].task_id) for e in ep]
+    sims = [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()]
+    if any(len(s) == 0 for s in sims):
+        raise SystemExit("some start states have no recorded simulator state: use a store written by "
+                         "`mbpo-ray collect` or `mbpo-ray eval --to-store`")
+    return store, table, envs, sims, chunks_to_go(store.episodes, ep, chunk)
+
+
+def imagine_all(args, table, size: int):
+    """The policy's branches (actions) and the open-loop answers of every draw: dict name -> (K, B, n)."""
+    from mbpo_ray.policy import load_policy
+    from mbpo_ray.replay import frames
+    from mbpo_ray.rl.advantage_fidelity import open_loop
+    from mbpo_ray.rl.imagine import Branches, imagine
+    from mbpo_ray.seeds import derive_seed
+    from mbpo_ray.world_model.evaluate import WorldModel
+
+    g = args.group_size
+    head = np.repeat(frames(table, "head", size), g, 0)
+    wrist = np.repeat(frames(table, "wrist", size), g, 0)
+    instr = [x for x in table.column("instruction").to_pylist() for _ in range(g)]
+    group = np.repeat(np.arange(table.num_rows), g)
+    wm = WorldModel(os.path.expanduser(args.world_model), "vllm", load_frame_reward=True)
+    policy = load_policy(os.path.expanduser(args.policy))
+    answers: dict[str, list[np.ndarray]] = {}
+    try:
+        b = 64
+        br = Branches.concat([imagine(wm, policy, head[i:i + b], wrist[i:i + b], instr[i:i + b], args.n_chunks,
+                                      args.temperature, derive_seed(args.seed, "branches", i), stop_at_success=False)
+                              for i in range(0, len(instr), b)])
+        passes = [(f"T{args.temperature:g}", args.temperature, k) for k in range(args.draws)] + [("T0", 0.0, 0)]
+        for name, temp, k in passes:
+            t0 = time.time()
+            outs = [open_loop(wm, head[i:i + b], wrist[i:i + b], instr[i:i + b], br.actions[i:i + b], temp,
+                              derive_seed(args.seed, "draw", k, i)) for i in range(0, len(instr), b)]
+            answers.setdefault(f"token_{name}", []).append(np.concatenate([o.p_yes for o in outs]))
+            if outs[0].p_yes_frames is not None:
+                answers.setdefault(f"frames_{name}", []).append(np.concatenate([o.p_yes_frames for o in outs]))
+            print(f"  open loop {name} draw {k}: {time.time() - t0:.0f} s", flush=True)
+    finally:
+        wm.engine.close()
+    return br, group, {k: np.stack(v) for k, v in answers.items()}
+
+
+def score(answers: dict, real: np.ndarray, group: np.ndarray, gamma: float, temp: str) -> dict:
+    """Every reward definition's fidelity against the real returns."""
+    from mbpo_ray.rl.advantage_fidelity import fidelity, hard_returns, noise_share, soft_returns
+
+    out = {}
+    for source in ("token", "frames"):
+        if f"{source}_{temp}" not in answers:
+            continue
+        draws, greedy = answers[f"{source}_{temp}"], answers[f"{source}_T0"][0]
+        for kind, fn in (("hard", hard_returns), ("soft", soft_returns)):
+            per_draw = np.stack([fn(d, gamma) for d in draws])
+            out[f"{source}_{kind}_{temp}_one_draw"] = {**fidelity(per_draw[0], real, group),
+                                                       "noise_share": round(noise_share(per_draw, group), 4)}
+            if len(draws) > 1:
+                out[f"{source}_{kind}_{temp}_mean_of_{len(draws)}"] = fidelity(per_draw.mean(0), real, group)
+            out[f"{source}_{kind}_greedy_frames"] = fidelity(fn(greedy, gamma), real, group)
+    return out
+
+
+def plot(name: str, rows: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(rows)
+    acc = np.array([rows[k]["pair_accuracy"] for k in labels])
+    ci = np.array([rows[k]["pair_accuracy_ci95"] for k in labels])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.6), dpi=120)
+    y = np.arange(len(labels))
+    ax.errorbar(acc, y, xerr=[acc - ci[:, 0], ci[:, 1] - acc], fmt="o", color="#4477aa", capsize=3)
+    ax.axvline(0.5, color="grey", ls="--", lw=1)
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("pairs of branches of one start state ordered as in real LIBERO (0.5 = chance), 95% CI")
+    ax.set_title("Does the world model rank the policy's actions as the simulator does?", fontsize=9)
+    save_figure(fig, name)
+
+
+def main() -> None:
+    from benchmarks.common import add_loop_inputs
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_loop_inputs(ap)
+    ap.add_argument("--start-states", type=int, default=32, dest="start_states")
+    ap.add_argument("--group-size", type=int, default=8, dest="group_size")
+    ap.add_argument("--n-chunks", type=int, default=2, dest="n_chunks")
+    ap.add_argument("--tasks", default="0-3")
+    ap.add_argument("--sampler", default="reverse", choices=["uniform", "reverse"])
+    ap.add_argument("--draws", type=int, default=4, help="open-loop world-model draws at --temperature")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--gamma", type=float, default=0.99)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="advantage_fidelity")
+    args = ap.parse_args()
+    from mbpo_ray.config import build_config
+    from mbpo_ray.rl.advantage_fidelity import real_returns
+    from mbpo_ray.rl.grounding import replay_branches
+
+    t0 = time.time()
+    store, table, envs, sims, to_go = draw_starts(args)
+    br, group, answers = imagine_all(args, table, store.spec.image_size)
+    g = args.group_size
+    real = replay_branches(build_config().env, [e for e in envs for _ in range(g)], [s for s in sims for _ in range(g)], br)
+    real_ret = real_returns(real.success, args.gamma)
+    temp = f"T{args.temperature:g}"
+    rows = score(answers, real_ret, group, args.gamma, temp)
+    spread = np.array([np.ptp(real_ret[group == k]) > 0 for k in np.unique(group)])
+    result = {"start_states": int(table.num_rows), "group_size": g, "branches": int(len(br)), "n_chunks": args.n_chunks,
+              "temperature": args.temperature, "draws": args.draws, "sampler": args.sampler, "gamma": args.gamma,
+              "real": {"success_per_branch": round(float(real.success.any(1).mean()), 4),
+                       "groups_with_spread": int(spread.sum()),
+                       "start_to_go_mean": round(float(np.mean(to_go)), 2)},
+              "definitions": rows, "seconds": round(time.time() - t0, 1),
+              "world_model": os.path.basename(os.path.normpath(args.world_model)),
+              "png": f"benchmarks/results/{args.name}.png"}
+    write_result(args.name, result)
+    plot(args.name, rows)
+    for k, v in rows.items():
+        print(f"{k:34s} pair acc {v['pair_accuracy']:.3f} {v['pair_accuracy_ci95']}  cos {v['advantage_cosine']:+.3f}")
+    print(f"real groups with spread: {int(spread.sum())}/{len(spread)}; results in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
