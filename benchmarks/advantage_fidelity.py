@@ -72,13 +72,13 @@ def imagine_all(args, table, size: int):
     try:
         b = 64
         br = Branches.concat([imagine(wm, policy, head[i:i + b], wrist[i:i + b], instr[i:i + b], args.n_chunks,
-                                      args.temperature, derive_seed(args.seed, "branches", i), stop_at_success=False)
+                                      args.temperature, derive_seed(args.seed, 1, i), stop_at_success=False)
                               for i in range(0, len(instr), b)])
         passes = [(f"T{args.temperature:g}", args.temperature, k) for k in range(args.draws)] + [("T0", 0.0, 0)]
         for name, temp, k in passes:
             t0 = time.time()
             outs = [open_loop(wm, head[i:i + b], wrist[i:i + b], instr[i:i + b], br.actions[i:i + b], temp,
-                              derive_seed(args.seed, "draw", k, i)) for i in range(0, len(instr), b)]
+                              derive_seed(args.seed, 2, k, i)) for i in range(0, len(instr), b)]
             answers.setdefault(f"token_{name}", []).append(np.concatenate([o.p_yes for o in outs]))
             if outs[0].p_yes_frames is not None:
                 answers.setdefault(f"frames_{name}", []).append(np.concatenate([o.p_yes_frames for o in outs]))
