@@ -2,7 +2,7 @@
 
     python benchmarks/advantage_fidelity.py --policy SFT_CKPT --world-model WM_CKPT --store STORE
         [--start-states 32] [--group-size 8] [--n-chunks 2] [--tasks 0-3] [--sampler reverse]
-        [--draws 4] [--temperature 1.0] [--seed 0] [--name advantage_fidelity]
+        [--draws 4] [--temperature 1.0] [--seed 0] [--name advantage_fidelity] [--arrays OUT.npz]
 
 ``--start-states`` chunk boundaries with a recorded simulator state are drawn (seeded; ``--sampler``
 as in the loop at iteration 0), each branched ``--group-size`` times by the policy in the world model
@@ -107,7 +107,22 @@ def score(answers: dict, real: np.ndarray, group: np.ndarray, gamma: float, temp
     return out
 
 
-def plot(name: str, rows: dict) -> None:
+def real_by_to_go(real_ret: np.ndarray, group: np.ndarray, to_go: np.ndarray) -> dict:
+    """Per bucket of the start's chunks to go: start states, how many differ in reality, success per branch."""
+    from mbpo_ray.replay.samplers import TO_GO_BUCKETS, bucket_name
+
+    groups = np.unique(group)
+    spread = np.array([np.ptp(real_ret[group == g]) > 0 for g in groups])
+    out = {}
+    for lo, hi in TO_GO_BUCKETS:
+        sel = (to_go >= lo) & (to_go <= hi)
+        if sel.any():
+            out[bucket_name(lo, hi)] = {"start_states": int(sel.sum()), "with_spread": int(spread[sel].sum()),
+                                        "success_per_branch": round(float((real_ret[np.isin(group, groups[sel])] > 0).mean()), 4)}
+    return out
+
+
+def plot(name: str, rows: dict, spread: int, groups: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,14 +131,15 @@ def plot(name: str, rows: dict) -> None:
     labels = list(rows)
     acc = np.array([rows[k]["pair_accuracy"] for k in labels])
     ci = np.array([rows[k]["pair_accuracy_ci95"] for k in labels])
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.8), dpi=120)
     y = np.arange(len(labels))
     ax.errorbar(acc, y, xerr=[acc - ci[:, 0], ci[:, 1] - acc], fmt="o", color="#4477aa", capsize=3)
     ax.axvline(0.5, color="grey", ls="--", lw=1)
     ax.set_yticks(y, labels, fontsize=7)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("pairs of branches of one start state ordered as in real LIBERO (0.5 = chance), 95% CI")
-    ax.set_title("Does the world model rank the policy's actions as the simulator does?", fontsize=9)
+    ax.set_xlabel("pairs of branches of one start state ordered as in real LIBERO (0.5 = chance), 95% CI", fontsize=8)
+    ax.set_title("Does the world model rank the policy's actions as the simulator does?\n"
+                 f"(pairs from the {spread} of {groups} start states whose branches differ in reality)", fontsize=9)
     save_figure(fig, name)
 
 
@@ -142,6 +158,8 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="advantage_fidelity")
+    ap.add_argument("--arrays", help="also save the branches' actions, every draw's answers and the real outcomes "
+                                     "here (.npz), to score other reward definitions later without a rerun")
     args = ap.parse_args()
     from mbpo_ray.config import build_config
     from mbpo_ray.rl.advantage_fidelity import real_returns
@@ -153,6 +171,9 @@ def main() -> None:
     g = args.group_size
     real = replay_branches(build_config().env, [e for e in envs for _ in range(g)], [s for s in sims for _ in range(g)], br)
     real_ret = real_returns(real.success, args.gamma)
+    if args.arrays:
+        np.savez_compressed(os.path.expanduser(args.arrays), actions=br.actions, group=group, real_success=real.success,
+                            to_go=to_go, **{f"answers_{k}": v for k, v in answers.items()})
     temp = f"T{args.temperature:g}"
     rows = score(answers, real_ret, group, args.gamma, temp)
     spread = np.array([np.ptp(real_ret[group == k]) > 0 for k in np.unique(group)])
@@ -160,12 +181,13 @@ def main() -> None:
               "temperature": args.temperature, "draws": args.draws, "sampler": args.sampler, "gamma": args.gamma,
               "real": {"success_per_branch": round(float(real.success.any(1).mean()), 4),
                        "groups_with_spread": int(spread.sum()),
+                       "by_chunks_to_go": real_by_to_go(real_ret, group, to_go),
                        "start_to_go_mean": round(float(np.mean(to_go)), 2)},
               "definitions": rows, "seconds": round(time.time() - t0, 1),
               "world_model": os.path.basename(os.path.normpath(args.world_model)),
               "png": f"benchmarks/results/{args.name}.png"}
     write_result(args.name, result)
-    plot(args.name, rows)
+    plot(args.name, rows, int(spread.sum()), len(spread))
     for k, v in rows.items():
         print(f"{k:34s} pair acc {v['pair_accuracy']:.3f} {v['pair_accuracy_ci95']}  cos {v['advantage_cosine']:+.3f}")
     print(f"real groups with spread: {int(spread.sum())}/{len(spread)}; results in {RESULTS}")
