@@ -94,7 +94,8 @@ def fidelity(imagined: np.ndarray, real: np.ndarray, group: np.ndarray, boot: in
 
 def noise_share(samples: np.ndarray, group: np.ndarray) -> float:
     """``samples`` (K, B): a return definition under K world-model draws of the same actions. The
-    share of the within-group variance of one draw that the draws' own spread accounts for."""
+    share of the within-group variance of one draw that the draws' own spread accounts for (1: the
+    group's differences are the model's sampling alone; estimates may pass 1 slightly by chance)."""
     within_draws = samples.var(0, ddof=1).mean() if len(samples) > 1 else 0.0
     total = np.mean([samples[:, group == g].var() for g in np.unique(group)])
     return float(within_draws / total) if total > 0 else float("nan")
