@@ -27,22 +27,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, save_figure, write_result  # noqa: E402
+from benchmarks.common import RESULTS, draw_start_states, save_figure, write_result  # noqa: E402
 
 
 def draw_starts(args):
     """(store, table of start rows, episodes' (suite, task), simulator states, chunks to go)."""
-    from mbpo_ray.config import build_config, parse_task_ids
     from mbpo_ray.replay import ReplayStore
-    from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
+    from mbpo_ray.replay.samplers import chunks_to_go
 
     store = ReplayStore.open(os.path.expanduser(args.store))
-    rng = np.random.default_rng(args.seed)
-    tasks = parse_task_ids(args.tasks)
-    counts = [args.start_states // len(tasks) + (k < args.start_states % len(tasks)) for k in range(len(tasks))]
-    mc = build_config().mbpo
-    picks = [SAMPLERS[args.sampler](store.episodes, c, rng, t, mc=mc) for c, t in zip(counts, tasks, strict=True)]
-    ep, chunk = np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
+    ep, chunk = draw_start_states(store, args.start_states, args.tasks, args.sampler, args.seed)
     table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction", "sim_state"])
     envs = [(store.episodes[int(e)].suite, store.episodes[int(e)].task_id) for e in ep]
     sims = [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()]
@@ -107,12 +101,12 @@ def score(answers: dict, real: np.ndarray, group: np.ndarray, gamma: float, temp
     return out
 
 
-def real_by_to_go(real_ret: np.ndarray, group: np.ndarray, to_go: np.ndarray) -> dict:
-    """Per bucket of the start's chunks to go: start states, how many differ in reality, success per branch."""
+def real_by_to_go(real_ret: np.ndarray, group: np.ndarray, to_go: np.ndarray, spread: np.ndarray) -> dict:
+    """Per bucket of the start's chunks to go: start states, how many differ in reality (``spread``, per
+    start state), success per branch."""
     from mbpo_ray.replay.samplers import TO_GO_BUCKETS, bucket_name
 
     groups = np.unique(group)
-    spread = np.array([np.ptp(real_ret[group == g]) > 0 for g in groups])
     out = {}
     for lo, hi in TO_GO_BUCKETS:
         sel = (to_go >= lo) & (to_go <= hi)
@@ -181,7 +175,7 @@ def main() -> None:
               "temperature": args.temperature, "draws": args.draws, "sampler": args.sampler, "gamma": args.gamma,
               "real": {"success_per_branch": round(float(real.success.any(1).mean()), 4),
                        "groups_with_spread": int(spread.sum()),
-                       "by_chunks_to_go": real_by_to_go(real_ret, group, to_go),
+                       "by_chunks_to_go": real_by_to_go(real_ret, group, to_go, spread),
                        "start_to_go_mean": round(float(np.mean(to_go)), 2)},
               "definitions": rows, "seconds": round(time.time() - t0, 1),
               "world_model": os.path.basename(os.path.normpath(args.world_model)),

@@ -45,6 +45,23 @@ def add_loop_inputs(ap) -> None:
     ap.add_argument("--store", required=True, help="a replay store with demonstrations of the tasks")
 
 
+def draw_start_states(store, n: int, tasks: str, sampler: str, seed: int):
+    """(episode, chunk) arrays of ``n`` start states, an equal share per task of ``tasks`` (the first
+    tasks take the remainder), drawn by ``SAMPLERS[sampler]`` at iteration 0 with the default mbpo
+    settings, from one rng seeded ``seed``."""
+    import numpy as np
+
+    from mbpo_ray.config import build_config, parse_task_ids
+    from mbpo_ray.replay.samplers import SAMPLERS
+
+    rng = np.random.default_rng(seed)
+    ids = parse_task_ids(tasks)
+    counts = [n // len(ids) + (k < n % len(ids)) for k in range(len(ids))]
+    mc = build_config().mbpo
+    picks = [SAMPLERS[sampler](store.episodes, c, rng, t, mc=mc) for c, t in zip(counts, ids, strict=True)]
+    return np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
+
+
 def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
     """Exact two-sided McNemar test of paired outcomes (the same init states under two policies):
     only the discordant pairs count; p = P(a Binomial(n_discordant, 1/2) is as unbalanced)."""

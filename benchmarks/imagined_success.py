@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import mcnemar_exact, write_result  # noqa: E402
+from benchmarks.common import draw_start_states, mcnemar_exact, write_result  # noqa: E402
 
 
 def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: int, args, starts=None) -> dict:
@@ -114,17 +114,11 @@ def main() -> None:
     args = ap.parse_args()
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.replay import ReplayStore
-    from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
+    from mbpo_ray.replay.samplers import chunks_to_go
 
     store = ReplayStore.open(os.path.expanduser(args.store))
-    rng = np.random.default_rng(args.seed)
     tasks = parse_task_ids(args.tasks)
-    counts = [args.start_states // len(tasks) + (k < args.start_states % len(tasks)) for k in range(len(tasks))]
-    from mbpo_ray.config import build_config
-
-    mc = build_config().mbpo
-    picks = [SAMPLERS[args.sampler](store.episodes, c, rng, t, mc=mc) for c, t in zip(counts, tasks, strict=True)]
-    ep, chunk = np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
+    ep, chunk = draw_start_states(store, args.start_states, args.tasks, args.sampler, args.seed)
     to_go = chunks_to_go(store.episodes, ep, chunk)
     table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction", "sim_state"])
     sources = [store.episodes[int(e)].source for e in ep]

@@ -120,7 +120,7 @@ def open_loop(world_model, head: np.ndarray, wrist: np.ndarray, instructions: li
     for j in range(n):
         r = world_model.imagine_step(instructions, head_codes, wrist_codes, list(actions[:, j]), temperature=temperature,
                                      seed=derive_seed(seed, j + 1), head_frames=head_img, wrist_frames=wrist_img)
-        p[:, j], unc[:, j] = r.p_yes_token if r.p_yes_token is not None else r.p_yes, r.uncertainty
+        p[:, j], unc[:, j] = r.p_yes_token, r.uncertainty
         if pf is not None:
             pf[:, j] = r.p_yes_frames
         head_codes, wrist_codes, head_img, wrist_img = r.head, r.wrist, r.head_frames, r.wrist_frames

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mbpo_ray.rl.advantage_fidelity import soft_returns
+from mbpo_ray.rl.advantage_fidelity import hard_returns, soft_returns
 from mbpo_ray.rl.imagine import Branches
 from mbpo_ray.rl.ppo import gae
 
@@ -54,9 +54,7 @@ def branch_returns(br: Branches, gamma: float, mode: str = "hard") -> np.ndarray
     ``soft``: sum_j gamma^j p_j prod_{k<j} (1 - p_k) over the taken steps, p = P(yes)."""
     if mode == "soft":
         return soft_returns(np.where(br.valid, br.p_yes, 0.0), gamma)
-    hit = br.terminal & br.valid
-    first = np.where(hit.any(1), hit.argmax(1), -1)
-    return np.where(first >= 0, gamma ** np.maximum(first, 0), 0.0).astype(np.float64)
+    return hard_returns((br.terminal & br.valid).astype(np.float64), gamma)
 
 
 def _null(values: np.ndarray, seed: int) -> np.ndarray:
