@@ -32,6 +32,7 @@ class WorldModelWorker:
         self.store = ReplayStore.open(store_uri)
         self.weights = WeightStore(weights_uri)
         self.policy = load_policy(policy_dir)
+        self.policy.temperature = self.cfg.mbpo.policy_temperature
         wc = self.cfg.world_model
         gpu = wc.engine == "vllm" and _cuda()
         self.wm = WorldModel(world_model_dir, engine=wc.engine, reward=wc.reward_source, keep_pixels=wc.keep_pixels,

@@ -2,11 +2,13 @@
 
     python benchmarks/advantage_fidelity.py --policy SFT_CKPT --world-model WM_CKPT --store STORE
         [--start-states 32] [--group-size 8] [--n-chunks 2] [--tasks 0-3] [--sampler reverse]
-        [--draws 4] [--temperature 1.0] [--seed 0] [--name advantage_fidelity] [--arrays OUT.npz]
+        [--draws 4] [--temperature 1.0] [--policy-temperature 1.0] [--start-window 3] [--fail-weight 1]
+        [--replay-workers 2] [--seed 0] [--name advantage_fidelity] [--arrays OUT.npz]
 
 ``--start-states`` chunk boundaries with a recorded simulator state are drawn (seeded; ``--sampler``
-as in the loop at iteration 0), each branched ``--group-size`` times by the policy in the world model
-(sampled actions, every step taken). Those action chunks are then (1) imagined again open loop
+as in the loop at iteration 0, with ``--start-window`` and ``--fail-weight`` as mbpo.start_window and
+mbpo.fail_weight), each branched ``--group-size`` times by the policy in the world model (actions
+sampled at ``--policy-temperature``, every step taken). Those action chunks are then (1) imagined again open loop
 ``--draws`` times at ``--temperature`` and once greedily, and (2) executed open loop in LIBERO from the
 start's simulator state. For every reward definition (answer token or frame reward; hard = the
 loop's thresholded answer, soft = the expected discounted success; one draw, the mean of the draws,
@@ -32,11 +34,13 @@ from benchmarks.common import RESULTS, draw_start_states, save_figure, write_res
 
 def draw_starts(args):
     """(store, table of start rows, episodes' (suite, task), simulator states, chunks to go)."""
+    from mbpo_ray.config import build_config
     from mbpo_ray.replay import ReplayStore
     from mbpo_ray.replay.samplers import chunks_to_go
 
     store = ReplayStore.open(os.path.expanduser(args.store))
-    ep, chunk = draw_start_states(store, args.start_states, args.tasks, args.sampler, args.seed)
+    mc = build_config(overrides={"mbpo": {"start_window": args.start_window, "fail_weight": args.fail_weight}}).mbpo
+    ep, chunk = draw_start_states(store, args.start_states, args.tasks, args.sampler, args.seed, mc)
     table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction", "sim_state"])
     envs = [(store.episodes[int(e)].suite, store.episodes[int(e)].task_id) for e in ep]
     sims = [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()]
@@ -62,6 +66,7 @@ def imagine_all(args, table, size: int):
     group = np.repeat(np.arange(table.num_rows), g)
     wm = WorldModel(os.path.expanduser(args.world_model), "vllm", load_frame_reward=True)
     policy = load_policy(os.path.expanduser(args.policy))
+    policy.temperature = args.policy_temperature
     answers: dict[str, list[np.ndarray]] = {}
     try:
         b = 64
@@ -148,7 +153,13 @@ def main() -> None:
     ap.add_argument("--tasks", default="0-3")
     ap.add_argument("--sampler", default="reverse", choices=["uniform", "reverse"])
     ap.add_argument("--draws", type=int, default=4, help="open-loop world-model draws at --temperature")
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--temperature", type=float, default=1.0, help="the world model's sampling temperature")
+    ap.add_argument("--policy-temperature", type=float, default=1.0, dest="policy_temperature",
+                    help="the policy's sampling temperature (mbpo.policy_temperature)")
+    ap.add_argument("--start-window", type=int, default=3, dest="start_window", help="mbpo.start_window (reverse)")
+    ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight", help="mbpo.fail_weight (reverse)")
+    ap.add_argument("--replay-workers", type=int, default=2, dest="replay_workers",
+                    help="processes replaying the branches in LIBERO")
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="advantage_fidelity")
@@ -163,7 +174,8 @@ def main() -> None:
     store, table, envs, sims, to_go = draw_starts(args)
     br, group, answers = imagine_all(args, table, store.spec.image_size)
     g = args.group_size
-    real = replay_branches(build_config().env, [e for e in envs for _ in range(g)], [s for s in sims for _ in range(g)], br)
+    real = replay_branches(build_config().env, [e for e in envs for _ in range(g)], [s for s in sims for _ in range(g)], br,
+                           workers=args.replay_workers)
     real_ret = real_returns(real.success, args.gamma)
     if args.arrays:
         np.savez_compressed(os.path.expanduser(args.arrays), actions=br.actions, group=group, real_success=real.success,
@@ -172,7 +184,8 @@ def main() -> None:
     rows = score(answers, real_ret, group, args.gamma, temp)
     spread = np.array([np.ptp(real_ret[group == k]) > 0 for k in np.unique(group)])
     result = {"start_states": int(table.num_rows), "group_size": g, "branches": int(len(br)), "n_chunks": args.n_chunks,
-              "temperature": args.temperature, "draws": args.draws, "sampler": args.sampler, "gamma": args.gamma,
+              "temperature": args.temperature, "policy_temperature": args.policy_temperature, "draws": args.draws,
+              "sampler": args.sampler, "start_window": args.start_window, "fail_weight": args.fail_weight, "gamma": args.gamma,
               "real": {"success_per_branch": round(float(real.success.any(1).mean()), 4),
                        "groups_with_spread": int(spread.sum()),
                        "by_chunks_to_go": real_by_to_go(real_ret, group, to_go, spread),

@@ -45,10 +45,10 @@ def add_loop_inputs(ap) -> None:
     ap.add_argument("--store", required=True, help="a replay store with demonstrations of the tasks")
 
 
-def draw_start_states(store, n: int, tasks: str, sampler: str, seed: int):
+def draw_start_states(store, n: int, tasks: str, sampler: str, seed: int, mc=None):
     """(episode, chunk) arrays of ``n`` start states, an equal share per task of ``tasks`` (the first
-    tasks take the remainder), drawn by ``SAMPLERS[sampler]`` at iteration 0 with the default mbpo
-    settings, from one rng seeded ``seed``."""
+    tasks take the remainder), drawn by ``SAMPLERS[sampler]`` at iteration 0 with the mbpo settings
+    ``mc`` (default: the defaults), from one rng seeded ``seed``."""
     import numpy as np
 
     from mbpo_ray.config import build_config, parse_task_ids
@@ -57,7 +57,7 @@ def draw_start_states(store, n: int, tasks: str, sampler: str, seed: int):
     rng = np.random.default_rng(seed)
     ids = parse_task_ids(tasks)
     counts = [n // len(ids) + (k < n % len(ids)) for k in range(len(ids))]
-    mc = build_config().mbpo
+    mc = mc or build_config().mbpo
     picks = [SAMPLERS[sampler](store.episodes, c, rng, t, mc=mc) for c, t in zip(counts, ids, strict=True)]
     return np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
 

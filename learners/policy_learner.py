@@ -55,6 +55,7 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
             else torch.device("cpu")
         self.bf16 = mc.learner_precision == "bf16" or (mc.learner_precision == "auto" and self.device.type == "cuda")
         self.policy = load_policy(policy_dir, device=str(self.device)).train()
+        self.policy.temperature = mc.policy_temperature  # score the distribution the branches came from
         self.model = self.policy  # DDP-wrapped once the ranks have joined (:meth:`join`)
         self._store = None
         self.sharded = False  # True once the ranks have joined with mbpo.learner_backend=fsdp
@@ -73,6 +74,8 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
         reference = reference_dir or policy_dir
         self.reference = load_policy(reference, device=str(self.device)).eval().requires_grad_(False) \
             if mc.kl_coef else None
+        if self.reference is not None:
+            self.reference.temperature = mc.policy_temperature
         self.real = None  # real Monte-Carlo returns for the critic (mbpo.critic_fit_steps, critic_real_coef)
         if store_uri and (mc.critic_fit_steps or mc.critic_real_coef) and mc.objective == "ppo":
             from mbpo_ray.rl.critic import real_returns

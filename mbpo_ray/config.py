@@ -263,6 +263,9 @@ class MBPOConfig:
     branches: int = 32  # imagined branches per iteration (all world-model workers together)
     n_chunks: int = 2  # branch length in chunks; bootstrapped with V(last observation)
     temperature: float = 1.0  # world-model sampling temperature during imagination
+    # the policy's sampling temperature in imagination (> 1 explores: a group's branches differ more);
+    # the learners score log-probs at the same temperature
+    policy_temperature: float = 1.0
     # > 0: a branch stops before a transition whose uncertainty (mean surprisal of the generated image
     # codes, nats) exceeds this; 0 = off
     max_uncertainty: float = 0.0
@@ -338,6 +341,7 @@ class MBPOConfig:
         check_range("mbpo.branches", self.branches, 1, 10_000_000)
         check_range("mbpo.n_chunks", self.n_chunks, 1, 1000)
         check_range("mbpo.temperature", self.temperature, 0.0, 10.0)
+        check_range("mbpo.policy_temperature", self.policy_temperature, 0.05, 10.0)
         check_range("mbpo.clip", self.clip, 1e-4, 1.0)
         check_range("mbpo.gamma", self.gamma, 0.0, 1.0)
         check_range("mbpo.lam", self.lam, 0.0, 1.0)

@@ -41,6 +41,7 @@ def dataclasses_error():
         (["--mbpo.actor_lr=fast"], "mbpo.actor_lr='fast' is not allowed: must be a number"),
         (["env.suite"], "override 'env.suite' must look like --section.field=value"),
         (["--collect.keep_failures=3"], "collect.keep_failures=3 is not allowed: must be true or false"),
+        (["--mbpo.policy_temperature=0"], "mbpo.policy_temperature=0.0 is not allowed: must lie in [0.05, 10.0]"),
     ],
 )
 def test_bad_values_name_the_field(overrides, message):

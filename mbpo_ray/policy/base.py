@@ -129,6 +129,11 @@ class Policy(nn.Module):
     # policy one kind of frame. Not a submodule: it is not trained and not in the state dict; it
     # travels with the checkpoint as ``codec/`` (see ``save_policy``).
     frame_codec = None
+    # the temperature of the categoricals act() samples from and evaluate() scores under
+    # (``mbpo.policy_temperature``): > 1 spreads a group's branches further apart. Set on the
+    # instance by the world-model workers and the learners alike, so the PPO ratio compares the
+    # distribution the branches were drawn from; not saved with the checkpoint. Greedy acting ignores it.
+    temperature: float = 1.0
 
     def __init__(self, bins: ActionBins):
         super().__init__()
@@ -156,7 +161,7 @@ class Policy(nn.Module):
     @torch.no_grad()
     def act(self, obs: Observations, greedy: bool = False, generator: torch.Generator | None = None) -> ActOutput:
         logits, value = self.logits_and_value(self.preprocess(obs))
-        logp = F.log_softmax(logits.float(), dim=-1)
+        logp = F.log_softmax(logits.float() / self.temperature, dim=-1)
         if greedy:
             bins = logp.argmax(dim=-1)
         else:
@@ -178,7 +183,7 @@ class Policy(nn.Module):
         ``per_token``: log-probs and entropies per binned dimension (B, H, 7) instead of per chunk.
         """
         logits, value = self.logits_and_value(self.preprocess(obs))
-        logp = F.log_softmax(logits.float(), dim=-1)
+        logp = F.log_softmax(logits.float() / self.temperature, dim=-1)
         bins = self.bins.to_bins(actions).to(logp.device)
         per = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)  # (B, H, 7)
         ent = -(logp.exp() * logp).sum(-1)  # (B, H, 7)

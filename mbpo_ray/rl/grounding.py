@@ -33,28 +33,59 @@ class RealReplay:
     wrist: np.ndarray
 
 
-def replay_branches(env_cfg: EnvConfig, tasks: list[tuple[str, int]], sim_states: list[np.ndarray], br: Branches,
-                    progress: bool = True) -> RealReplay:
-    """Execute branch i's valid chunks from ``sim_states[i]`` in task ``tasks[i]`` (suite, task id)."""
-    from tqdm import tqdm
-
+def replay_part(env_cfg: EnvConfig, suite: str, task: int, sim_states: list[np.ndarray], actions: np.ndarray,
+                valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Branches of one task executed open loop from their simulator states: (success, head, wrist),
+    shaped (b, n), (b, n, S, S, 3), (b, n, S, S, 3)."""
     from mbpo_ray.envs.libero_env import LiberoEnv
+
+    b, n = valid.shape
+    s = env_cfg.image_size
+    success, head, wrist = np.zeros((b, n), bool), np.zeros((b, n, s, s, 3), np.uint8), np.zeros((b, n, s, s, 3), np.uint8)
+    with LiberoEnv(dataclasses.replace(env_cfg, suite=suite, task_id=task)) as env:
+        for i in range(b):
+            env.restore(sim_states[i], render=False)
+            for j in np.flatnonzero(valid[i]):
+                r = env.step_chunk(actions[i, j])
+                success[i, j], head[i, j], wrist[i, j] = r.success, r.obs.head, r.obs.wrist
+                if r.done:
+                    break
+    return success, head, wrist
+
+
+def replay_branches(env_cfg: EnvConfig, tasks: list[tuple[str, int]], sim_states: list[np.ndarray], br: Branches,
+                    progress: bool = True, workers: int = 1, part_size: int = 16) -> RealReplay:
+    """Execute branch i's valid chunks from ``sim_states[i]`` in task ``tasks[i]`` (suite, task id),
+    in parts of up to ``part_size`` branches of one task, over ``workers`` processes (spawned: each
+    opens its own simulator)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
 
     b, n = br.valid.shape
     s = env_cfg.image_size
     out = RealReplay(np.zeros((b, n), bool), np.zeros((b, n, s, s, 3), np.uint8), np.zeros((b, n, s, s, 3), np.uint8))
+    parts = []
+    for key in sorted(set(tasks)):
+        mine = [i for i, t in enumerate(tasks) if t == key]
+        parts += [(key, np.array(mine[k:k + part_size])) for k in range(0, len(mine), part_size)]
+
+    def args(key, idx):
+        return env_cfg, key[0], key[1], [sim_states[i] for i in idx], br.actions[idx], br.valid[idx]
+
     bar = tqdm(total=b, desc="replay branches in LIBERO", unit="branch", disable=not progress, dynamic_ncols=True)
-    for suite, task in sorted(set(tasks)):
-        with LiberoEnv(dataclasses.replace(env_cfg, suite=suite, task_id=task)) as env:
-            for i in (i for i, t in enumerate(tasks) if t == (suite, task)):
-                env.restore(sim_states[i], render=False)
-                for j in np.flatnonzero(br.valid[i]):
-                    r = env.step_chunk(br.actions[i, j])
-                    out.success[i, j], out.head[i, j], out.wrist[i, j] = r.success, r.obs.head, r.obs.wrist
-                    if r.done:
-                        break
-                bar.update(1)
-    bar.close()
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
+    try:
+        pending = [(idx, pool.submit(replay_part, *args(key, idx)) if pool else (key, idx)) for key, idx in parts]
+        for idx, job in pending:
+            got = job.result() if pool else replay_part(*args(*job))
+            out.success[idx], out.head[idx], out.wrist[idx] = got
+            bar.update(len(idx))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
     return out
 
 

@@ -65,6 +65,27 @@ def test_entropy_and_log_prob_match_a_hand_computation():
     np.testing.assert_allclose(ent_m.detach().numpy(), ent.detach().numpy() / 2, rtol=1e-5)
 
 
+def test_temperature_tempers_sampling_and_scoring_alike():
+    policy = tiny(n_bins=4)
+    with torch.no_grad():
+        policy.action_head.weight.zero_()
+        policy.action_head.bias.copy_(torch.tensor([0.0, math.log(2.0), 0.0, 0.0]).repeat(H * 7))
+    obs = batch(2)
+    greedy = policy.act(obs, greedy=True)
+    policy.temperature = 2.0  # logits halved: p proportional to (1, sqrt 2, 1, 1)
+    p = np.array([1, math.sqrt(2), 1, 1]) / (3 + math.sqrt(2))
+    hot = policy.act(obs, greedy=True)
+    assert torch.equal(hot.bins, greedy.bins)  # the most likely bin does not move
+    np.testing.assert_allclose(hot.log_prob.numpy(), [H * 7 * math.log(p[1])] * 2, rtol=1e-5)
+    drawn = policy.act(obs, generator=torch.Generator().manual_seed(3))
+    logp, ent, _ = policy.evaluate(obs, drawn.actions)  # the learner scores what the sampler drew from
+    torch.testing.assert_close(logp, drawn.log_prob, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ent.detach().numpy(), [H * 7 * -(p * np.log(p)).sum()] * 2, rtol=1e-5)
+    policy.temperature = 1.0
+    cold = policy.evaluate(obs, drawn.actions)[0]
+    assert (cold != logp).all()
+
+
 def test_greedy_is_deterministic_and_sampling_follows_the_seed():
     policy = tiny()
     obs = batch(3)

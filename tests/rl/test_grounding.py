@@ -46,6 +46,11 @@ def test_a_restored_state_continues_as_the_original_did_and_branches_replay_on_i
     assert not real.success.any()  # random arm motion does not put the bowl on the plate
     np.testing.assert_allclose(real.head[0, 0], real.head[1, 0], atol=8)  # same state, same chunk
     assert not real.head[0, 1].any() and real.head[1, 1].any()  # branch 0 ended: its step 1 was not replayed
+    # the same replay over two spawned processes, one branch each: the same outcomes and views
+    par = replay_branches(CFG, [("libero_spatial", 0)] * 2, [state, state], br, progress=False, workers=2, part_size=1)
+    np.testing.assert_array_equal(par.success, real.success)
+    np.testing.assert_allclose(par.head.astype(int), real.head.astype(int), atol=8)
+    assert not par.head[0, 1].any() and par.head[1, 1].any()
     rep = grounding_report(br, real, 16)
     assert rep["steps"] == 3 and rep["per_step"]["decided"]["predicted_yes"] == 1
     assert rep["per_branch"]["only_imagined"] == 1 and rep["per_branch"]["agreement"] == 0.5
