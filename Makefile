@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity clean
 
 install: $(STAMP)
 
@@ -115,6 +115,10 @@ $(RECIPE)/wm/wm/best.json: $(RECIPE)/sft/.rollouts.done
 # Does the recipe's world model order a group's branches as real LIBERO does (about 45 min here)
 advantage-fidelity: recipe-data
 	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --start-states 64 --group-size 8 --draws 3 --tasks 0-3 --sampler reverse --arrays $(RECIPE)/advantage_fidelity.npz
+
+# Can the critic tell from one observation whether the SFT policy succeeds from there (a few minutes)
+critic-fidelity: recipe-data
+	$(BIN)/python benchmarks/critic_fidelity.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ imagined targets cannot drift away from what the real task pays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class RealReturns:
     instruction: list[str]
     returns: np.ndarray  # (N,) float32 discounted Monte-Carlo return from that state
     source: list[str]  # per row: demo | real
+    episode: list[str] = field(default_factory=list)  # per row: its episode's id
+    chunk: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per row: its chunk index
 
     def __len__(self) -> int:
         return len(self.returns)
@@ -57,7 +59,7 @@ def real_returns(store_uri: str, gamma: float, task_ids: list[int] | None = None
     if len(rows) > max_rows:
         pick = np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False)
         rows = [rows[j] for j in sorted(pick)]
-    parts = {"head": [], "wrist": [], "instruction": [], "returns": [], "source": []}
+    parts = {"head": [], "wrist": [], "instruction": [], "returns": [], "source": [], "episode": [], "chunk": []}
     for i in sorted({i for i, _ in rows}):
         e = eps[i]
         ks = np.array([k for j, k in rows if j == i])
@@ -67,5 +69,51 @@ def real_returns(store_uri: str, gamma: float, task_ids: list[int] | None = None
         parts["instruction"] += t.column("instruction").to_pylist()
         parts["returns"].append(episode_returns(e.chunks, e.success, gamma)[ks])
         parts["source"] += [e.source] * len(ks)
+        parts["episode"] += [e.episode_id] * len(ks)
+        parts["chunk"].append(ks)
     return RealReturns(np.concatenate(parts["head"]), np.concatenate(parts["wrist"]), parts["instruction"],
-                       np.concatenate(parts["returns"]), parts["source"])
+                       np.concatenate(parts["returns"]), parts["source"], parts["episode"], np.concatenate(parts["chunk"]))
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    """ROC AUC: P(a positive's score > a negative's), ties counted half; NaN without both classes."""
+    score, label = np.asarray(score, np.float64), np.asarray(label, bool)
+    pos, neg = score[label], score[~label]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def value_features(policy, rr: RealReturns, batch: int = 64) -> np.ndarray:
+    """(N, D) what the policy's value head reads for each row (its frozen trunk features)."""
+    import torch
+
+    seen: list[torch.Tensor] = []
+    hook = policy.value_head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().float().cpu()))
+    try:
+        with torch.no_grad():
+            for i in range(0, len(rr), batch):
+                policy.logits_and_value(rr.observations(np.arange(i, min(i + batch, len(rr)))))
+    finally:
+        hook.remove()
+    return torch.cat(seen).numpy()
+
+
+def fit_value_head(head, feats: np.ndarray, targets: np.ndarray, steps: int, lr: float = 1e-3, batch: int = 64,
+                   seed: int = 0) -> list[float]:
+    """Regress ``head`` (a module on the features) on ``targets`` in place; the losses per step."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    x, y = torch.from_numpy(feats), torch.from_numpy(np.asarray(targets, np.float32))
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(y), min(batch, len(y))))
+        loss = 0.5 * (head(x[idx]).squeeze(-1) - y[idx]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses

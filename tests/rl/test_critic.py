@@ -10,8 +10,9 @@ import torch
 from learners.policy_learner import PolicyLearner
 from mbpo_ray.config import build_config
 from mbpo_ray.mbpo import actor_config
+from mbpo_ray.policy import load_policy
 from mbpo_ray.replay import ReplayStore
-from mbpo_ray.rl.critic import episode_returns, real_returns
+from mbpo_ray.rl.critic import auc, episode_returns, fit_value_head, real_returns, value_features
 from tests.conftest import random_episode
 from tests.rl.conftest import SPEC
 from tests.rl.test_bc import branches
@@ -38,6 +39,36 @@ def test_real_returns_cover_successes_and_failures(mixed_store):
     assert (r.returns[np.array(r.source) == "real"] == 0).all()
     with pytest.raises(ValueError, match="no episodes of tasks"):
         real_returns(mixed_store, 0.9, task_ids=[5])
+    assert len(set(r.episode)) == 4 and sorted(r.chunk.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_auc():
+    assert auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
+    assert auc([0.1, 0.8, 0.9], [True, False, False]) == 0.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5  # a tie counts half
+    assert auc([0.2, 0.9, 0.4, 0.6], [True, True, False, False]) == 0.5
+    assert np.isnan(auc([0.3, 0.4], [True, True]))
+
+
+def test_value_features_are_what_the_value_head_reads(loop_inputs, mixed_store):
+    policy = load_policy(loop_inputs[2]).eval()
+    r = real_returns(mixed_store, 0.9)
+    feats = value_features(policy, r, batch=5)
+    assert feats.shape[0] == len(r) and np.isfinite(feats).all()
+    with torch.no_grad():
+        v = policy.value_head(torch.from_numpy(feats)).squeeze(-1)
+        torch.testing.assert_close(v, policy.act(r.observations(np.arange(len(r))), greedy=True).value)
+
+
+def test_a_fitted_value_head_ranks_successes_first():
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((64, 8)).astype(np.float32)
+    returns = (feats[:, 0] > 0).astype(np.float32)  # success shows in one feature
+    head = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 1))
+    losses = fit_value_head(head, feats, returns, steps=300, lr=3e-3, batch=32)
+    assert np.mean(losses[-20:]) < 0.3 * np.mean(losses[:20])
+    v = head(torch.from_numpy(feats)).squeeze(-1).detach().numpy()
+    assert auc(v, returns > 0) > 0.95
 
 
 def critic_config(policy_dir: str, **kw) -> dict:
