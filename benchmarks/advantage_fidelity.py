@@ -163,7 +163,8 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="advantage_fidelity")
-    ap.add_argument("--arrays", help="also save the branches' actions, every draw's answers and the real outcomes "
+    ap.add_argument("--arrays", help="also save the branches' actions, every draw's answers, the real outcomes and "
+                                     "both last observations (imagined, real) "
                                      "here (.npz), to score other reward definitions later without a rerun")
     args = ap.parse_args()
     from mbpo_ray.config import build_config
@@ -178,7 +179,12 @@ def main() -> None:
                            workers=args.replay_workers)
     real_ret = real_returns(real.success, args.gamma)
     if args.arrays:
+        # the real views after the branch's last replayed step (the replay stops at a success)
+        last = np.where(real.success.any(1), real.success.argmax(1), br.valid.shape[1] - 1)
         np.savez_compressed(os.path.expanduser(args.arrays), actions=br.actions, group=group, real_success=real.success,
+                            imagined_final_head=br.final_head, imagined_final_wrist=br.final_wrist,
+                            real_final_head=real.head[np.arange(len(br)), last],
+                            real_final_wrist=real.wrist[np.arange(len(br)), last], instruction=np.array(br.instruction),
                             to_go=to_go, **{f"answers_{k}": v for k, v in answers.items()})
     temp = f"T{args.temperature:g}"
     rows = score(answers, real_ret, group, args.gamma, temp)
