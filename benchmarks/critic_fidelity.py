@@ -6,8 +6,10 @@
 PPO bootstraps every imagined branch with the critic's V(last observation), and only that bootstrap
 can carry a signal from start states more than ``n`` chunks before the outcome. The critic (a copy of
 the policy's value head on its frozen trunk features, the part ``mbpo.critic_fit_steps`` trains) is
-fitted here with Adam on the discounted Monte-Carlo returns of the store's real episodes: the demonstrations and a share of
-the policy rollouts (failures included); a second fit sees the demonstrations alone. Both are then
+fitted here with Adam on the discounted Monte-Carlo returns of the store's real episodes: the
+demonstrations and a share of the policy rollouts (failures included), keeping the weights with the
+lowest error on a fifth of those episodes set aside (early stopping); a second fit sees the
+demonstrations alone. Both are then
 asked about the held-out policy rollouts: how well V(s) at a chunk boundary ranks states of episodes
 that went on to succeed above states of episodes that failed (ROC AUC; 0.5 = no better than a coin),
 per bucket of the boundary's chunk index (failures run longer, so time alone must not do the
@@ -35,9 +37,9 @@ def bucket_label(lo: int, hi: int) -> str:
     return f"chunks {lo}-{hi}" if hi < 10**9 else f"chunks {lo}+"
 
 
-def split(rr, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Row masks (train: demos + the other rollouts; held out: ``frac`` of the rollout episodes) and
-    the held-out episode ids."""
+def split(rr, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Row masks (train: demos + the other rollouts; validation: a fifth of the training episodes, for
+    early stopping; held out: ``frac`` of the rollout episodes) and the held-out episode ids."""
     rollouts = sorted({e for e, s in zip(rr.episode, rr.source, strict=True) if s == "real"})
     if len(rollouts) < 4:
         raise SystemExit(f"the store holds {len(rollouts)} policy rollouts of these tasks; write some with "
@@ -45,7 +47,9 @@ def split(rr, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]
     rng = np.random.default_rng(seed)
     held = sorted(rng.choice(rollouts, size=max(2, int(round(frac * len(rollouts)))), replace=False).tolist())
     is_held = np.isin(np.asarray(rr.episode), held)
-    return ~is_held, is_held, held
+    rest = sorted(set(rr.episode) - set(held))
+    val = np.isin(np.asarray(rr.episode), rng.choice(rest, size=max(1, len(rest) // 5), replace=False))
+    return ~is_held & ~val, val, is_held, held
 
 
 def scores(v: np.ndarray, success: np.ndarray, chunk: np.ndarray, episode: np.ndarray, held: list[str],
@@ -120,18 +124,21 @@ def main() -> None:
     rr = real_returns(os.path.expanduser(args.store), args.gamma, parse_task_ids(args.tasks), max_rows=10**7)
     policy = load_policy(os.path.expanduser(args.policy)).eval()
     feats = value_features(policy, rr)
-    train, held_rows, held = split(rr, args.heldout, args.seed)
+    train, val, held_rows, held = split(rr, args.heldout, args.seed)
     demo = np.asarray(rr.source) == "demo"
     success = rr.returns > 0
     episode = np.asarray(rr.episode)
     fits = {}
-    for fit, rows in (("demos + rollouts", train), ("demos only", train & demo), ("checkpoint (not fitted)", None)):
+    fitted = (("demos + rollouts", train, val), ("demos only", train & demo, val & demo), ("checkpoint (not fitted)", None, None))
+    for fit, rows, check in fitted:
         head = copy.deepcopy(policy.value_head)
-        losses = fit_value_head(head, feats[rows], rr.returns[rows], args.steps, seed=args.seed) if rows is not None else []
+        losses = fit_value_head(head, feats[rows], rr.returns[rows], args.steps, seed=args.seed,
+                                val=(feats[check], rr.returns[check])) if rows is not None else []
         with torch.no_grad():
             v = head(torch.from_numpy(feats)).squeeze(-1).numpy()
         mse = float(np.mean((v[held_rows] - rr.returns[held_rows]) ** 2))
         fits[fit] = {"train_rows": int(rows.sum()) if rows is not None else 0,
+                     "val_rows": int(check.sum()) if check is not None else 0,
                      "loss_last": round(float(np.mean(losses[-100:])), 5) if losses else None,
                      "heldout_mse": round(mse, 5),
                      "auc": scores(v, success, rr.chunk, episode, held, args.boot, args.seed)}

@@ -101,19 +101,30 @@ def value_features(policy, rr: RealReturns, batch: int = 64) -> np.ndarray:
 
 
 def fit_value_head(head, feats: np.ndarray, targets: np.ndarray, steps: int, lr: float = 1e-3, batch: int = 64,
-                   seed: int = 0) -> list[float]:
-    """Regress ``head`` (a module on the features) on ``targets`` in place; the losses per step."""
+                   seed: int = 0, val: tuple[np.ndarray, np.ndarray] | None = None, eval_every: int = 100) -> list[float]:
+    """Regress ``head`` (a module on the features) on ``targets`` in place; the losses per step. With
+    ``val`` (features, targets) the weights kept are those with the lowest validation error, checked
+    every ``eval_every`` steps (early stopping)."""
     import torch
 
     rng = np.random.default_rng(seed)
     x, y = torch.from_numpy(feats), torch.from_numpy(np.asarray(targets, np.float32))
     opt = torch.optim.Adam(head.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
+    losses, best = [], (float("inf"), None)
+    for step in range(steps + 1):
+        if val is not None and step % eval_every == 0:
+            with torch.no_grad():
+                err = float((head(torch.from_numpy(val[0])).squeeze(-1) - torch.from_numpy(val[1])).pow(2).mean())
+            if err < best[0]:
+                best = (err, {k: v.clone() for k, v in head.state_dict().items()})
+        if step == steps:
+            break
         idx = torch.from_numpy(rng.integers(0, len(y), min(batch, len(y))))
         loss = 0.5 * (head(x[idx]).squeeze(-1) - y[idx]).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+    if best[1] is not None:
+        head.load_state_dict(best[1])
     return losses
