@@ -3,7 +3,7 @@
     python benchmarks/advantage_fidelity.py --policy SFT_CKPT --world-model WM_CKPT --store STORE
         [--start-states 32] [--group-size 8] [--n-chunks 2] [--tasks 0-3] [--sampler reverse]
         [--draws 4] [--temperature 1.0] [--policy-temperature 1.0] [--start-window 3] [--fail-weight 1]
-        [--replay-workers 2] [--seed 0] [--name advantage_fidelity] [--arrays OUT.npz]
+        [--replay-workers 2] [--critic] [--seed 0] [--name advantage_fidelity] [--arrays OUT.npz]
 
 ``--start-states`` chunk boundaries with a recorded simulator state are drawn (seeded; ``--sampler``
 as in the loop at iteration 0, with ``--start-window`` and ``--fail-weight`` as mbpo.start_window and
@@ -14,8 +14,10 @@ start's simulator state. For every reward definition (answer token or frame rewa
 loop's thresholded answer, soft = the expected discounted success; one draw, the mean of the draws,
 greedy frames) the JSON gives how well its returns order the branches of each group against the real
 returns (pair accuracy, advantage cosine, bootstrap intervals over start states) and which share of
-their within-group spread is the world model's own sampling. Writes benchmarks/results/NAME.json and
-NAME.png.
+their within-group spread is the world model's own sampling. With ``--critic`` the returns PPO's
+bootstrap would give (success, else gamma^n V(last observation), V from a value head fitted on the
+store's real returns) are scored too, the real side reading V on the replay's last views. Writes
+benchmarks/results/NAME.json and NAME.png.
 """
 
 from __future__ import annotations
@@ -106,6 +108,45 @@ def score(answers: dict, real: np.ndarray, group: np.ndarray, gamma: float, temp
     return out
 
 
+def critic_values(args, policy_dir: str, br, real, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """V(last observation) of every branch, imagined and real, from a value head fitted on the store's
+    real Monte-Carlo returns (``mbpo_ray.rl.critic.fitted_value_head``)."""
+    import torch
+
+    from mbpo_ray.config import parse_task_ids
+    from mbpo_ray.policy import Observations, load_policy
+    from mbpo_ray.rl.critic import fitted_value_head, value_features
+
+    policy = load_policy(policy_dir).eval()
+    head = fitted_value_head(policy, os.path.expanduser(args.store), args.gamma, parse_task_ids(args.tasks), seed=args.seed)
+    rows = np.arange(len(br.instruction))
+    out = []
+    for h, w in ((br.final_head, br.final_wrist), (real.head[rows, last], real.wrist[rows, last])):
+        feats = value_features(policy, Observations(h, w, np.zeros((len(rows), 8), np.float32), list(br.instruction)))
+        with torch.no_grad():
+            out.append(head(torch.from_numpy(feats)).squeeze(-1).numpy().astype(np.float64))
+    return out[0], out[1]
+
+
+def score_bootstrapped(answers: dict, v_im: np.ndarray, success: np.ndarray, v_real: np.ndarray, group: np.ndarray,
+                       gamma: float, temp: str) -> dict:
+    """Fidelity of the critic-bootstrapped returns (``bootstrapped_returns``) against the real ones
+    (the replay's success, else gamma^n V(the replay's last views))."""
+    from mbpo_ray.rl.advantage_fidelity import bootstrapped_returns, fidelity
+
+    real = bootstrapped_returns(success.astype(np.float64), v_real, gamma)
+    out = {"critic_only": fidelity(v_im, v_real, group)}
+    draws, greedy = answers[f"token_{temp}"], answers["token_T0"][0]
+    for soft in (False, True):
+        kind = "soft" if soft else "hard"
+        out[f"token_{kind}_{temp}_one_draw_bootstrapped"] = fidelity(bootstrapped_returns(draws[0], v_im, gamma, soft), real, group)
+        out[f"token_{kind}_greedy_frames_bootstrapped"] = fidelity(bootstrapped_returns(greedy, v_im, gamma, soft), real, group)
+    within = np.mean([real[group == g].std() for g in np.unique(group)])
+    return {"definitions": out, "real_within_group_std": round(float(within), 4),
+            "v_real_mean": round(float(v_real.mean()), 4), "v_imagined_mean": round(float(v_im.mean()), 4),
+            "v_corr_imagined_real": round(float(np.corrcoef(v_im, v_real)[0, 1]), 4)}
+
+
 def real_by_to_go(real_ret: np.ndarray, group: np.ndarray, to_go: np.ndarray, spread: np.ndarray) -> dict:
     """Per bucket of the start's chunks to go: start states, how many differ in reality (``spread``, per
     start state), success per branch."""
@@ -160,6 +201,9 @@ def main() -> None:
     ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight", help="mbpo.fail_weight (reverse)")
     ap.add_argument("--replay-workers", type=int, default=2, dest="replay_workers",
                     help="processes replaying the branches in LIBERO")
+    ap.add_argument("--critic", action="store_true",
+                    help="also score critic-bootstrapped returns: a value head fitted on the store's real returns "
+                         "reads the last imagined and the last real views")
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="advantage_fidelity")
@@ -178,14 +222,18 @@ def main() -> None:
     real = replay_branches(build_config().env, [e for e in envs for _ in range(g)], [s for s in sims for _ in range(g)], br,
                            workers=args.replay_workers)
     real_ret = real_returns(real.success, args.gamma)
+    # the real views after the branch's last replayed step (the replay stops at a success)
+    last = np.where(real.success.any(1), real.success.argmax(1), br.valid.shape[1] - 1)
     if args.arrays:
-        # the real views after the branch's last replayed step (the replay stops at a success)
-        last = np.where(real.success.any(1), real.success.argmax(1), br.valid.shape[1] - 1)
         np.savez_compressed(os.path.expanduser(args.arrays), actions=br.actions, group=group, real_success=real.success,
                             imagined_final_head=br.final_head, imagined_final_wrist=br.final_wrist,
                             real_final_head=real.head[np.arange(len(br)), last],
                             real_final_wrist=real.wrist[np.arange(len(br)), last], instruction=np.array(br.instruction),
                             to_go=to_go, **{f"answers_{k}": v for k, v in answers.items()})
+    boot = None
+    if args.critic:
+        v_im, v_real = critic_values(args, args.policy, br, real, last)
+        boot = score_bootstrapped(answers, v_im, real.success, v_real, group, args.gamma, f"T{args.temperature:g}")
     temp = f"T{args.temperature:g}"
     rows = score(answers, real_ret, group, args.gamma, temp)
     spread = np.array([np.ptp(real_ret[group == k]) > 0 for k in np.unique(group)])
@@ -196,7 +244,7 @@ def main() -> None:
                        "groups_with_spread": int(spread.sum()),
                        "by_chunks_to_go": real_by_to_go(real_ret, group, to_go, spread),
                        "start_to_go_mean": round(float(np.mean(to_go)), 2)},
-              "definitions": rows, "seconds": round(time.time() - t0, 1),
+              "definitions": rows, **({"bootstrapped": boot} if boot else {}), "seconds": round(time.time() - t0, 1),
               "world_model": os.path.basename(os.path.normpath(args.world_model)),
               "png": f"benchmarks/results/{args.name}.png"}
     write_result(args.name, result)

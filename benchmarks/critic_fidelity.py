@@ -123,7 +123,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rr = real_returns(os.path.expanduser(args.store), args.gamma, parse_task_ids(args.tasks), max_rows=10**7)
     policy = load_policy(os.path.expanduser(args.policy)).eval()
-    feats = value_features(policy, rr)
+    feats = value_features(policy, rr.observations(np.arange(len(rr))))
     train, val, held_rows, held = split(rr, args.heldout, args.seed)
     demo = np.asarray(rr.source) == "demo"
     success = rr.returns > 0

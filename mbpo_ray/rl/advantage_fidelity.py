@@ -18,7 +18,8 @@ world model (under several reward definitions) and executed in real LIBERO; then
 
 Returns: ``hard`` = gamma^j at the first step the answer passes 0.5 (what the loop trains on),
 ``soft`` = the expected discounted success when each step's P(yes) is read as the probability of
-succeeding there given no success before.
+succeeding there given no success before; ``bootstrapped_returns`` adds gamma^n V(last observation)
+where a branch did not succeed, as PPO's critic does (the real side reads V on the replay's views).
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def soft_returns(p_yes: np.ndarray, gamma: float) -> np.ndarray:
     p = np.clip(np.asarray(p_yes, np.float64), 0.0, 1.0)
     survive = np.cumprod(np.concatenate([np.ones((len(p), 1)), 1.0 - p[:, :-1]], axis=1), axis=1)
     return (p * survive * gamma ** np.arange(p.shape[1])[None]).sum(1)
+
+
+def bootstrapped_returns(p_yes: np.ndarray, v_last: np.ndarray, gamma: float, soft: bool = False) -> np.ndarray:
+    """What PPO's critic bootstrap makes of a branch: (B, n) P(yes) per step (or real success as 0/1)
+    and (B,) V(the branch's last observation) -> (B,) the discounted success within the branch, plus
+    gamma^n V(last) where it did not succeed (``soft``: weighted by the chance of no success)."""
+    n = p_yes.shape[1]
+    v_last = np.asarray(v_last, np.float64)
+    if soft:
+        p = np.clip(np.asarray(p_yes, np.float64), 0.0, 1.0)
+        return soft_returns(p, gamma) + gamma**n * np.prod(1.0 - p, axis=1) * v_last
+    return np.where((p_yes > 0.5).any(1), hard_returns(p_yes, gamma), gamma**n * v_last)
 
 
 def real_returns(success: np.ndarray, gamma: float) -> np.ndarray:

@@ -85,19 +85,36 @@ def auc(score: np.ndarray, label: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def value_features(policy, rr: RealReturns, batch: int = 64) -> np.ndarray:
-    """(N, D) what the policy's value head reads for each row (its frozen trunk features)."""
+def value_features(policy, obs: Observations, batch: int = 64) -> np.ndarray:
+    """(N, D) what the policy's value head reads for each observation (its frozen trunk features)."""
     import torch
 
     seen: list[torch.Tensor] = []
     hook = policy.value_head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().float().cpu()))
     try:
         with torch.no_grad():
-            for i in range(0, len(rr), batch):
-                policy.logits_and_value(rr.observations(np.arange(i, min(i + batch, len(rr)))))
+            for i in range(0, len(obs.instruction), batch):
+                sl = slice(i, i + batch)
+                policy.logits_and_value(Observations(obs.head[sl], obs.wrist[sl], obs.proprio[sl], obs.instruction[sl]))
     finally:
         hook.remove()
     return torch.cat(seen).numpy()
+
+
+def fitted_value_head(policy, store_uri: str, gamma: float, task_ids: list[int] | None, steps: int = 3000,
+                      seed: int = 0):
+    """A copy of ``policy``'s value head fitted on the Monte-Carlo returns of the store's real episodes,
+    early-stopped on a fifth of them: V(s) = ``head(value_features(policy, obs))``."""
+    import copy
+
+    rr = real_returns(store_uri, gamma, task_ids, max_rows=10**7, seed=seed)
+    feats = value_features(policy, rr.observations(np.arange(len(rr))))
+    episodes = sorted(set(rr.episode))
+    held = np.random.default_rng(seed).choice(episodes, size=max(1, len(episodes) // 5), replace=False)
+    val = np.isin(np.asarray(rr.episode), held)
+    head = copy.deepcopy(policy.value_head)
+    fit_value_head(head, feats[~val], rr.returns[~val], steps, seed=seed, val=(feats[val], rr.returns[val]))
+    return head
 
 
 def fit_value_head(head, feats: np.ndarray, targets: np.ndarray, steps: int, lr: float = 1e-3, batch: int = 64,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbpo_ray.rl.advantage_fidelity import fidelity, hard_returns, noise_share, open_loop, soft_returns
+from mbpo_ray.rl.advantage_fidelity import (
+    bootstrapped_returns,
+    fidelity,
+    hard_returns,
+    noise_share,
+    open_loop,
+    soft_returns,
+)
 from mbpo_ray.rl.imagine import imagine
 from mbpo_ray.world_model.evaluate import WorldModel
 from tests.rl.conftest import INSTRUCTIONS, tiny_policy
@@ -17,6 +24,11 @@ def test_returns_against_hand_values():
     np.testing.assert_allclose(soft_returns(p, 0.9), [0.2 + 0.9 * 0.8 * 0.9, 0.6 + 0.9 * 0.4 * 0.1, 0.1 + 0.9 * 0.9 * 0.3])
     success = np.array([[False, True], [True, True], [False, False]])
     np.testing.assert_allclose(hard_returns(success.astype(float), 0.9), [0.9, 1.0, 0.0])
+    # bootstrapped: a branch without a success is worth gamma^n V(last observation)
+    v = np.array([0.5, 0.5, 0.5])
+    np.testing.assert_allclose(bootstrapped_returns(p, v, 0.9), [0.9, 1.0, 0.81 * 0.5])
+    np.testing.assert_allclose(bootstrapped_returns(p, v, 0.9, soft=True),
+                               soft_returns(p, 0.9) + 0.81 * np.array([0.8 * 0.1, 0.4 * 0.9, 0.9 * 0.7]) * 0.5)
 
 
 def test_fidelity_is_one_for_the_truth_chance_for_a_constant_and_zero_for_the_reverse():

@@ -53,7 +53,7 @@ def test_auc():
 def test_value_features_are_what_the_value_head_reads(loop_inputs, mixed_store):
     policy = load_policy(loop_inputs[2]).eval()
     r = real_returns(mixed_store, 0.9)
-    feats = value_features(policy, r, batch=5)
+    feats = value_features(policy, r.observations(np.arange(len(r))), batch=5)
     assert feats.shape[0] == len(r) and np.isfinite(feats).all()
     with torch.no_grad():
         v = policy.value_head(torch.from_numpy(feats)).squeeze(-1)
