@@ -89,8 +89,9 @@ def critic_config(policy_dir: str, **kw) -> dict:
 
 def test_the_critic_fits_real_returns_and_the_actor_stays(loop_inputs, mixed_store, tmp_path):
     _, _, policy_dir, _ = loop_inputs
-    learner = PolicyLearner(critic_config(policy_dir, kl_coef=0.1), policy_dir, str(tmp_path / "w"), 0, 1,
-                            store_uri=mixed_store)
+    learner = PolicyLearner(critic_config(policy_dir, kl_coef=0.1, policy_temperature=1.5), policy_dir,
+                            str(tmp_path / "w"), 0, 1, store_uri=mixed_store)
+    assert learner.policy.temperature == learner.reference.temperature == 1.5  # scores what the workers sampled
     actor = {n: p.detach().clone() for n, p in learner.policy.named_parameters() if not n.startswith("value_head.")}
     m = learner.fit_critic(40, 1, seed=0)
     assert m["critic_fit/loss_last"] < 0.5 * m["critic_fit/loss_first"] and m["samples"] == 12

@@ -107,9 +107,11 @@ def test_a_worker_branches_groups_and_sees_episodes_appended_after_it_started(ti
     store.append(episode(0))
     save_policy(tiny_policy(), tmp_path / "policy", {"store_image_size": 32})
     cfg = build_config(overrides=["--world_model.engine=hf", "--mbpo.n_chunks=1", "--mbpo.group_size=4",
-                                  "--mbpo.branches=8", "--mbpo.start_sampler=reverse", "--mbpo.start_window=1"])
+                                  "--mbpo.branches=8", "--mbpo.start_sampler=reverse", "--mbpo.start_window=1",
+                                  "--mbpo.policy_temperature=1.3"])
     worker = WorldModelWorker(cfg.to_dict(), tiny_world_model, str(tmp_path / "policy"), str(tmp_path / "store"),
                               str(tmp_path / "w"))
+    assert worker.policy.temperature == 1.3  # branches sampled at mbpo.policy_temperature
     store.append(episode(1))  # a real rollout arriving while the worker runs
     br = worker.imagine(ImagineRequest(8, seed=0, tasks=(1,))).branches
     new = store.episodes[1].episode_id
