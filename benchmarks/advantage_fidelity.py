@@ -108,21 +108,22 @@ def score(answers: dict, real: np.ndarray, group: np.ndarray, gamma: float, temp
     return out
 
 
-def critic_values(args, policy_dir: str, br, real, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """V(last observation) of every branch, imagined and real, from a value head fitted on the store's
-    real Monte-Carlo returns (``mbpo_ray.rl.critic.fitted_value_head``)."""
+def critic_values(args, br, real_last: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """V(last observation) of every branch, imagined and real (``real_last``: the replay's last head and
+    wrist views), from a value head fitted on the store's real Monte-Carlo returns
+    (``mbpo_ray.rl.critic.fitted_value_head``)."""
     import torch
 
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.policy import Observations, load_policy
     from mbpo_ray.rl.critic import fitted_value_head, value_features
 
-    policy = load_policy(policy_dir).eval()
+    policy = load_policy(os.path.expanduser(args.policy)).eval()
     head = fitted_value_head(policy, os.path.expanduser(args.store), args.gamma, parse_task_ids(args.tasks), seed=args.seed)
-    rows = np.arange(len(br.instruction))
+    proprio = np.zeros((len(br.instruction), 8), np.float32)
     out = []
-    for h, w in ((br.final_head, br.final_wrist), (real.head[rows, last], real.wrist[rows, last])):
-        feats = value_features(policy, Observations(h, w, np.zeros((len(rows), 8), np.float32), list(br.instruction)))
+    for h, w in ((br.final_head, br.final_wrist), real_last):
+        feats = value_features(policy, Observations(h, w, proprio, list(br.instruction)))
         with torch.no_grad():
             out.append(head(torch.from_numpy(feats)).squeeze(-1).numpy().astype(np.float64))
     return out[0], out[1]
@@ -224,17 +225,18 @@ def main() -> None:
     real_ret = real_returns(real.success, args.gamma)
     # the real views after the branch's last replayed step (the replay stops at a success)
     last = np.where(real.success.any(1), real.success.argmax(1), br.valid.shape[1] - 1)
+    real_last = (real.head[np.arange(len(br)), last], real.wrist[np.arange(len(br)), last])
     if args.arrays:
         np.savez_compressed(os.path.expanduser(args.arrays), actions=br.actions, group=group, real_success=real.success,
                             imagined_final_head=br.final_head, imagined_final_wrist=br.final_wrist,
-                            real_final_head=real.head[np.arange(len(br)), last],
-                            real_final_wrist=real.wrist[np.arange(len(br)), last], instruction=np.array(br.instruction),
-                            to_go=to_go, **{f"answers_{k}": v for k, v in answers.items()})
+                            real_final_head=real_last[0], real_final_wrist=real_last[1],
+                            instruction=np.array(br.instruction), to_go=to_go,
+                            **{f"answers_{k}": v for k, v in answers.items()})
+    temp = f"T{args.temperature:g}"
     boot = None
     if args.critic:
-        v_im, v_real = critic_values(args, args.policy, br, real, last)
-        boot = score_bootstrapped(answers, v_im, real.success, v_real, group, args.gamma, f"T{args.temperature:g}")
-    temp = f"T{args.temperature:g}"
+        v_im, v_real = critic_values(args, br, real_last)
+        boot = score_bootstrapped(answers, v_im, real.success, v_real, group, args.gamma, temp)
     rows = score(answers, real_ret, group, args.gamma, temp)
     spread = np.array([np.ptp(real_ret[group == k]) > 0 for k in np.unique(group)])
     result = {"start_states": int(table.num_rows), "group_size": g, "branches": int(len(br)), "n_chunks": args.n_chunks,

@@ -19,7 +19,6 @@ ranking), with bootstrap intervals over held-out episodes. Writes benchmarks/res
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -117,7 +116,7 @@ def main() -> None:
 
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.policy import load_policy
-    from mbpo_ray.rl.critic import fit_value_head, real_returns, value_features
+    from mbpo_ray.rl.critic import fitted_copy, real_returns, value_features
 
     t0 = time.time()
     torch.manual_seed(args.seed)
@@ -131,9 +130,8 @@ def main() -> None:
     fits = {}
     fitted = (("demos + rollouts", train, val), ("demos only", train & demo, val & demo), ("checkpoint (not fitted)", None, None))
     for fit, rows, check in fitted:
-        head = copy.deepcopy(policy.value_head)
-        losses = fit_value_head(head, feats[rows], rr.returns[rows], args.steps, seed=args.seed,
-                                val=(feats[check], rr.returns[check])) if rows is not None else []
+        head, losses = fitted_copy(policy, feats, rr.returns, rows, check, args.steps, args.seed) \
+            if rows is not None else (policy.value_head, [])
         with torch.no_grad():
             v = head(torch.from_numpy(feats)).squeeze(-1).numpy()
         mse = float(np.mean((v[held_rows] - rr.returns[held_rows]) ** 2))

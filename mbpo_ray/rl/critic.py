@@ -105,16 +105,23 @@ def fitted_value_head(policy, store_uri: str, gamma: float, task_ids: list[int] 
                       seed: int = 0):
     """A copy of ``policy``'s value head fitted on the Monte-Carlo returns of the store's real episodes,
     early-stopped on a fifth of them: V(s) = ``head(value_features(policy, obs))``."""
-    import copy
-
     rr = real_returns(store_uri, gamma, task_ids, max_rows=10**7, seed=seed)
     feats = value_features(policy, rr.observations(np.arange(len(rr))))
     episodes = sorted(set(rr.episode))
     held = np.random.default_rng(seed).choice(episodes, size=max(1, len(episodes) // 5), replace=False)
     val = np.isin(np.asarray(rr.episode), held)
+    return fitted_copy(policy, feats, rr.returns, ~val, val, steps, seed)[0]
+
+
+def fitted_copy(policy, feats: np.ndarray, returns: np.ndarray, train: np.ndarray, val: np.ndarray, steps: int,
+                seed: int = 0):
+    """(a copy of ``policy``'s value head fitted on the ``train`` rows, early-stopped on the ``val``
+    rows; the losses per step)."""
+    import copy
+
     head = copy.deepcopy(policy.value_head)
-    fit_value_head(head, feats[~val], rr.returns[~val], steps, seed=seed, val=(feats[val], rr.returns[val]))
-    return head
+    losses = fit_value_head(head, feats[train], returns[train], steps, seed=seed, val=(feats[val], returns[val]))
+    return head, losses
 
 
 def fit_value_head(head, feats: np.ndarray, targets: np.ndarray, steps: int, lr: float = 1e-3, batch: int = 64,

@@ -77,9 +77,12 @@ def replay_branches(env_cfg: EnvConfig, tasks: list[tuple[str, int]], sim_states
     bar = tqdm(total=b, desc="replay branches in LIBERO", unit="branch", disable=not progress, dynamic_ncols=True)
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
     try:
-        pending = [(idx, pool.submit(replay_part, *args(key, idx)) if pool else (key, idx)) for key, idx in parts]
-        for idx, job in pending:
-            got = job.result() if pool else replay_part(*args(*job))
+        if pool:
+            futures = [pool.submit(replay_part, *args(key, idx)) for key, idx in parts]
+            results = (f.result() for f in futures)
+        else:
+            results = (replay_part(*args(key, idx)) for key, idx in parts)
+        for (_, idx), got in zip(parts, results, strict=True):
             out.success[idx], out.head[idx], out.wrist[idx] = got
             bar.update(len(idx))
     finally:
