@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling clean
 
 install: $(STAMP)
 
@@ -111,6 +111,15 @@ $(RECIPE)/sft/.rollouts.done: $(RECIPE)/sft/policy/policy.json
 $(RECIPE)/wm/wm/best.json: $(RECIPE)/sft/.rollouts.done
 	rm -rf $(RECIPE)/wm
 	$(BIN)/python benchmarks/world_model_quality.py --store $(RECIPE)/demos --work $(RECIPE)/wm --policy $(RECIPE)/sft/policy --name wmq_regen --world_model.steps=2000 --world_model.max_minutes=30 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
+
+# The recipe's SFT policy evaluated with LIBERO's protocol (init states 0-49 of tasks 0-3, about 12 min)
+$(RECIPE)/sft/eval/eval.json: $(RECIPE)/sft/policy/policy.json
+	$(BIN)/mbpo-ray eval $(RECIPE)/sft/policy --tasks 0-3 --episodes-per-task 50 --workers 2 --out $(RECIPE)/sft/eval
+
+# VLA-MBPO's ceiling: the group-relative loop with its 2- and 4-chunk branches run in LIBERO itself
+# (a perfect world model), from the SFT demonstrations' states, against SFT (about 90 min here)
+simulator-ceiling: recipe-data $(RECIPE)/sft/eval/eval.json
+	$(BIN)/python benchmarks/fidelity.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --work $(RECIPE)/ceiling --name fidelity_simulator --tasks 0-3 --n-chunks --simulator 2 4 --group-size 8 --seeds 0 --iterations 16 --episodes 50 --branches 64 --actor-lr 3e-5 --updates 8 --critic-warmup 0 --set mbpo.start_sampler=reverse mbpo.start_window_growth=0.25 mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=32
 
 # Does the recipe's world model order a group's branches as real LIBERO does (about 45 min here)
 advantage-fidelity: recipe-data

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 
 from mbpo_ray.collect import run_expert_episode
@@ -62,14 +63,28 @@ class EnvRunner:
                        trajectory: bool = False, episode_id: str | None = None) -> dict:
         """One episode of the policy saved in ``checkpoint`` (loaded once per actor); ``to_store``:
         append it to the actor's store as real data, once per ``episode_id``."""
-        from mbpo_ray.policy import load_policy
         from mbpo_ray.policy.evaluate import run_policy_episode
 
-        if checkpoint not in self._policies:  # only the newest policy is kept
-            self._policies = {checkpoint: load_policy(checkpoint)}
-        return run_policy_episode(self._env(suite, task_id), self._policies[checkpoint], init_state, greedy,
+        return run_policy_episode(self._env(suite, task_id), self._policy(checkpoint), init_state, greedy,
                                   seed, record, self.store if to_store else None, policy_version, trajectory,
                                   episode_id)
+
+    def policy_branch(self, checkpoint: str, suite: str, task_id: int, sim_state: np.ndarray, n_chunks: int,
+                      seed: int) -> dict:
+        """``n_chunks`` sampled chunks from a recorded simulator state (``mbpo.mode=simulator``)."""
+        from mbpo_ray.rl.online import run_policy_branch
+
+        return run_policy_branch(self._env(suite, task_id), self._policy(checkpoint), sim_state, n_chunks, seed)
+
+    def _policy(self, checkpoint: str):
+        """The policy saved in ``checkpoint``, loaded once (only the newest is kept), sampling at
+        ``mbpo.policy_temperature`` as the learner scores it."""
+        from mbpo_ray.policy import load_policy
+
+        if checkpoint not in self._policies:
+            self._policies = {checkpoint: load_policy(checkpoint)}
+            self._policies[checkpoint].temperature = self.cfg.mbpo.policy_temperature
+        return self._policies[checkpoint]
 
     def pid(self) -> int:
         return os.getpid()
@@ -92,8 +107,10 @@ def make_env_runners(cfg_dict: dict, store_uri: str | None, n: int, num_cpus: fl
     return [remote.remote(cfg_dict, store_uri) for _ in range(n)]
 
 
-def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make_runner=None) -> list[dict]:
-    """Run ``policy_episode(**job)`` for every job over the runners, each runner one episode at a time.
+def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make_runner=None,
+                 method: str = "policy_episode") -> list[dict]:
+    """Run ``policy_episode(**job)`` (or another runner ``method``) for every job over the runners,
+    each runner one episode at a time.
 
     With ``make_runner``, a runner that dies is replaced and its episode run again (no episode is
     lost or counted twice); without it the error propagates. ``runners`` is updated in place.
@@ -104,7 +121,7 @@ def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make
     todo, pending, results = list(enumerate(jobs)), {}, []
 
     def submit(slot: int, job: tuple[int, dict]) -> None:
-        pending[runners[slot].policy_episode.remote(**job[1])] = (slot, job)
+        pending[getattr(runners[slot], method).remote(**job[1])] = (slot, job)
 
     for slot in range(min(len(runners), len(todo))):
         submit(slot, todo.pop(0))

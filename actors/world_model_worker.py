@@ -89,28 +89,20 @@ class WorldModelWorker:
         with ``req.seed`` by ``mbpo.start_sampler`` (an equal share per task), each branched
         ``group_size`` times, on the weights and store parts the request names. The store is refreshed
         first, so real episodes appended during the run become start states."""
-        from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
+        from mbpo_ray.replay.samplers import chunks_to_go, draw_groups
         from mbpo_ray.rl.imagine import imagine
 
         versions = self.sync(req.versions)
         t0 = time.perf_counter()
         index, episodes = self._start_episodes(req.parts)
-        rng = np.random.default_rng(req.seed)
         mc = self.cfg.mbpo
-        if req.n % mc.group_size:
-            raise ValueError(f"{req.n} branches are not whole groups of mbpo.group_size={mc.group_size}")
-        starts = req.n // mc.group_size
-        draw = SAMPLERS[mc.start_sampler]
-        tasks = rng.choice(req.tasks, size=starts) if req.tasks else np.full(starts, -1)
-        picks = [draw(episodes, int((tasks == t).sum()), rng, None if t < 0 else int(t), req.iteration, mc)
-                 for t in np.unique(tasks)]  # an equal share of start states per task
-        ep, chunk = (np.repeat(np.concatenate([p[i] for p in picks]), mc.group_size) for i in (0, 1))
+        ep, chunk, group = draw_groups(episodes, req.n, req.tasks or [], np.random.default_rng(req.seed),
+                                       req.iteration, mc)
         cols = ["episode_id", "chunk_index", "head", "wrist", "instruction", "task_id"]
         table = self.store.read_start_states(index[ep], chunk, cols)
         size = self.store.spec.image_size
         head, wrist = frames(table, "head", size), frames(table, "wrist", size)
         instr = table.column("instruction").to_pylist()
-        group = np.repeat(np.arange(starts), mc.group_size)
         br = imagine(self.wm, self.policy, head, wrist, instr, mc.n_chunks, mc.temperature, req.seed, group=group,
                      max_uncertainty=mc.max_uncertainty)
         br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),

@@ -6,7 +6,8 @@ local Ray cluster), evaluated with LIBERO's protocol and compared with SFT episo
     python benchmarks/fidelity.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --world-model WM_CKPT \\
         --store DEMO_STORE --work DIR [--tasks 0-3] [--n-chunks 1 2 4] [--bc] [--grpo] [--null-control]
         [--group-size 8] [--seeds 0 1] [--iterations 15] [--episodes 50] [--eval-every K]
-        [--critic-init checkpoint|zero] [--set mbpo.FIELD=VALUE ...] [--run-only 2:1 bc:0 grpo:1 null:0 ...]
+        [--critic-init checkpoint|zero] [--simulator 2 4] [--name fidelity]
+        [--set mbpo.FIELD=VALUE ...] [--run-only 2:1 bc:0 grpo:1 null:0 sim2:0 ...]
 
 Real-data budget: the SFT policy's own demonstrations, nothing more. MBPO starts its branches from a
 store holding exactly those demonstrations (copied out of DEMO_STORE by episode id) and collects no
@@ -19,7 +20,11 @@ SFT's on the same (task, init state) and tested with the exact McNemar test (``p
 (``mbpo_grpo_n2``: ``--group-size`` branches per start state); ``--null-control`` the same
 group-relative loop with the imagined returns shuffled across branches (``null_control``), all at
 the paper's branch length, 2 chunks. ``--set`` passes overrides to every run started (the start
-sampler, KL anchor, learning rate...); rows record them. Writes benchmarks/results/fidelity.{json,png}.
+sampler, KL anchor, learning rate...); rows record them. ``--simulator N ...`` adds the ceiling:
+the group-relative loop with its branches of N chunks run in LIBERO itself from the same start states
+(``mbpo.mode=simulator``, ``simulator_grpo_nN``), what VLA-MBPO would gain with a perfect world model
+(its branches' env steps are recorded in the row, ``branch_env_steps``). Writes
+benchmarks/results/NAME.{json,png} (``--name``, default fidelity).
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class Method:
     objective: str = "ppo"
     critic: str = "checkpoint"
     overrides: tuple[str, ...] = ()
+    mode: str = "mbpo"  # mbpo.mode: simulator runs have no world model
 
 
 def methods(args) -> list[Method]:
@@ -117,6 +123,9 @@ def methods(args) -> list[Method]:
     if args.null_control:  # the group-relative loop with the imagined returns shuffled across branches
         out.append(Method("null_control", f"null_grpo_n{BC_CHUNKS}", "null", BC_CHUNKS, "grpo",
                           overrides=(*grpo, "--mbpo.null_control=true")))
+    for n in args.simulator:  # the same group-relative loop, its branches run in LIBERO: the ceiling
+        out.append(Method(f"simulator_grpo_n{n}", f"sim_grpo_n{n}", f"sim{n}", n, "grpo",
+                          overrides=(*grpo, "--mbpo.mode=simulator"), mode="simulator"))
     return out
 
 
@@ -136,7 +145,8 @@ def run_mbpo(args, store: str, m: Method, seed: int) -> Path | None:
         import shutil
 
         shutil.rmtree(out)
-    argv = ["train", "--policy", args.policy, "--world-model", args.world_model, "--store", store, "--out", str(out),
+    wm = ["--world-model", args.world_model] if m.mode == "mbpo" else []
+    argv = ["train", "--policy", args.policy, *wm, "--store", store, "--out", str(out),
             f"--mbpo.objective={m.objective}", f"--mbpo.n_chunks={m.n}", f"--mbpo.seed={seed}",
             f"--mbpo.iterations={args.iterations}",
             f"--mbpo.tasks={args.tasks}", f"--mbpo.branches={args.branches}", f"--mbpo.actor_lr={args.actor_lr}",
@@ -189,7 +199,7 @@ def run_rows(args, sft: dict, m: Method, seed: int, out: Path, demo_steps: int, 
     rows = []
     for t in sft["tasks"]:
         rows.append({"method": m.name, "task": int(t), "seed": seed, "n_chunks": m.n, "critic_init": m.critic,
-                     "objective": m.objective, "overrides": [*(f"--{x}" for x in args.set), *m.overrides],
+                     "objective": m.objective, "mode": m.mode, "overrides": [*(f"--{x}" for x in args.set), *m.overrides],
                      "success_rate": last[f"eval/success_task{t}"], "episodes": args.episodes,
                      "real_env_steps": demo_steps, "iteration": last["iteration"],
                      "p_value_vs_sft": test["p_value"], "paired": test, "init_states": inits,
@@ -197,7 +207,8 @@ def run_rows(args, sft: dict, m: Method, seed: int, out: Path, demo_steps: int, 
                      "imagined_success_last_third": round(float(np.mean(success[-third:])), 4),
                      **near_goal_thirds(logs, third),
                      "imagined_chunk_transitions": int(sum(x["imagine/chunk_transitions"] for x in logs)),
-                     "imagined_successful_branches": round(sum(success) * args.branches)})
+                     "imagined_successful_branches": round(sum(success) * args.branches),
+                     **({"branch_env_steps": int(last["real/env_steps"])} if m.mode == "simulator" else {})})
     return rows
 
 
@@ -209,7 +220,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--store", help="a store holding the SFT demonstrations")
     ap.add_argument("--work")
     ap.add_argument("--tasks", default="0-1")
-    ap.add_argument("--n-chunks", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--n-chunks", type=int, nargs="*", default=[1, 2, 4],
+                    help="branch lengths of the PPO runs in the world model (none: only the other methods)")
     ap.add_argument("--bc", action="store_true", help=f"add BC (world model) runs ({BC_CHUNKS}-chunk branches)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--iterations", type=int, default=15)
@@ -230,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
                     help="overrides for every run started (e.g. mbpo.start_sampler=reverse)")
     ap.add_argument("--run-only", nargs="+", metavar="N:SEED",  # bc:SEED, grpo:SEED, null:SEED
                     help="start only these runs; other (n, seed) pairs are reported if complete, else left out")
+    ap.add_argument("--simulator", type=int, nargs="*", default=[], metavar="N",
+                    help="add group-relative runs whose N-chunk branches run in LIBERO (mbpo.mode=simulator)")
+    ap.add_argument("--name", default="fidelity", help="the result file's name in benchmarks/results")
     ap.add_argument("--plot-only", action="store_true")
     return ap
 
@@ -238,7 +253,7 @@ def main() -> None:
     ap = parser()
     args = ap.parse_args()
     if args.plot_only:
-        return plot(read_result("fidelity"))
+        return plot(read_result(args.name), args.name)
     missing = [n for n in ("policy", "sft_eval", "world_model", "store", "work") if getattr(args, n) is None]
     if missing:
         ap.error(f"the following arguments are required: {', '.join('--' + n.replace('_', '-') for n in missing)}")
@@ -290,11 +305,11 @@ def main() -> None:
                      "branches": args.branches, "iterations": args.iterations, "real_every": 0,
                      "group_size": args.group_size, "overrides": [f"--{x}" for x in args.set]},
     }
-    write_result("fidelity", result)
-    plot(result)
+    write_result(args.name, result)
+    plot(result, args.name)
 
 
-def plot(r: dict) -> None:
+def plot(r: dict, name: str = "fidelity") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,7 +336,8 @@ def plot(r: dict) -> None:
     means = [100 * r["summary"][m]["mean"] for m in methods]
     episodes = [sum(x["episodes"] for x in r["rows"] if x["method"] == m) for m in methods]
     ci95 = [196 * np.sqrt(max(p / 100 * (1 - p / 100), 1e-9) / n) for p, n in zip(means, episodes, strict=True)]
-    colours = {"sft": "#999999", "bc_world_model": "#ccbb44", "null_control": "#cc6677", "mbpo_grpo_n2": "#228833"}
+    colours = {"sft": "#999999", "bc_world_model": "#ccbb44", "null_control": "#cc6677", "mbpo_grpo_n2": "#228833",
+               "simulator_grpo_n2": "#aa3377", "simulator_grpo_n4": "#ee6677"}
     bars = b.bar([m.replace("_world_model", " (WM)").replace("_critic_zero", "\nV0=0") for m in methods], means,
                  yerr=ci95, capsize=4,
                  color=[colours.get(m, "#66ccee" if m.endswith("critic_zero") else "#4477aa") for m in methods])
@@ -336,8 +352,8 @@ def plot(r: dict) -> None:
     b.set_title("Same real-data budget: SFT and the methods trained in the world model\n"
                 "(whiskers: 95% binomial CI over each bar's episodes; p: exact McNemar vs SFT, per seed)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "fidelity.png")
-    print(f"wrote {RESULTS / 'fidelity.png'}")
+    fig.savefig(RESULTS / f"{name}.png")
+    print(f"wrote {RESULTS / f'{name}.png'}")
 
 
 if __name__ == "__main__":

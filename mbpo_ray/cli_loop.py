@@ -36,7 +36,7 @@ def cmd_train(args, extra) -> int:
     else:
         cfg = _config(args, extra)
         needed = [("--policy", args.policy), ("--store", args.store)]
-        if cfg.mbpo.mode != "online":  # online RL learns from real rollouts, no world model
+        if cfg.mbpo.mode == "mbpo":  # online RL and simulator branches run in LIBERO, no world model
             needed.append(("--world-model", args.world_model))
         for flag, path in needed:
             if not path:

@@ -114,6 +114,7 @@ class CollectConfig:
 POLICY_ARCHS = ("binned_vla", "pretrained_vla")  # names in mbpo_ray.policy.POLICIES
 OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
+MODES = ("mbpo", "online", "simulator")  # mbpo.mode: where the branches come from (mbpo_ray/rl/online.py)
 REWARD_MODES = ("hard", "soft")  # mbpo.reward_mode (mbpo_ray.rl.objectives.branch_returns)
 START_SAMPLERS = ("uniform", "reverse")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
 PLACEMENTS = tuple(STRATEGIES)  # mbpo.learner_placement (Ray's placement strategies)
@@ -237,7 +238,9 @@ class MBPOConfig:
 
     iterations: int = 4
     # mbpo: learn from branches imagined by the world model. online: from episodes rolled out in real
-    # LIBERO by the env runners (the online-RL baseline at a real-data budget; no world model)
+    # LIBERO by the env runners (the online-RL baseline at a real-data budget; no world model).
+    # simulator: the branches mbpo would imagine (same starts, n_chunks, group_size) run in LIBERO
+    # itself: VLA-MBPO with a perfect world model, the ceiling of what imagination can give
     mode: str = "mbpo"
     # ppo: VLA-MBPO (GAE + critic). grpo: group-relative advantages over group_size branches from each
     # start state, no critic. bc: behaviour cloning inside the world model (the paper's baseline):
@@ -349,9 +352,9 @@ class MBPOConfig:
         check_range("mbpo.critic_lr", self.critic_lr, 0.0, 1.0)
         check_range("mbpo.updates_per_batch", self.updates_per_batch, 1, 100_000)
         check_range("mbpo.minibatch_size", self.minibatch_size, 1, 1_000_000)
-        check_choice("mbpo.mode", self.mode, ("mbpo", "online"))
-        if self.mode == "online" and self.wm_finetune_every:
-            raise ConfigError("mbpo.mode=online has no world model to finetune: set mbpo.wm_finetune_every=0")
+        check_choice("mbpo.mode", self.mode, MODES)
+        if self.mode != "mbpo" and self.wm_finetune_every:
+            raise ConfigError(f"mbpo.mode={self.mode} has no world model to finetune: set mbpo.wm_finetune_every=0")
         check_choice("mbpo.objective", self.objective, OBJECTIVES)
         check_choice("mbpo.adv_norm", self.adv_norm, ADV_NORMS)
         check_choice("mbpo.reward_mode", self.reward_mode, REWARD_MODES)

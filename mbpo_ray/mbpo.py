@@ -25,6 +25,7 @@ import numpy as np
 from mbpo_ray.config import Config
 from mbpo_ray.placement import check_resources, uses_runners, write_placement
 from mbpo_ray.protocol import ImagineResult, Versions
+from mbpo_ray.replay.samplers import success_by_bucket
 from mbpo_ray.resume import (
     recover_checkpoint,
     republish,
@@ -48,6 +49,7 @@ def train_mbpo(cfg: Config, policy_dir: str | None, world_model_dir: str | None,
 
     ``mbpo.mode=mbpo``: the batch each iteration learns from is imagined by the world-model pool;
     ``online``: it is rolled out in real LIBERO by the env runners (the online-RL baseline; no world
+    model); ``simulator``: the branches are run in LIBERO from their start states (a perfect world
     model). The rest of the loop is the same."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -102,7 +104,7 @@ class _Loop:
 
         mc = self.mc = cfg.mbpo
         self.cfg, self.run, self.state = cfg, run, state
-        self.online = mc.mode == "online"
+        self.online = mc.mode != "mbpo"  # the batch comes from LIBERO itself (online or simulator)
         if resume:  # the inputs of the run as it was started
             saved = json.loads((run / "run.json").read_text())
             policy_dir, world_model_dir, store_uri = saved["policy"], saved["world_model"], saved["store"]
@@ -201,8 +203,10 @@ class _Loop:
             state["imagine_seed"] = seed
             state.setdefault("imagine_versions", [state["version"], state["world_model_version"]])
             state.setdefault("imagine_parts", list(state["store_parts"]))
-        if self.online:
+        if mc.mode == "online":
             return self._rollouts(state["imagine_seed"])
+        if mc.mode == "simulator":
+            return self._simulated(state["imagine_seed"], iteration, tuple(state["imagine_parts"]))
         # the weights and store parts are named, not "the newest": the batch is the same whenever it runs
         versions = Versions(*state["imagine_versions"])
         return self.pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids, iteration=iteration,
@@ -223,6 +227,33 @@ class _Loop:
         br.policy_version = state["version"]
         state["real_env_steps"] += sum(r["steps"] for r in res)
         state["real_episodes"] = state.get("real_episodes", 0) + len(res)
+        secs = time.perf_counter() - t0
+        result = ImagineResult(br, secs, 0.0, os.getpid(), Versions(state["version"], 0))
+        return [result], {"seconds": secs, "redone_shares": 0, "workers": len(self.runners), "sync_seconds": 0.0}
+
+    def _simulated(self, seed: int, iteration: int, parts: tuple[str, ...]):
+        """``mbpo.mode=simulator``: the branches the world model would imagine, run in LIBERO."""
+        from actors.env_runner import run_episodes
+        from mbpo_ray.replay.samplers import chunks_to_go, draw_groups
+        from mbpo_ray.rl.online import simulator_jobs, trajectories_to_branches
+
+        mc, state = self.mc, self.state
+        path = self.save_policy()
+        t0 = time.perf_counter()
+        self.store.refresh()
+        index = self.store.episodes_in(parts)
+        episodes = [self.store.episodes[i] for i in index]
+        ep, chunk, group = draw_groups(episodes, mc.branches, mc.task_ids, np.random.default_rng(seed), iteration, mc)
+        table = self.store.read_start_states(index[ep], chunk, ["episode_id", "chunk_index", "task_id", "sim_state"])
+        jobs = simulator_jobs(path, self.cfg.env.suite, table, seed, mc.n_chunks)
+        res = sorted(run_episodes(self.runners, jobs, make_runner=self.remake_runner, method="policy_branch"),
+                     key=lambda r: r["job_index"])
+        br = trajectories_to_branches([r["trajectory"] for r in res], [r["instruction"] for r in res], group,
+                                      np.array([r["last_value"] for r in res]))
+        br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),
+                                                     table.column("chunk_index").to_pylist(), strict=True)]
+        br.to_go, br.policy_version = chunks_to_go(episodes, ep, chunk), state["version"]
+        state["real_env_steps"] += sum(r["steps"] for r in res)
         secs = time.perf_counter() - t0
         result = ImagineResult(br, secs, 0.0, os.getpid(), Versions(state["version"], 0))
         return [result], {"seconds": secs, "redone_shares": 0, "workers": len(self.runners), "sync_seconds": 0.0}
@@ -254,7 +285,7 @@ class _Loop:
                "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
                "imagine/reward_mean": float(br.reward.sum(1).mean()), "imagine/p_yes_mean": float(br.p_yes[br.valid].mean()),
                "imagine/uncertainty_mean": float(br.uncertainty[br.valid].mean()),
-               "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"], **_success_by_start(br),
+               "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"], **success_by_bucket(br),
                "learner/samples_per_s": m["trained"] / max(update_s, 1e-9),
                "time/imagine_s": im["seconds"], "time/update_s": update_s,
                "time/sync_s": m["publish_s"] + im["sync_seconds"],  # publish by rank 0 + the slowest replica's pull
@@ -361,7 +392,7 @@ def _write_run_json(run: Path, cfg: Config, policy_dir, world_model_dir, store_u
     import uuid
 
     run_id = uuid.uuid4().hex[:8]
-    needed = [("policy", policy_dir)] + ([] if cfg.mbpo.mode == "online" else [("world model", world_model_dir)])
+    needed = [("policy", policy_dir)] + ([("world model", world_model_dir)] if cfg.mbpo.mode == "mbpo" else [])
     for name, path in needed:
         if not path or not Path(path).is_dir():
             raise FileNotFoundError(f"{name} checkpoint {path} does not exist")
@@ -370,22 +401,6 @@ def _write_run_json(run: Path, cfg: Config, policy_dir, world_model_dir, store_u
         "world_model": str(Path(world_model_dir).resolve()) if world_model_dir else None,
         "store": store_uri, "run_id": run_id, "config": cfg.to_dict()}, indent=1))
     return run_id
-
-
-def _success_by_start(br) -> dict[str, float]:
-    """Imagined success per branch, by how many chunks the start state lay before its episode's end."""
-    from mbpo_ray.replay.samplers import TO_GO_BUCKETS, bucket_name
-
-    if len(br.to_go) != len(br):
-        return {}
-    hit = br.terminal.any(axis=1)
-    out = {}
-    for lo, hi in TO_GO_BUCKETS:
-        sel = (br.to_go >= lo) & (br.to_go <= hi)
-        if sel.any():
-            out[f"imagine/success_to_go_{bucket_name(lo, hi)}"] = float(hit[sel].mean())
-            out[f"imagine/starts_to_go_{bucket_name(lo, hi)}"] = int(sel.sum())
-    return out
 
 
 def actor_config(cfg: Config, policy_dir: str) -> tuple[dict, dict]:
@@ -466,7 +481,7 @@ def _checkpoint(run: Path, learners, wm_learner, world_model_dir: str, state: di
     tmp = run / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     learners.save(str(tmp / "policy"), meta)
-    if world_model_dir:  # online RL runs without one
+    if world_model_dir:  # online RL and simulator runs have none
         shutil.copytree(Path(world_model_dir), tmp / "world_model", ignore=shutil.ignore_patterns("state", "tb"))
     if wm_learner is not None:
         ray.get(wm_learner.save.remote(str(tmp / "world_model" / "model")))

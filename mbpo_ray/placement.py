@@ -33,7 +33,7 @@ def parse_resources(name: str, text: str) -> dict[str, float]:
 
 
 def uses_runners(mc) -> bool:
-    return bool(mc.real_every or mc.eval_episodes or mc.mode == "online")
+    return bool(mc.real_every or mc.eval_episodes or mc.mode != "mbpo")
 
 
 def resources(mc) -> dict[str, float]:
@@ -41,7 +41,7 @@ def resources(mc) -> dict[str, float]:
     their maximum)."""
     runners = mc.env_runners if uses_runners(mc) else 0
     wm_learner = 1 if mc.wm_finetune_every else 0
-    workers = 0 if mc.mode == "online" else mc.wm_workers_max
+    workers = 0 if mc.mode != "mbpo" else mc.wm_workers_max
     out = {"CPU": workers * mc.worker_cpus + mc.learners * mc.learner_cpus
            + runners * mc.runner_cpus + wm_learner * mc.wm_learner_cpus,
            "GPU": workers * mc.worker_gpus + mc.learners * mc.learner_gpus

@@ -42,6 +42,8 @@ def dataclasses_error():
         (["env.suite"], "override 'env.suite' must look like --section.field=value"),
         (["--collect.keep_failures=3"], "collect.keep_failures=3 is not allowed: must be true or false"),
         (["--mbpo.policy_temperature=0"], "mbpo.policy_temperature=0.0 is not allowed: must lie in [0.05, 10.0]"),
+        (["--mbpo.mode=dream"], "mbpo.mode='dream' is not allowed: choose one of mbpo, online, simulator"),
+        (["--mbpo.mode=simulator", "--mbpo.wm_finetune_every=2"], "mbpo.mode=simulator has no world model to finetune"),
     ],
 )
 def test_bad_values_name_the_field(overrides, message):

@@ -66,6 +66,23 @@ def reverse(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_
 SAMPLERS: dict[str, Callable[..., Draw]] = {"uniform": uniform, "reverse": reverse}
 
 
+def draw_groups(episodes: list[EpisodeMeta], n: int, tasks, rng: np.random.Generator, iteration: int, mc
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n / mbpo.group_size`` start states drawn by ``mbpo.start_sampler`` (an equal share per task
+    of ``tasks``; all tasks when empty), each repeated ``group_size`` times: (episode positions,
+    chunk indices, group of each branch). The world-model workers and the simulator branches draw
+    their starts this way."""
+    if n % mc.group_size:
+        raise ValueError(f"{n} branches are not whole groups of mbpo.group_size={mc.group_size}")
+    starts = n // mc.group_size
+    draw = SAMPLERS[mc.start_sampler]
+    task = rng.choice(tasks, size=starts) if len(tasks) else np.full(starts, -1)
+    picks = [draw(episodes, int((task == t).sum()), rng, None if t < 0 else int(t), iteration, mc)
+             for t in np.unique(task)]
+    ep, chunk = (np.repeat(np.concatenate([p[i] for p in picks]), mc.group_size) for i in (0, 1))
+    return ep, chunk, np.repeat(np.arange(starts), mc.group_size)
+
+
 def chunks_to_go(episodes: list[EpisodeMeta], ep: np.ndarray, chunk: np.ndarray) -> np.ndarray:
     """Chunk steps from each start state to the end of its episode (1 = the episode's last chunk)."""
     return np.array([episodes[int(e)].chunks for e in ep], dtype=np.int64) - np.asarray(chunk, np.int64)
@@ -76,3 +93,17 @@ TO_GO_BUCKETS = ((1, 2), (3, 4), (5, 8), (9, 10**9))  # inclusive ranges of chun
 
 def bucket_name(lo: int, hi: int) -> str:
     return f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"
+
+
+def success_by_bucket(br) -> dict[str, float]:
+    """Imagined success per branch, by how many chunks the start state lay before its episode's end."""
+    if len(br.to_go) != len(br):
+        return {}
+    hit = br.terminal.any(axis=1)
+    out = {}
+    for lo, hi in TO_GO_BUCKETS:
+        sel = (br.to_go >= lo) & (br.to_go <= hi)
+        if sel.any():
+            out[f"imagine/success_to_go_{bucket_name(lo, hi)}"] = float(hit[sel].mean())
+            out[f"imagine/starts_to_go_{bucket_name(lo, hi)}"] = int(sel.sum())
+    return out

@@ -1,11 +1,18 @@
-"""Online RL on real LIBERO: the baseline VLA-MBPO is compared with at the same real-data budget.
+"""Branches from real LIBERO instead of the world model: the baselines VLA-MBPO is judged against.
 
-Env runners roll the current policy out (sampled actions) from LIBERO init states; every episode
-becomes one "branch" of chunk steps, so the same learner group and the same objectives (``ppo``,
-``grpo``) train on it: ``group_size`` episodes start from one init state (a group), the reward is 1
-at the chunk that ends in success, an episode that runs out of time ends with nothing to bootstrap
-(value 0). Every episode is also appended to the replay store (``source=real``), and its env steps
-count against the real-data budget (``mbpo.mode=online``).
+``mbpo.mode=online`` (online RL at the same real-data budget): env runners roll the current policy
+out (sampled actions) from LIBERO init states; every episode becomes one "branch" of chunk steps, so
+the same learner group and the same objectives (``ppo``, ``grpo``) train on it: ``group_size``
+episodes start from one init state (a group), the reward is 1 at the chunk that ends in success, an
+episode that runs out of time ends with nothing to bootstrap (value 0). Every episode is also
+appended to the replay store (``source=real``), and its env steps count against the real-data budget.
+
+``mbpo.mode=simulator`` (VLA-MBPO with a perfect world model): the branches VLA-MBPO would imagine,
+from the same start states (drawn from the store by ``mbpo.start_sampler``, ``group_size`` branches
+each), ``mbpo.n_chunks`` chunks long, are run in LIBERO itself from the start's recorded simulator
+state, the policy acting on the real frames after each chunk (:func:`run_policy_branch`); a branch
+that has not succeeded by then bootstraps from the critic at its last real observation. What the
+learner gains here is the most any world model could give it with these branches.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ class Trajectory:
     success: bool
 
 
-def trajectories_to_branches(trajs: list[Trajectory], instructions: list[str], group: np.ndarray) -> Branches:
+def trajectories_to_branches(trajs: list[Trajectory], instructions: list[str], group: np.ndarray,
+                             last_value: np.ndarray | None = None) -> Branches:
     """(B, T_max) branches, steps past an episode's end invalid; reward 1 and terminal at the success
-    chunk; a timed-out episode bootstraps from 0."""
+    chunk; a branch that did not succeed bootstraps from ``last_value`` (default 0: a timed-out episode)."""
     b, n = len(trajs), max(len(t.actions) for t in trajs)
     s, hz = trajs[0].head.shape[1], trajs[0].actions.shape[1]
     z = lambda *shape, dt=np.float32: np.zeros((b, *shape), dt)  # noqa: E731
@@ -49,7 +57,8 @@ def trajectories_to_branches(trajs: list[Trajectory], instructions: list[str], g
             reward[i, k - 1], terminal[i, k - 1] = 1.0, True
     return Branches(head=head, wrist=wrist, instruction=list(instructions), actions=actions, token_log_prob=logp,
                     value=value, reward=reward, p_yes=reward.copy(), terminal=terminal, valid=valid,
-                    last_value=np.zeros(b, np.float32), final_head=np.stack([t.final_head for t in trajs]),
+                    last_value=np.zeros(b, np.float32) if last_value is None else np.asarray(last_value, np.float32),
+                    final_head=np.stack([t.final_head for t in trajs]),
                     final_wrist=np.stack([t.final_wrist for t in trajs]), group=np.asarray(group, np.int64))
 
 
@@ -69,3 +78,39 @@ def rollout_jobs(checkpoint: str, suite: str, task_ids: list[int], branches: int
                          "episode_id": f"{id_prefix}-j{len(jobs)}" if id_prefix else None})
             group.append(g)
     return jobs, np.array(group)
+
+
+def run_policy_branch(env, policy, sim_state: np.ndarray, n_chunks: int, seed: int) -> dict:
+    """``n_chunks`` sampled chunks of ``policy`` from a recorded simulator state, acting on the real
+    frames after each chunk; stops early at success (or if the env's time runs out). The result holds
+    the :class:`Trajectory`, the env steps, and the critic's value at the last observation (0 when the
+    branch succeeded or its episode is over: nothing left to bootstrap)."""
+    import torch
+
+    from mbpo_ray.policy.base import Observations
+
+    gen = torch.Generator().manual_seed(seed)
+    obs, steps, done = env.restore(sim_state), [], False
+    while len(steps) < n_chunks and not done:
+        out = policy.act(Observations.single(obs, env.instruction), greedy=False, generator=gen)
+        steps.append((obs.head, obs.wrist, out.actions[0].numpy(), out.token_log_prob[0].numpy(), float(out.value[0])))
+        result = env.step_chunk(out.actions[0].numpy())
+        obs, done = result.obs, result.done
+    last_value = 0.0
+    if not done:
+        last_value = float(policy.act(Observations.single(obs, env.instruction), greedy=True).value[0])
+    traj = Trajectory(*(np.stack(x) for x in zip(*steps, strict=True)), final_head=obs.head, final_wrist=obs.wrist,
+                      success=bool(env.success))
+    return {"trajectory": traj, "last_value": last_value, "steps": int(env.t), "success": bool(env.success),
+            "instruction": env.instruction, "task_id": env.cfg.task_id}
+
+
+def simulator_jobs(checkpoint: str, suite: str, table, seed: int, n_chunks: int) -> list[dict]:
+    """One :meth:`EnvRunner.policy_branch` job per row of ``table`` (start states with their
+    ``task_id`` and ``sim_state``), each with its own sampling seed."""
+    from mbpo_ray.seeds import derive_seed
+
+    tasks, states = table.column("task_id").to_pylist(), table.column("sim_state").to_pylist()
+    return [{"checkpoint": checkpoint, "suite": suite, "task_id": int(t), "sim_state": np.asarray(s, np.float64),
+             "n_chunks": n_chunks, "seed": derive_seed(seed, k) % 2**31}
+            for k, (t, s) in enumerate(zip(tasks, states, strict=True))]

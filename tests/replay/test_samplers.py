@@ -50,3 +50,17 @@ def test_uniform_covers_every_boundary_and_bad_draws_fail_clearly():
         SAMPLERS["uniform"](EPISODES, 1, rng, 7)
     with pytest.raises(ReplayError, match="fail_weight=0"):
         SAMPLERS["reverse"]([EPISODES[2]], 1, rng, 0, 0, mc(fail_weight=0.0))
+
+
+def test_groups_take_an_equal_share_per_task_and_repeat_each_start():
+    from mbpo_ray.replay.samplers import draw_groups
+
+    m = mc(fail_weight=1.0, group_size=4)
+    ep, chunk, group = draw_groups(EPISODES, 4000, [0, 1], np.random.default_rng(0), 0, m)
+    assert len(ep) == 4000 and group.tolist() == np.repeat(np.arange(1000), 4).tolist()
+    starts = ep.reshape(1000, 4)
+    assert (starts == starts[:, :1]).all() and (chunk.reshape(1000, 4) == chunk.reshape(1000, 4)[:, :1]).all()
+    share = np.mean([EPISODES[int(e)].task_id for e in starts[:, 0]])
+    assert 0.45 < share < 0.55  # tasks drawn with equal probability, not by how many states they hold
+    with pytest.raises(ValueError, match="whole groups"):
+        draw_groups(EPISODES, 6, [0], np.random.default_rng(0), 0, m)

@@ -236,6 +236,44 @@ def test_online_rl_learns_from_real_rollouts(ray_cluster, loop_inputs, tmp_path,
     assert not (out / "checkpoint" / "world_model").exists()
 
 
+@pytest.mark.libero
+def test_simulator_branches_run_in_libero_from_the_stored_states(ray_cluster, loop_inputs, tmp_path, capsys):
+    """mbpo.mode=simulator: no world model; the branches VLA-MBPO would imagine (group_size from each
+    drawn start state, n_chunks long) run in LIBERO from the start's recorded simulator state, the
+    policy acting on the real frames; nothing is appended to the store, the env steps are counted."""
+    from mbpo_ray.config import EnvConfig
+    from mbpo_ray.envs.libero_env import LiberoEnv, Observation
+    from mbpo_ray.policy import load_policy
+    from mbpo_ray.policy.base import Observations
+    from mbpo_ray.policy.evaluate import run_policy_episode
+    from mbpo_ray.rl.online import run_policy_branch
+
+    _, _, policy_dir, _ = loop_inputs
+    uri = str(tmp_path / "store")
+    store = ReplayStore.create(uri, ReplayStore.open(loop_inputs[1]).spec)
+    policy = load_policy(policy_dir)
+    with LiberoEnv(EnvConfig(suite="libero_spatial", task_id=0, image_size=32, chunk_size=2, max_steps=6)) as env:
+        run_policy_episode(env, policy, 0, greedy=False, seed=1, store=store)  # real states to branch from
+        state = store.read_start_states(np.array([0]), np.array([1]), ["sim_state"]).column("sim_state")[0].as_py()
+        a, b = (run_policy_branch(env, policy, np.asarray(state), 2, seed=5) for _ in range(2))
+        assert a["steps"] == 4 and a["trajectory"].actions.shape == (2, 2, 7) and not a["success"]
+        np.testing.assert_array_equal(a["trajectory"].actions, b["trajectory"].actions)  # seeded
+        final = Observations.single(Observation(a["trajectory"].final_head, a["trajectory"].final_wrist,
+                                                np.zeros(8, np.float32)), env.instruction)
+        assert abs(a["last_value"] - float(policy.act(final, greedy=True).value[0])) < 1e-5  # critic bootstrap
+    out = tmp_path / "simulator"
+    code = main(["train", "--policy", policy_dir, "--store", uri, "--out", str(out), "--mbpo.mode=simulator",
+                 "--mbpo.group_size=2", "--mbpo.branches=4", "--mbpo.n_chunks=2", "--mbpo.learners=1",
+                 "--mbpo.iterations=2", "--mbpo.tasks=0", "--mbpo.eval_episodes=0", "--mbpo.env_runners=1",
+                 "--mbpo.minibatch_size=4", "--env.max_steps=6", *SMALL])
+    assert code == 0, capsys.readouterr().err
+    logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["real/env_steps"] for x in logs] == [16, 32]  # 4 branches x 2 chunks x 2 actions
+    assert all(x["imagine/chunk_transitions"] == 8 and x["staleness"] == 0 for x in logs)
+    assert all(sum(v for k, v in x.items() if k.startswith("imagine/starts_to_go")) == 4 for x in logs)
+    assert len(ReplayStore.open(uri).episodes) == 1 and not (out / "checkpoint" / "world_model").exists()
+
+
 def test_trajectories_become_branches():
     def traj(t: int, success: bool) -> Trajectory:
         z = np.zeros((t, 4, 4, 3), np.uint8)
