@@ -70,11 +70,14 @@ class EnvRunner:
                                   episode_id)
 
     def policy_branch(self, checkpoint: str, suite: str, task_id: int, sim_state: np.ndarray, n_chunks: int,
-                      seed: int) -> dict:
-        """``n_chunks`` sampled chunks from a recorded simulator state (``mbpo.mode=simulator``)."""
+                      seed: int, temperature: float | None = None) -> dict:
+        """``n_chunks`` sampled chunks from a recorded simulator state (``mbpo.mode=simulator``), at
+        ``temperature`` when given (else ``mbpo.policy_temperature``)."""
         from mbpo_ray.rl.online import run_policy_branch
 
-        return run_policy_branch(self._env(suite, task_id), self._policy(checkpoint), sim_state, n_chunks, seed)
+        policy = self._policy(checkpoint)
+        policy.temperature = self.cfg.mbpo.policy_temperature if temperature is None else temperature
+        return run_policy_branch(self._env(suite, task_id), policy, sim_state, n_chunks, seed)
 
     def _policy(self, checkpoint: str):
         """The policy saved in ``checkpoint``, loaded once (only the newest is kept), sampling at
@@ -142,6 +145,18 @@ def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make
         if todo:
             submit(slot, todo.pop(0))
     return results
+
+
+def run_by_task(runners: list, jobs: list[dict], make_runner=None, method: str = "policy_episode") -> list[dict]:
+    """:func:`run_episodes` with the jobs handed out task by task (a runner keeps only ``MAX_ENVS``
+    environments, and making one costs seconds), the results returned in the order of ``jobs``."""
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i]["task_id"])
+    res = run_episodes(runners, [jobs[i] for i in order], make_runner=make_runner, method=method)
+    out = [None] * len(jobs)
+    for r in res:
+        r["job_index"] = order[r["job_index"]]
+        out[r["job_index"]] = r
+    return out
 
 
 def collect_parallel(cfg: Config, uri: str, on_episode) -> list[dict]:

@@ -80,10 +80,12 @@ def read_result(name: str) -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
 
-def write_result(name: str, data: dict) -> Path:
+def write_result(name: str, data: dict, prov: dict | None = None) -> Path:
+    """``benchmarks/results/NAME.json``: ``data`` and its provenance (``prov``, taken when the run
+    started, for a result rewritten as it grows: its own earlier writes would make the tree dirty)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({**data, **provenance()}, indent=2) + "\n")
+    path.write_text(json.dumps({**data, **(prov or provenance())}, indent=2) + "\n")
     print(f"wrote {path}")
     return path
 

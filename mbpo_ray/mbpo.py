@@ -214,7 +214,7 @@ class _Loop:
 
     def _rollouts(self, seed: int):
         """Online RL: the current policy rolled out in real LIBERO, one branch per episode."""
-        from actors.env_runner import run_episodes
+        from actors.env_runner import run_by_task
         from mbpo_ray.rl.online import rollout_jobs, trajectories_to_branches
 
         mc, state = self.mc, self.state
@@ -222,7 +222,7 @@ class _Loop:
         t0 = time.perf_counter()
         jobs, group = rollout_jobs(path, self.cfg.env.suite, mc.task_ids, mc.branches, mc.group_size,
                                    np.random.default_rng(seed), state["version"], f"{self.run_id}-online{seed}")
-        res = sorted(run_episodes(self.runners, jobs, make_runner=self.remake_runner), key=lambda r: r["job_index"])
+        res = run_by_task(self.runners, jobs, self.remake_runner)
         br = trajectories_to_branches([r["trajectory"] for r in res], [r["instruction"] for r in res], group)
         br.policy_version = state["version"]
         state["real_env_steps"] += sum(r["steps"] for r in res)
@@ -233,7 +233,7 @@ class _Loop:
 
     def _simulated(self, seed: int, iteration: int, parts: tuple[str, ...]):
         """``mbpo.mode=simulator``: the branches the world model would imagine, run in LIBERO."""
-        from actors.env_runner import run_episodes
+        from actors.env_runner import run_by_task
         from mbpo_ray.replay.samplers import chunks_to_go, draw_groups
         from mbpo_ray.rl.online import simulator_jobs, trajectories_to_branches
 
@@ -246,8 +246,7 @@ class _Loop:
         ep, chunk, group = draw_groups(episodes, mc.branches, mc.task_ids, np.random.default_rng(seed), iteration, mc)
         table = self.store.read_start_states(index[ep], chunk, ["episode_id", "chunk_index", "task_id", "sim_state"])
         jobs = simulator_jobs(path, self.cfg.env.suite, table, seed, mc.n_chunks)
-        res = sorted(run_episodes(self.runners, jobs, make_runner=self.remake_runner, method="policy_branch"),
-                     key=lambda r: r["job_index"])
+        res = run_by_task(self.runners, jobs, self.remake_runner, "policy_branch")
         br = trajectories_to_branches([r["trajectory"] for r in res], [r["instruction"] for r in res], group,
                                       np.array([r["last_value"] for r in res]))
         br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),
@@ -312,7 +311,7 @@ class _Loop:
 
     def real_data(self, it: int, log: dict) -> str | None:
         """Every ``real_every`` iterations: the current policy (sampled) in LIBERO, appended to the store."""
-        from actors.env_runner import run_episodes
+        from actors.env_runner import run_by_task
 
         mc, state, rng = self.mc, self.state, np.random.default_rng(self._seed(REAL_DATA, it))
         log["real/env_steps"] = state["real_env_steps"]
@@ -325,7 +324,7 @@ class _Loop:
                  "episode_id": f"{self.run_id}-real{it + 1}-j{k}"}  # stored once, also when the job runs again
                 for k, (t, i) in enumerate(zip(rng.choice(mc.task_ids, mc.real_episodes),
                                                rng.integers(0, 50, mc.real_episodes), strict=True))]
-        real = sorted(run_episodes(self.runners, jobs, make_runner=self.remake_runner), key=lambda r: r["job_index"])
+        real = run_by_task(self.runners, jobs, self.remake_runner)
         # the run's view of the store grows by its own episodes only (a resumed run sees the same)
         state["store_parts"] += [p for p in self.store.parts_of([r["episode_id"] for r in real])
                                  if p not in state["store_parts"]]
