@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline clean
 
 install: $(STAMP)
 
@@ -116,8 +116,19 @@ $(RECIPE)/wm/wm/best.json: $(RECIPE)/sft/.rollouts.done
 $(RECIPE)/sft/eval/eval.json: $(RECIPE)/sft/policy/policy.json
 	$(BIN)/mbpo-ray eval $(RECIPE)/sft/policy --tasks 0-3 --episodes-per-task 50 --workers 2 --out $(RECIPE)/sft/eval
 
+# Online RL (group-relative, whole episodes in LIBERO) from the recipe's SFT policy against its
+# evaluation: 6 iterations of 64 sampled episodes (8 init states x 8), then LIBERO's protocol on init
+# states 0-49 (about 65 min here; benchmarks/results/sample_efficiency.json)
+online-baseline: recipe-data $(RECIPE)/sft/eval/eval.json
+	$(BIN)/python benchmarks/sample_efficiency.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --work $(RECIPE)/online --tasks 0-3 --iterations 6 --eval-every 6 --episodes 50 --online-episodes 64 --group-size 8 --run-only online --set mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=128 mbpo.actor_lr=3e-5 mbpo.updates_per_batch=16
+
+# Do a group's branches end differently in LIBERO itself, by branch length and policy temperature
+# (about 6.5 min per cell at n = 2, 13 at n = 4, 25 at n = 8 here; results written after every cell)
+branch-signal: recipe-data
+	$(BIN)/python benchmarks/branch_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --n-chunks 2 4 8 --temperatures 1.0 2.0 --sampler reverse --start-window 8 --fail-weight 1 --workers 2
+
 # VLA-MBPO's ceiling: the group-relative loop with its 2- and 4-chunk branches run in LIBERO itself
-# (a perfect world model), from the SFT demonstrations' states, against SFT (about 90 min here)
+# (a perfect world model), from the SFT demonstrations' states, against SFT (about 2.5 hours here)
 simulator-ceiling: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(BIN)/python benchmarks/fidelity.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --work $(RECIPE)/ceiling --name fidelity_simulator --tasks 0-3 --n-chunks --simulator 2 4 --group-size 8 --seeds 0 --iterations 16 --episodes 50 --branches 64 --actor-lr 3e-5 --updates 8 --critic-warmup 0 --set mbpo.start_sampler=reverse mbpo.start_window_growth=0.25 mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=32
 

@@ -75,19 +75,19 @@ class EnvRunner:
         ``temperature`` when given (else ``mbpo.policy_temperature``)."""
         from mbpo_ray.rl.online import run_policy_branch
 
-        policy = self._policy(checkpoint)
-        policy.temperature = self.cfg.mbpo.policy_temperature if temperature is None else temperature
-        return run_policy_branch(self._env(suite, task_id), policy, sim_state, n_chunks, seed)
+        return run_policy_branch(self._env(suite, task_id), self._policy(checkpoint, temperature), sim_state,
+                                 n_chunks, seed)
 
-    def _policy(self, checkpoint: str):
+    def _policy(self, checkpoint: str, temperature: float | None = None):
         """The policy saved in ``checkpoint``, loaded once (only the newest is kept), sampling at
-        ``mbpo.policy_temperature`` as the learner scores it."""
+        ``temperature``, by default ``mbpo.policy_temperature`` (as the learner scores it)."""
         from mbpo_ray.policy import load_policy
 
         if checkpoint not in self._policies:
             self._policies = {checkpoint: load_policy(checkpoint)}
-            self._policies[checkpoint].temperature = self.cfg.mbpo.policy_temperature
-        return self._policies[checkpoint]
+        policy = self._policies[checkpoint]
+        policy.temperature = self.cfg.mbpo.policy_temperature if temperature is None else temperature
+        return policy
 
     def pid(self) -> int:
         return os.getpid()

@@ -284,3 +284,19 @@ def test_trajectories_become_branches():
     assert br.valid.tolist() == [[True, True, True], [True, False, False]]
     assert br.terminal.tolist() == [[False, False, True], [False, False, False]] and br.reward[0, 2] == 1.0
     assert (br.last_value == 0).all() and br.value[0].tolist() == [0, 1, 2] and list(br.group) == [0, 0]
+    # simulator branches: one that did not succeed bootstraps from the critic at its last observation
+    sim = trajectories_to_branches([traj(2, False), traj(1, True)], ["a", "b"], np.array([0, 0]), np.array([0.4, 0.0]))
+    assert sim.last_value.tolist() == pytest.approx([0.4, 0.0]) and sim.terminal[1, 0] and not sim.terminal[0].any()
+
+
+def test_simulator_jobs_carry_each_start_s_state_and_a_seed_of_its_own():
+    import pyarrow as pa
+
+    from mbpo_ray.rl.online import simulator_jobs
+
+    table = pa.table({"task_id": [1, 1, 3], "sim_state": [[0.5, 1.0], [0.5, 1.0], [2.0]]})
+    jobs = simulator_jobs("ckpt", "libero_spatial", table, seed=7, n_chunks=2)
+    assert [j["task_id"] for j in jobs] == [1, 1, 3] and jobs[2]["sim_state"].tolist() == [2.0]
+    assert len({j["seed"] for j in jobs}) == 3  # the same start twice: two different branches
+    assert [j["seed"] for j in jobs] == [j["seed"] for j in simulator_jobs("ckpt", "libero_spatial", table, 7, 2)]
+    assert all(j["n_chunks"] == 2 and j["checkpoint"] == "ckpt" for j in jobs)
