@@ -123,7 +123,7 @@ online-baseline: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(BIN)/python benchmarks/sample_efficiency.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --work $(RECIPE)/online --tasks 0-3 --iterations 6 --eval-every 6 --episodes 50 --online-episodes 64 --group-size 8 --run-only online --set mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=128 mbpo.actor_lr=3e-5 mbpo.updates_per_batch=16
 
 # Do a group's branches end differently in LIBERO itself, by branch length and policy temperature
-# (about 6.5 min per cell at n = 2, 13 at n = 4, 25 at n = 8 here; results written after every cell)
+# (about 6.5 min per cell at n = 2, 10 at n = 4, 16 at n = 8 here; results written after every cell)
 branch-signal: recipe-data
 	$(BIN)/python benchmarks/branch_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --n-chunks 2 4 8 --temperatures 1.0 2.0 --sampler reverse --start-window 8 --fail-weight 1 --workers 2
 
