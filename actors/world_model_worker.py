@@ -89,7 +89,7 @@ class WorldModelWorker:
         with ``req.seed`` by ``mbpo.start_sampler`` (an equal share per task), each branched
         ``group_size`` times, on the weights and store parts the request names. The store is refreshed
         first, so real episodes appended during the run become start states."""
-        from mbpo_ray.replay.samplers import chunks_to_go, draw_groups
+        from mbpo_ray.replay.samplers import chunks_to_go, draw_groups, start_ids
         from mbpo_ray.rl.imagine import imagine
 
         versions = self.sync(req.versions)
@@ -98,16 +98,13 @@ class WorldModelWorker:
         mc = self.cfg.mbpo
         ep, chunk, group = draw_groups(episodes, req.n, req.tasks or [], np.random.default_rng(req.seed),
                                        req.iteration, mc)
-        cols = ["episode_id", "chunk_index", "head", "wrist", "instruction", "task_id"]
-        table = self.store.read_start_states(index[ep], chunk, cols)
+        table = self.store.read_start_states(index[ep], chunk, ["head", "wrist", "instruction"])
         size = self.store.spec.image_size
         head, wrist = frames(table, "head", size), frames(table, "wrist", size)
         instr = table.column("instruction").to_pylist()
         br = imagine(self.wm, self.policy, head, wrist, instr, mc.n_chunks, mc.temperature, req.seed, group=group,
                      max_uncertainty=mc.max_uncertainty)
-        br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),
-                                                     table.column("chunk_index").to_pylist(), strict=True)]
-        br.to_go = chunks_to_go(episodes, ep, chunk)
+        br.start_ids, br.to_go = start_ids(episodes, ep, chunk), chunks_to_go(episodes, ep, chunk)
         br.policy_version, br.world_model_version = versions.policy, versions.world_model
         return ImagineResult(br, time.perf_counter() - t0, self.sync_seconds, os.getpid(), versions,
                              ray.util.get_node_ip_address())

@@ -31,24 +31,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, draw_start_states, save_figure, write_result  # noqa: E402
+from benchmarks.common import RESULTS, draw_sim_starts, save_figure, write_result  # noqa: E402
 
 
 def draw_starts(args):
     """(store, table of start rows, episodes' (suite, task), simulator states, chunks to go)."""
-    from mbpo_ray.config import build_config
-    from mbpo_ray.replay import ReplayStore
     from mbpo_ray.replay.samplers import chunks_to_go
 
-    store = ReplayStore.open(os.path.expanduser(args.store))
-    mc = build_config(overrides={"mbpo": {"start_window": args.start_window, "fail_weight": args.fail_weight}}).mbpo
-    ep, chunk = draw_start_states(store, args.start_states, args.tasks, args.sampler, args.seed, mc)
-    table = store.read_start_states(ep, chunk, ["head", "wrist", "instruction", "sim_state"])
+    store, ep, chunk, table, sims = draw_sim_starts(args, ("head", "wrist", "instruction"))
     envs = [(store.episodes[int(e)].suite, store.episodes[int(e)].task_id) for e in ep]
-    sims = [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()]
-    if any(len(s) == 0 for s in sims):
-        raise SystemExit("some start states have no recorded simulator state: use a store written by "
-                         "`mbpo-ray collect` or `mbpo-ray eval --to-store`")
     return store, table, envs, sims, chunks_to_go(store.episodes, ep, chunk)
 
 

@@ -30,22 +30,14 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import draw_start_states, provenance, save_figure, write_result  # noqa: E402
+from benchmarks.common import draw_sim_starts, provenance, save_figure, write_result  # noqa: E402
 
 
 def starts(args):
     """(jobs' common fields per start, chunks to go, whether the start's episode succeeded)."""
-    from mbpo_ray.config import build_config
-    from mbpo_ray.replay import ReplayStore
     from mbpo_ray.replay.samplers import chunks_to_go
 
-    store = ReplayStore.open(os.path.expanduser(args.store))
-    mc = build_config(overrides={"mbpo": {"start_window": args.start_window, "fail_weight": args.fail_weight}}).mbpo
-    ep, chunk = draw_start_states(store, args.start_states, args.tasks, args.sampler, args.seed, mc)
-    sims = [np.asarray(s, np.float64) for s in store.read_start_states(ep, chunk, ["sim_state"]).column(0).to_pylist()]
-    if any(len(s) == 0 for s in sims):
-        raise SystemExit("some start states have no recorded simulator state: use a store written by "
-                         "`mbpo-ray collect` or `mbpo-ray eval --to-store`")
+    store, ep, chunk, _, sims = draw_sim_starts(args)
     eps = [store.episodes[int(e)] for e in ep]
     common = [{"suite": e.suite, "task_id": e.task_id, "sim_state": s} for e, s in zip(eps, sims, strict=True)]
     return common, chunks_to_go(store.episodes, ep, chunk), np.array([e.success for e in eps])

@@ -62,6 +62,26 @@ def draw_start_states(store, n: int, tasks: str, sampler: str, seed: int, mc=Non
     return np.concatenate([p[0] for p in picks]), np.concatenate([p[1] for p in picks])
 
 
+def draw_sim_starts(args, columns: tuple[str, ...] = ()):
+    """Start states to run in LIBERO, drawn as :func:`draw_start_states` draws them with ``args``
+    (``store``, ``start_states``, ``tasks``, ``sampler``, ``seed``, ``start_window``, ``fail_weight``):
+    (store, episodes, chunks, the rows' ``columns`` + ``sim_state``, the simulator states)."""
+    import numpy as np
+
+    from mbpo_ray.config import build_config
+    from mbpo_ray.replay import ReplayStore
+
+    store = ReplayStore.open(os.path.expanduser(args.store))
+    mc = build_config(overrides={"mbpo": {"start_window": args.start_window, "fail_weight": args.fail_weight}}).mbpo
+    ep, chunk = draw_start_states(store, args.start_states, args.tasks, args.sampler, args.seed, mc)
+    table = store.read_start_states(ep, chunk, [*columns, "sim_state"])
+    sims = [np.asarray(s, np.float64) for s in table.column("sim_state").to_pylist()]
+    if any(len(s) == 0 for s in sims):
+        raise SystemExit("some start states have no recorded simulator state: use a store written by "
+                         "`mbpo-ray collect` or `mbpo-ray eval --to-store`")
+    return store, ep, chunk, table, sims
+
+
 def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
     """Exact two-sided McNemar test of paired outcomes (the same init states under two policies):
     only the discordant pairs count; p = P(a Binomial(n_discordant, 1/2) is as unbalanced)."""

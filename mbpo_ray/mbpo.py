@@ -224,34 +224,33 @@ class _Loop:
                                    np.random.default_rng(seed), state["version"], f"{self.run_id}-online{seed}")
         res = run_by_task(self.runners, jobs, self.remake_runner)
         br = trajectories_to_branches([r["trajectory"] for r in res], [r["instruction"] for r in res], group)
-        br.policy_version = state["version"]
-        state["real_env_steps"] += sum(r["steps"] for r in res)
         state["real_episodes"] = state.get("real_episodes", 0) + len(res)
-        secs = time.perf_counter() - t0
-        result = ImagineResult(br, secs, 0.0, os.getpid(), Versions(state["version"], 0))
-        return [result], {"seconds": secs, "redone_shares": 0, "workers": len(self.runners), "sync_seconds": 0.0}
+        return self._real_batch(br, res, t0)
 
     def _simulated(self, seed: int, iteration: int, parts: tuple[str, ...]):
         """``mbpo.mode=simulator``: the branches the world model would imagine, run in LIBERO."""
         from actors.env_runner import run_by_task
-        from mbpo_ray.replay.samplers import chunks_to_go, draw_groups
+        from mbpo_ray.replay.samplers import chunks_to_go, draw_groups, start_ids
         from mbpo_ray.rl.online import simulator_jobs, trajectories_to_branches
 
-        mc, state = self.mc, self.state
+        mc = self.mc
         path = self.save_policy()
         t0 = time.perf_counter()
-        self.store.refresh()
-        index = self.store.episodes_in(parts)
+        index = self.store.episodes_in(parts)  # refreshes the index when a part is new to it
         episodes = [self.store.episodes[i] for i in index]
         ep, chunk, group = draw_groups(episodes, mc.branches, mc.task_ids, np.random.default_rng(seed), iteration, mc)
-        table = self.store.read_start_states(index[ep], chunk, ["episode_id", "chunk_index", "task_id", "sim_state"])
+        table = self.store.read_start_states(index[ep], chunk, ["task_id", "sim_state"])
         jobs = simulator_jobs(path, self.cfg.env.suite, table, seed, mc.n_chunks)
         res = run_by_task(self.runners, jobs, self.remake_runner, "policy_branch")
         br = trajectories_to_branches([r["trajectory"] for r in res], [r["instruction"] for r in res], group,
                                       np.array([r["last_value"] for r in res]))
-        br.start_ids = [f"{e}:{c}" for e, c in zip(table.column("episode_id").to_pylist(),
-                                                     table.column("chunk_index").to_pylist(), strict=True)]
-        br.to_go, br.policy_version = chunks_to_go(episodes, ep, chunk), state["version"]
+        br.start_ids, br.to_go = start_ids(episodes, ep, chunk), chunks_to_go(episodes, ep, chunk)
+        return self._real_batch(br, res, t0)
+
+    def _real_batch(self, br, res: list[dict], t0: float):
+        """A batch run in LIBERO (online or simulator) as the pool returns one; its env steps counted."""
+        state = self.state
+        br.policy_version = state["version"]
         state["real_env_steps"] += sum(r["steps"] for r in res)
         secs = time.perf_counter() - t0
         result = ImagineResult(br, secs, 0.0, os.getpid(), Versions(state["version"], 0))

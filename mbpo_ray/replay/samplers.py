@@ -88,6 +88,11 @@ def chunks_to_go(episodes: list[EpisodeMeta], ep: np.ndarray, chunk: np.ndarray)
     return np.array([episodes[int(e)].chunks for e in ep], dtype=np.int64) - np.asarray(chunk, np.int64)
 
 
+def start_ids(episodes: list[EpisodeMeta], ep: np.ndarray, chunk: np.ndarray) -> list[str]:
+    """``"episode_id:chunk_index"`` of each start state (what ``Branches.start_ids`` holds)."""
+    return [f"{episodes[int(e)].episode_id}:{int(c)}" for e, c in zip(ep, chunk, strict=True)]
+
+
 TO_GO_BUCKETS = ((1, 2), (3, 4), (5, 8), (9, 10**9))  # inclusive ranges of chunks_to_go in the logs
 
 

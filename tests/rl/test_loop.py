@@ -20,6 +20,13 @@ from tests.conftest import alive_actors
 SMALL = ["--mbpo.worker_cpus=0.25", "--mbpo.learner_cpus=0.25", "--mbpo.runner_cpus=0.25"]
 
 
+def train_logs(argv: list[str], out, capsys) -> list[dict]:
+    """`mbpo-ray train ARGV` (it must succeed) and the rows of its ``metrics.jsonl``."""
+    code = main(["train", *argv])
+    assert code == 0, capsys.readouterr().err
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.libero
 def test_loop_checkpoint_and_resume(ray_cluster, loop_inputs, capsys):
     root, store, policy, wm = loop_inputs
@@ -222,12 +229,10 @@ def test_online_rl_learns_from_real_rollouts(ray_cluster, loop_inputs, tmp_path,
     root, store, policy, _ = loop_inputs
     before = {e.episode_id for e in ReplayStore.open(store).episodes}
     out = tmp_path / "online"
-    code = main(["train", "--policy", policy, "--store", store, "--out", str(out), "--mbpo.mode=online",
-                 "--mbpo.objective=grpo", "--mbpo.group_size=2", "--mbpo.branches=2", "--mbpo.learners=1",
-                 "--mbpo.iterations=2", "--mbpo.tasks=0", "--mbpo.real_every=0", "--mbpo.eval_episodes=1",
-                 "--mbpo.env_runners=1", "--env.max_steps=6", *SMALL])
-    assert code == 0, capsys.readouterr().err
-    logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = train_logs(["--policy", policy, "--store", store, "--out", str(out), "--mbpo.mode=online",
+                       "--mbpo.objective=grpo", "--mbpo.group_size=2", "--mbpo.branches=2", "--mbpo.learners=1",
+                       "--mbpo.iterations=2", "--mbpo.tasks=0", "--mbpo.real_every=0", "--mbpo.eval_episodes=1",
+                       "--mbpo.env_runners=1", "--env.max_steps=6", *SMALL], out, capsys)
     assert [x["real/env_steps"] for x in logs] == [12, 24]  # 2 episodes x 6 steps per iteration
     assert all(x["imagine/chunk_transitions"] == 6 for x in logs)  # 3 chunks of 2 actions per episode
     assert all("pool/workers" in x and x["staleness"] == 0 for x in logs) and "eval/success" in logs[-1]
@@ -262,12 +267,10 @@ def test_simulator_branches_run_in_libero_from_the_stored_states(ray_cluster, lo
                                                 np.zeros(8, np.float32)), env.instruction)
         assert abs(a["last_value"] - float(policy.act(final, greedy=True).value[0])) < 1e-5  # critic bootstrap
     out = tmp_path / "simulator"
-    code = main(["train", "--policy", policy_dir, "--store", uri, "--out", str(out), "--mbpo.mode=simulator",
-                 "--mbpo.group_size=2", "--mbpo.branches=4", "--mbpo.n_chunks=2", "--mbpo.learners=1",
-                 "--mbpo.iterations=2", "--mbpo.tasks=0", "--mbpo.eval_episodes=0", "--mbpo.env_runners=1",
-                 "--mbpo.minibatch_size=4", "--env.max_steps=6", *SMALL])
-    assert code == 0, capsys.readouterr().err
-    logs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = train_logs(["--policy", policy_dir, "--store", uri, "--out", str(out), "--mbpo.mode=simulator",
+                       "--mbpo.group_size=2", "--mbpo.branches=4", "--mbpo.n_chunks=2", "--mbpo.learners=1",
+                       "--mbpo.iterations=2", "--mbpo.tasks=0", "--mbpo.eval_episodes=0", "--mbpo.env_runners=1",
+                       "--mbpo.minibatch_size=4", "--env.max_steps=6", *SMALL], out, capsys)
     assert [x["real/env_steps"] for x in logs] == [16, 32]  # 4 branches x 2 chunks x 2 actions
     assert all(x["imagine/chunk_transitions"] == 8 and x["staleness"] == 0 for x in logs)
     assert all(sum(v for k, v in x.items() if k.startswith("imagine/starts_to_go")) == 4 for x in logs)
