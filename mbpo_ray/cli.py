@@ -42,6 +42,7 @@ EVAL_SHORTHANDS = {
     "sample": "eval.sample",
 }
 SFT_SHORTHANDS = {"suite": "env.suite", "tasks": "sft.tasks", "demos_per_task": "sft.demos_per_task",
+                  "rollouts_per_task": "sft.rollouts_per_task",
                   "steps": "sft.steps", "seed": "sft.seed"}
 
 
@@ -258,9 +259,10 @@ def cmd_sft(args, extra) -> int:
     from mbpo_ray.policy.sft import train_sft
 
     cfg = _config(args, extra)
-    r = train_sft(args.store, args.out, cfg, resume=args.resume, frame_codec=args.frame_codec)
-    demos = sum(r["demos"].values())
+    r = train_sft(args.store, args.out, cfg, resume=args.resume, frame_codec=args.frame_codec, init=args.init)
+    demos, rollouts = sum(r["demos"].values()), sum(r["rollouts"].values())
     print(f"policy ({r['params'] / 1e6:.1f} M parameters) trained {r['steps']} steps on {demos} demonstrations "
+          f"and {rollouts} successful policy rollouts "
           f"of {len(r['demos'])} task(s) ({r['steps_per_s']:.2f} steps/s, {r['train_minutes']:.1f} min); "
           f"saved to {args.out}")
     return 0
@@ -403,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--suite", help="suite of the demonstrations (env.suite)")
     s.add_argument("--tasks", help="task ids, e.g. 0-9 (default: every task in the store)")
     s.add_argument("--demos-per-task", type=int, dest="demos_per_task")
+    s.add_argument("--rollouts-per-task", type=int, dest="rollouts_per_task",
+                   help="also imitate the first N successful policy rollouts per task recorded in the store "
+                   "(self-imitation; default 0)")
+    s.add_argument("--init", help="a policy checkpoint to continue from (its bins and architecture) instead of a fresh "
+                   "policy")
     s.add_argument("--steps", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--frame-codec", dest="frame_codec",

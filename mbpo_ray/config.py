@@ -184,6 +184,7 @@ class SFTConfig:
     lr: float = 3e-4
     warmup_steps: int = 100
     demos_per_task: int = 10  # the first n successful demonstrations per task (few-shot budget)
+    rollouts_per_task: int = 0  # and the first n successful recorded policy rollouts (self-imitation)
     tasks: str = ""  # task ids of env.suite, e.g. 0-9; empty = every task in the store
     seed: int = 0
     checkpoint_every: int = 500
@@ -196,6 +197,7 @@ class SFTConfig:
         check_range("sft.lr", self.lr, 1e-7, 1.0)
         check_range("sft.warmup_steps", self.warmup_steps, 0, 10_000_000)
         check_range("sft.demos_per_task", self.demos_per_task, 1, 100_000)
+        check_range("sft.rollouts_per_task", self.rollouts_per_task, 0, 100_000)
         if self.tasks != "":
             _check_tasks("sft.tasks", self.tasks, "libero_90")
         check_range("sft.checkpoint_every", self.checkpoint_every, 1, 10_000_000)

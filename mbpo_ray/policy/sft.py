@@ -1,10 +1,16 @@
 """Behaviour cloning (SFT) of a policy on the first successful demonstrations of each task.
 
+With ``sft.rollouts_per_task`` it also imitates the first successful rollouts of a policy recorded
+in the store (source ``real``): self-imitation, the simplest policy improvement from real outcomes
+(filtered behaviour cloning). ``init`` continues from a trained policy (its bins and architecture)
+instead of a fresh one.
+
 Checkpoint folder ``OUT``::
 
     OUT/model.safetensors  weights (load with ``mbpo_ray.policy.load_policy(OUT)``)
-    OUT/policy.json        policy config, action bins, the demonstrations used (episode ids per
-                           task), suite, store image size, the SFT config and the step saved
+    OUT/policy.json        policy config, action bins, the demonstrations and rollouts used
+                           (episode ids per task), the policy started from, suite, store image
+                           size, the SFT config and the step saved
     OUT/state/             weights, optimizer, scheduler, RNG and step, for ``--resume``
     OUT/tb/                TensorBoard scalars: loss, entropy, greedy bin accuracy, learning rate
 """
@@ -57,17 +63,20 @@ def random_shift(x: torch.Tensor) -> torch.Tensor:
     return out.to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def select_demos(store: ReplayStore, suite: str, tasks: str, per_task: int) -> dict[str, list[str]]:
-    """Task id -> ids of the first ``per_task`` successful demonstrations of that task, in store order."""
-    eps = [e for e in store.episodes if e.suite == suite and e.source == "demo" and e.success and e.chunks > 0]
+def select_demos(store: ReplayStore, suite: str, tasks: str, per_task: int,
+                 source: str = "demo") -> dict[str, list[str]]:
+    """Task id -> ids of the first ``per_task`` successful episodes of ``source`` of that task, in store
+    order (``demo``: demonstrations; ``real``: recorded policy rollouts)."""
+    what = "demonstration" if source == "demo" else "policy rollout"
+    eps = [e for e in store.episodes if e.suite == suite and e.source == source and e.success and e.chunks > 0]
     wanted = parse_task_ids(tasks) if tasks else sorted({e.task_id for e in eps})
     if not wanted:
-        raise ReplayError(f"{store.root} holds no successful {suite} demonstrations: collect some first")
+        raise ReplayError(f"{store.root} holds no successful {suite} {what}s: collect some first")
     chosen: dict[str, list[str]] = {}
     for t in wanted:
         ids = [e.episode_id for e in eps if e.task_id == t][:per_task]
         if not ids:
-            raise ReplayError(f"{store.root} holds no successful demonstration of {suite} task {t}")
+            raise ReplayError(f"{store.root} holds no successful {what} of {suite} task {t}")
         chosen[str(t)] = ids
     return chosen
 
@@ -108,9 +117,42 @@ def sft_loss(policy: Policy, obs: Observations, actions: np.ndarray, mask: torch
     return {"loss": -logp.sum() / n, "entropy": ent.sum().detach() / n}
 
 
-def train_sft(store_uri: str, out: str, cfg: Config, resume: bool = False, frame_codec: str | None = None) -> dict:
+def _prepare(store: ReplayStore, store_uri: str, out_p: Path, cfg: Config, resume: bool, init: str | None,
+             frame_codec: str | None) -> tuple[Policy, Demos, dict]:
+    """The policy to train (fresh, continued from ``init``, or the saved run's), the rows it imitates,
+    and the metadata its checkpoint records."""
+    from mbpo_ray.policy import load_policy
+
+    sc, start = cfg.sft, None
+    if resume:  # the saved run decides demos, rollouts, bins and architecture
+        meta = read_policy_meta(out_p)
+        chosen, rollouts, init = meta["demos"], meta.get("rollouts", {}), meta.get("init")
+        start = load_policy(out_p)
+    else:
+        chosen = select_demos(store, cfg.env.suite, sc.tasks, sc.demos_per_task)
+        rollouts = (select_demos(store, cfg.env.suite, sc.tasks, sc.rollouts_per_task, source="real")
+                    if sc.rollouts_per_task else {})
+        if init:
+            start = load_policy(init)
+    ids = [i for part in (chosen, rollouts) for v in part.values() for i in v]
+    size = start.cfg.image_size if start is not None else cfg.policy.image_size
+    demos = load_demos(store, ids, size)
+    policy = start.train() if start is not None else _new_policy(cfg, demos, store.spec.chunk_size)
+    if frame_codec and not resume:
+        from mbpo_ray.policy import load_frame_codec
+
+        policy.frame_codec = load_frame_codec(frame_codec)
+    extra = {"demos": chosen, "rollouts": rollouts, "init": str(init) if init else None, "suite": cfg.env.suite,
+             "store_image_size": store.spec.image_size, "store": str(store_uri), "sft": asdict(sc),
+             "instructions": sorted(set(demos.instruction))}
+    return policy, demos, extra
+
+
+def train_sft(store_uri: str, out: str, cfg: Config, resume: bool = False, frame_codec: str | None = None,
+              init: str | None = None) -> dict:
     """Behaviour cloning; with ``frame_codec`` (a tokenizer folder) every frame the policy sees, here
-    and wherever the checkpoint is used, round-trips through that tokenizer first."""
+    and wherever the checkpoint is used, round-trips through that tokenizer first. ``init``: a policy
+    checkpoint to continue from instead of a fresh policy."""
     from accelerate import Accelerator
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
@@ -120,26 +162,11 @@ def train_sft(store_uri: str, out: str, cfg: Config, resume: bool = False, frame
         raise FileExistsError(f"{out} exists and is not empty: pass --resume to continue it, or another --out")
     if resume and not (out_p / "state" / "step.json").is_file():
         raise FileNotFoundError(f"--resume: {out} holds no saved SFT state (state/step.json)")
+    if init and not (Path(init) / "policy.json").is_file():
+        raise FileNotFoundError(f"--init: {init} is not a policy checkpoint (no policy.json)")
     torch.manual_seed(sc.seed)
     store = ReplayStore.open(store_uri)
-    if resume:  # the saved run decides demos, bins and architecture
-        meta = read_policy_meta(out_p)
-        chosen = meta["demos"]
-    else:
-        chosen = select_demos(store, cfg.env.suite, sc.tasks, sc.demos_per_task)
-    demos = load_demos(store, [i for ids in chosen.values() for i in ids], cfg.policy.image_size)
-    if resume:
-        from mbpo_ray.policy import load_policy
-
-        policy = load_policy(out_p).train()
-    else:
-        policy = _new_policy(cfg, demos, store.spec.chunk_size)
-        if frame_codec:
-            from mbpo_ray.policy import load_frame_codec
-
-            policy.frame_codec = load_frame_codec(frame_codec)
-    extra = {"demos": chosen, "suite": cfg.env.suite, "store_image_size": store.spec.image_size,
-             "store": str(store_uri), "sft": asdict(sc), "instructions": sorted(set(demos.instruction))}
+    policy, demos, extra = _prepare(store, store_uri, out_p, cfg, resume, init, frame_codec)
     opt = torch.optim.AdamW(policy.parameters(), lr=sc.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, sc.warmup_steps)))
     acc = Accelerator(cpu=not torch.cuda.is_available())
@@ -178,4 +205,5 @@ def train_sft(store_uri: str, out: str, cfg: Config, resume: bool = False, frame
     seconds = time.time() - t0
     return {"steps": step, "train_minutes": round(minutes, 3), "steps_per_s": (step - first) / max(seconds, 1e-9),
             "params": sum(p.numel() for p in policy.parameters()), "rows": len(demos),
-            "demos": {t: len(ids) for t, ids in chosen.items()}, "final_loss": losses["loss"].item() if step > first else None}
+            "demos": {t: len(ids) for t, ids in extra["demos"].items()},
+            "rollouts": {t: len(ids) for t, ids in extra["rollouts"].items()}, "final_loss": losses["loss"].item() if step > first else None}

@@ -17,10 +17,11 @@ def tiny_policy_config() -> PolicyConfig:
     return PolicyConfig(**TINY_POLICY)
 
 
-def learnable_episode(rng: np.random.Generator, task_id: int, chunks: int = 3, success: bool = True):
+def learnable_episode(rng: np.random.Generator, task_id: int, chunks: int = 3, success: bool = True,
+                      source: str = "demo"):
     """Random frames; actions a fixed function of the task (plus small noise), so BC can fit them."""
     b = EpisodeBuilder(TINY, suite="libero_spatial", task_id=task_id, instruction=f"put bowl {task_id} on plate",
-                       source="demo")
+                       source=source)
     base = np.linspace(-0.8, 0.8, TINY.chunk_size * TINY.action_dim).reshape(TINY.chunk_size, -1)
     base = base * (1 if task_id % 2 == 0 else -1)
     for c in range(chunks):

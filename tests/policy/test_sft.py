@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -12,7 +13,7 @@ from mbpo_ray.cli import main
 from mbpo_ray.config import build_config
 from mbpo_ray.policy import load_policy
 from mbpo_ray.policy.sft import train_sft
-from tests.policy.conftest import TINY_POLICY
+from tests.policy.conftest import TINY_POLICY, learnable_episode
 
 TINY_ARGS = [f"--policy.{k}={v}" for k, v in TINY_POLICY.items()]
 
@@ -64,6 +65,32 @@ def test_sft_cli_errors(demo_store, tmp_path, capsys):
     assert main(["sft", demo_store.root, "--out", str(out), "--resume", *TINY_ARGS]) == 2
     assert "holds no saved SFT state" in capsys.readouterr().err
     assert main(["sft", demo_store.root, "--out", str(out), "--steps", "2", "--sft.batch_size=4", *TINY_ARGS]) == 0
-    assert "trained 2 steps on 6 demonstrations of 2 task(s)" in capsys.readouterr().out
+    assert "trained 2 steps on 6 demonstrations and 0 successful policy rollouts of 2 task(s)" in capsys.readouterr().out
     assert main(["sft", demo_store.root, "--out", str(out), "--steps", "2", *TINY_ARGS]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_self_imitation_continues_a_policy_on_its_successful_rollouts(demo_store, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    for t, success in ((0, False), (0, True), (1, True), (1, True)):
+        demo_store.append(learnable_episode(rng, t, chunks=2, success=success, source="real"))
+    rollouts = {}
+    for e in demo_store.episodes:
+        if e.source == "real" and e.success:
+            rollouts.setdefault(str(e.task_id), []).append(e.episode_id)
+    start, out = tmp_path / "start", tmp_path / "self"
+    train_sft(demo_store.root, str(start), cfg(steps=4, demos_per_task=2))
+    r = train_sft(demo_store.root, str(out), cfg(steps=3, demos_per_task=2, rollouts_per_task=1), init=str(start))
+    first = {t: ids[:1] for t, ids in rollouts.items()}  # the failed rollout of task 0 is never chosen
+    meta = json.loads((out / "policy.json").read_text())
+    assert meta["rollouts"] == first and meta["init"] == str(start) and r["rollouts"] == {"0": 1, "1": 1}
+    assert meta["bins"] == json.loads((start / "policy.json").read_text())["bins"]
+    assert r["rows"] == 2 * 2 * 3 + 2 * 2  # 2 demos of 3 chunks and 1 rollout of 2 chunks per task
+    a, b = load_file(str(start / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # trained on from the start checkpoint
+    assert main(["sft", demo_store.root, "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nowhere"),
+                 *TINY_ARGS]) == 2
+    assert "is not a policy checkpoint" in capsys.readouterr().err
+    assert main(["sft", demo_store.root, "--out", str(tmp_path / "y"), "--rollouts-per-task", "1", "--tasks", "0-1",
+                 "--steps", "1", *TINY_ARGS]) == 0
+    assert "on 6 demonstrations and 2 successful policy rollouts" in capsys.readouterr().out
