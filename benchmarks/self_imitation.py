@@ -1,0 +1,204 @@
+"""Self-imitation from real outcomes: behaviour cloning continued on the policy's own successful
+rollouts in LIBERO (filtered BC), round after round, from one few-shot SFT checkpoint. The simplest
+policy improvement from real rewards, and so the reference that RL from real or imagined data has to
+beat at the same real-data budget.
+
+    python benchmarks/self_imitation.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --store STORE --work DIR
+        [--tasks 0-3] [--rounds 2] [--rollouts 30] [--steps 1000] [--lr 1e-4] [--episodes 50]
+        [--reuse-rollouts] [--seed 0]
+
+Round k: roll the round's start policy out with sampled actions (``mbpo-ray eval --sample
+--to-store``, init states 0..rollouts-1 of every task), continue behaviour cloning from it
+(``mbpo-ray sft --init``) on the SFT demonstrations plus every successful rollout of rounds 1..k,
+then evaluate greedily under LIBERO's protocol (init states 0..episodes-1) with an exact McNemar test
+against SFT on the same init states. A round's real env steps are the demonstrations' plus every
+rollout's so far, failures included (evaluations are not training data). ``--reuse-rollouts``: the
+first round's rollouts are the SFT policy's sampled rollouts that ``--store`` already holds (the
+recipe's), so none are collected for it. Every step is skipped once its output is complete, so an
+interrupted run continues where it stopped. Writes benchmarks/results/self_imitation.{json,png}
+after every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import mcnemar_exact, provenance, save_figure, write_result  # noqa: E402
+from benchmarks.fidelity import demo_budget  # noqa: E402
+
+CLI = [sys.executable, "-m", "mbpo_ray.cli"]
+
+
+def cli(*argv: str) -> None:
+    print("+ mbpo-ray " + " ".join(argv), flush=True)
+    if subprocess.run([*CLI, *argv]).returncode:
+        raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
+
+
+def copy_episodes(src, dst, ids: list[str]) -> None:
+    for i in ids:
+        dst.append(src.read_episode(i))
+
+
+def rollouts(args, k: int, policy: str, work: Path) -> Path:
+    """The store of round k's sampled rollouts (made once; an incomplete one is made again)."""
+    from mbpo_ray.replay import ReplayStore
+
+    out, store = work / f"round{k}" / "rollouts", work / f"round{k}" / "rollouts_store"
+    if (out / "eval.json").exists():
+        return store
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(store, ignore_errors=True)
+    src = ReplayStore.open(args.store)
+    dst = ReplayStore.create(str(store), src.spec)
+    if k == 1 and args.reuse_rollouts:
+        mine = [e.episode_id for e in src.episodes if e.source == "real" and e.task_id in args.task_ids]
+        if not mine:
+            raise SystemExit(f"--reuse-rollouts: {args.store} holds no policy rollouts of tasks {args.tasks}")
+        copy_episodes(src, dst, mine)
+        out.mkdir(parents=True)
+        (out / "eval.json").write_text(json.dumps({"reused_from": args.store, "episodes": len(mine)}))
+        return store
+    cli("eval", policy, "--tasks", args.tasks, "--episodes-per-task", str(args.rollouts), "--workers", "2",
+        "--sample", "--seed", str(1000 * args.seed + k), "--to-store", str(store), "--out", str(out))
+    return store
+
+
+def train_store(args, k: int, work: Path, demo_ids: list[str]) -> Path:
+    """The SFT demonstrations and the rollouts of rounds 1..k, in one store."""
+    from mbpo_ray.replay import ReplayStore
+
+    path = work / f"round{k}" / "train_store"
+    done = path / ".complete"
+    if done.exists():
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    src = ReplayStore.open(args.store)
+    dst = ReplayStore.create(str(path), src.spec)
+    copy_episodes(src, dst, demo_ids)
+    for j in range(1, k + 1):
+        part = ReplayStore.open(str(work / f"round{j}" / "rollouts_store"))
+        copy_episodes(part, dst, [e.episode_id for e in part.episodes])
+    done.touch()
+    return path
+
+
+def improve(args, k: int, start: str, work: Path, demo_ids: list[str]) -> tuple[str, dict]:
+    """Round k: rollouts of ``start``, behaviour cloning from it, greedy evaluation."""
+    rollouts(args, k, start, work)
+    store = train_store(args, k, work, demo_ids)
+    policy = work / f"round{k}" / "policy"
+    meta = policy / "policy.json"
+    if not (meta.exists() and json.loads(meta.read_text())["step"] == args.steps):
+        shutil.rmtree(policy, ignore_errors=True)
+        cli("sft", str(store), "--out", str(policy), "--init", start, "--tasks", args.tasks,
+            "--demos-per-task", str(args.demos_per_task), "--rollouts-per-task", "100000", "--steps",
+            str(args.steps), f"--sft.lr={args.lr}", f"--sft.warmup_steps={args.warmup}", "--seed", str(args.seed))
+    ev = work / f"round{k}" / "eval"
+    if not (ev / "eval.json").exists():
+        shutil.rmtree(ev, ignore_errors=True)
+        cli("eval", str(policy), "--tasks", args.tasks, "--episodes-per-task", str(args.episodes), "--workers", "2",
+            "--out", str(ev))
+    return str(policy), json.loads((ev / "eval.json").read_text())
+
+
+def outcomes(report: dict, n: int) -> dict[tuple[int, int], bool]:
+    return {(int(t), i): i in set(r["successes"]) for t, r in report["tasks"].items() for i in range(n)}
+
+
+def point(args, k: int, report: dict, sft: dict, env_steps: int, used: dict) -> dict:
+    base, mine = outcomes(sft, args.episodes), outcomes(report, args.episodes)
+    if base.keys() != mine.keys():
+        raise SystemExit("the round's evaluation and the SFT evaluation cover different init states: no paired test")
+    keys = sorted(base)
+    return {"round": k, "real_env_steps": env_steps, "success_rate": round(report["success_rate"], 4),
+            "by_task": {t: r["success_rate"] for t, r in report["tasks"].items()},
+            "vs_sft": mcnemar_exact([base[x] for x in keys], [mine[x] for x in keys]), **used}
+
+
+def rollout_budget(work: Path, k: int) -> dict:
+    from mbpo_ray.replay import ReplayStore
+
+    eps = [e for j in range(1, k + 1) for e in ReplayStore.open(str(work / f"round{j}" / "rollouts_store")).episodes]
+    return {"rollouts": len(eps), "successful_rollouts": sum(e.success for e in eps),
+            "rollout_env_steps": sum(e.env_steps for e in eps)}
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, text in (("--policy", "the SFT checkpoint"), ("--sft-eval", "eval.json of `mbpo-ray eval` on it"),
+                       ("--store", "the store it was trained from"), ("--work", "round folders")):
+        ap.add_argument(name, required=True, help=text)
+    ap.add_argument("--tasks", default="0-3")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rollouts", type=int, default=30, help="sampled rollouts per task and round (init states 0..n-1)")
+    ap.add_argument("--steps", type=int, default=1000, help="behaviour-cloning steps per round")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--episodes", type=int, default=50, help="init states per task in every evaluation")
+    ap.add_argument("--reuse-rollouts", action="store_true", dest="reuse_rollouts",
+                    help="round 1 learns from the SFT policy's rollouts already in --store")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main() -> None:
+    from mbpo_ray.config import parse_task_ids
+    from mbpo_ray.policy import read_policy_meta
+
+    args = parser().parse_args()
+    for name in ("policy", "store", "work", "sft_eval"):
+        setattr(args, name, os.path.expanduser(getattr(args, name)))
+    args.task_ids = parse_task_ids(args.tasks)
+    prov = provenance()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    sft = json.loads(Path(args.sft_eval).read_text())
+    if sorted(int(t) for t in sft["tasks"]) != args.task_ids:
+        raise SystemExit(f"{args.sft_eval} evaluated tasks {sorted(sft['tasks'])}, not --tasks {args.tasks}")
+    demo_ids, demo_steps = demo_budget(args.store, args.policy)
+    args.demos_per_task = max(len(v) for v in read_policy_meta(args.policy)["demos"].values())
+    points = [{"round": 0, "real_env_steps": demo_steps, "success_rate": round(sft["success_rate"], 4),
+               "by_task": {t: r["success_rate"] for t, r in sft["tasks"].items()}}]
+    start = args.policy
+    for k in range(1, args.rounds + 1):
+        start, report = improve(args, k, start, work, demo_ids)
+        used = rollout_budget(work, k)
+        points.append(point(args, k, report, sft, demo_steps + used["rollout_env_steps"], used))
+        result = {"tasks": args.task_ids, "demonstrations": len(demo_ids), "seed": args.seed, "points": points,
+                  "settings": {k: getattr(args, k) for k in ("rounds", "rollouts", "steps", "lr", "warmup",
+                                                             "episodes", "reuse_rollouts")}}
+        write_result("self_imitation", result, prov)
+        plot(result)
+
+
+def plot(r: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = r["points"]
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], color="#228833", marker="o",
+            label="self-imitation rounds (round 0: SFT)")
+    for p in pts[1:]:
+        ax.annotate(f"p={p['vs_sft']['p_value']:.2g}", (p["real_env_steps"], 100 * p["success_rate"]),
+                    textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.set_xlabel("real env steps (demonstrations + rollouts, failures included)")
+    ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, r['tasks']))} (%)")
+    ax.set_title("Behaviour cloning on the policy's own successes, from one SFT checkpoint", fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, "self_imitation")
+
+
+if __name__ == "__main__":
+    main()
