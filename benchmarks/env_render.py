@@ -1,6 +1,8 @@
-"""Env steps/s on real LIBERO: both cameras rendered every step vs only at chunk ends.
+"""Env steps/s on real LIBERO: both cameras rendered every step vs only at chunk ends; and the
+seconds an episode reset and a restore from a recorded state take, with the scene rebuilt every time
+vs reset in place (``env.soft_reset``, bit for bit the same episodes).
 
-    python benchmarks/env_render.py [--steps 200] [--image-size 128]
+    python benchmarks/env_render.py [--steps 200] [--image-size 128] [--resets 6]
 """
 
 from __future__ import annotations
@@ -41,11 +43,32 @@ def run_mode(env: LiberoEnv, mode: str, steps: int, rng: np.random.Generator) ->
     return spent
 
 
+def time_resets(cfg: EnvConfig, soft: bool, n: int) -> dict[str, float]:
+    """Mean seconds of ``reset`` (init states 1..n) and of ``restore`` (of the state after a few steps),
+    after the env's first reset (which always builds the scene)."""
+    from dataclasses import replace
+
+    with LiberoEnv(replace(cfg, soft_reset=soft)) as env:
+        env.reset(0, render=False)
+        for _ in range(3):
+            env.step(np.zeros(7))
+        state = env.sim_state()
+        t0 = time.perf_counter()
+        for i in range(1, n + 1):
+            env.reset(i, render=False)
+        t1 = time.perf_counter()
+        for _ in range(n):
+            env.restore(state, render=False)
+        t2 = time.perf_counter()
+    return {"reset": round((t1 - t0) / n, 3), "restore": round((t2 - t1) / n, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=200, help="env steps per mode and round")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (machine drift hits both)")
     ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--resets", type=int, default=6, help="resets and restores timed per reset mode")
     ap.add_argument("--suite", default="libero_spatial")
     ap.add_argument("--task", type=int, default=0)
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON of the last run")
@@ -59,6 +82,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for mode in secs:
                 secs[mode] += run_mode(env, mode, args.steps, rng)
+    rebuild, in_place = time_resets(cfg, False, args.resets), time_resets(cfg, True, args.resets)
     total = args.steps * args.rounds
     every, chunk = total / secs["every_step"], total / secs["chunk_end"]
     result = {
@@ -66,6 +90,9 @@ def main() -> None:
         "steps_per_s_render_chunk_end": round(chunk, 2),
         "ratio": round(chunk / every, 2),
         "steps_per_mode": total,
+        "reset_seconds": {"rebuild": rebuild["reset"], "in_place": in_place["reset"]},
+        "restore_seconds": {"rebuild": rebuild["restore"], "in_place": in_place["restore"]},
+        "resets_timed": args.resets,
         "chunk_size": cfg.chunk_size,
         "image_size": cfg.image_size,
         "cameras": ["agentview", "robot0_eye_in_hand"],
