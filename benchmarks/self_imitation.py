@@ -5,7 +5,7 @@ beat at the same real-data budget.
 
     python benchmarks/self_imitation.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --store STORE --work DIR
         [--tasks 0-3] [--rounds 2] [--rollouts 30] [--steps 1000] [--lr 1e-4] [--episodes 50]
-        [--reuse-rollouts] [--seed 0]
+        [--reuse-rollouts] [--control] [--seed 0]
 
 Round k: roll the round's start policy out with sampled actions (``mbpo-ray eval --sample
 --to-store``, init states 0..rollouts-1 of every task), continue behaviour cloning from it
@@ -14,9 +14,12 @@ then evaluate greedily under LIBERO's protocol (init states 0..episodes-1) with 
 against SFT on the same init states. A round's real env steps are the demonstrations' plus every
 rollout's so far, failures included (evaluations are not training data). ``--reuse-rollouts``: the
 first round's rollouts are the SFT policy's sampled rollouts that ``--store`` already holds (the
-recipe's), so none are collected for it. Every step is skipped once its output is complete, so an
-interrupted run continues where it stopped. Writes benchmarks/results/self_imitation.{json,png}
-after every round.
+recipe's), so none are collected for it. ``--control``: the same behaviour cloning from SFT on the
+demonstrations alone (no rollouts), evaluated the same way: how far the same amount of updating moves
+the outcomes with no new data, the noise a round's gain has to clear. Every step is skipped once its
+output is complete, so an interrupted run continues where it stopped; each round folder's
+``made_by.json`` records the command and commit of the run that made each of its steps, and the
+result carries it. Writes benchmarks/results/self_imitation.{json,png} after every round.
 """
 
 from __future__ import annotations
@@ -43,12 +46,23 @@ def cli(*argv: str) -> None:
         raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
 
 
+def made_by(folder: Path, step: str, prov: dict | None = None) -> dict:
+    """The command and commit that made each step in ``folder`` (``prov`` recorded for ``step``)."""
+    path = folder / "made_by.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if prov is not None:
+        known[step] = {k: prov[k] for k in ("command", "commit", "date")}
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(known, indent=2))
+    return known
+
+
 def copy_episodes(src, dst, ids: list[str]) -> None:
     for i in ids:
         dst.append(src.read_episode(i))
 
 
-def rollouts(args, k: int, policy: str, work: Path) -> Path:
+def rollouts(args, k: int, policy: str, work: Path, prov: dict) -> Path:
     """The store of round k's sampled rollouts (made once; an incomplete one is made again)."""
     from mbpo_ray.replay import ReplayStore
 
@@ -66,9 +80,10 @@ def rollouts(args, k: int, policy: str, work: Path) -> Path:
         copy_episodes(src, dst, mine)
         out.mkdir(parents=True)
         (out / "eval.json").write_text(json.dumps({"reused_from": args.store, "episodes": len(mine)}))
-        return store
-    cli("eval", policy, "--tasks", args.tasks, "--episodes-per-task", str(args.rollouts), "--workers", "2",
-        "--sample", "--seed", str(1000 * args.seed + k), "--to-store", str(store), "--out", str(out))
+    else:
+        cli("eval", policy, "--tasks", args.tasks, "--episodes-per-task", str(args.rollouts), "--workers", "2",
+            "--sample", "--seed", str(1000 * args.seed + k), "--to-store", str(store), "--out", str(out))
+    made_by(work / f"round{k}", "rollouts", prov)
     return store
 
 
@@ -91,37 +106,44 @@ def train_store(args, k: int, work: Path, demo_ids: list[str]) -> Path:
     return path
 
 
-def improve(args, k: int, start: str, work: Path, demo_ids: list[str]) -> tuple[str, dict]:
-    """Round k: rollouts of ``start``, behaviour cloning from it, greedy evaluation."""
-    rollouts(args, k, start, work)
-    store = train_store(args, k, work, demo_ids)
-    policy = work / f"round{k}" / "policy"
+def clone_and_eval(args, folder: Path, store: str, start: str, rollouts_per_task: int, prov: dict) -> tuple[str, dict]:
+    """Behaviour cloning from ``start`` on ``store`` into ``folder/policy``, then LIBERO's evaluation."""
+    policy, ev = folder / "policy", folder / "eval"
     meta = policy / "policy.json"
     if not (meta.exists() and json.loads(meta.read_text())["step"] == args.steps):
         shutil.rmtree(policy, ignore_errors=True)
-        cli("sft", str(store), "--out", str(policy), "--init", start, "--tasks", args.tasks,
-            "--demos-per-task", str(args.demos_per_task), "--rollouts-per-task", "100000", "--steps",
-            str(args.steps), f"--sft.lr={args.lr}", f"--sft.warmup_steps={args.warmup}", "--seed", str(args.seed))
-    ev = work / f"round{k}" / "eval"
+        cli("sft", store, "--out", str(policy), "--init", start, "--tasks", args.tasks, "--demos-per-task",
+            str(args.demos_per_task), "--rollouts-per-task", str(rollouts_per_task), "--steps", str(args.steps),
+            f"--sft.lr={args.lr}", f"--sft.warmup_steps={args.warmup}", "--seed", str(args.seed))
+        made_by(folder, "policy", prov)
     if not (ev / "eval.json").exists():
         shutil.rmtree(ev, ignore_errors=True)
         cli("eval", str(policy), "--tasks", args.tasks, "--episodes-per-task", str(args.episodes), "--workers", "2",
             "--out", str(ev))
+        made_by(folder, "eval", prov)
     return str(policy), json.loads((ev / "eval.json").read_text())
+
+
+def improve(args, k: int, start: str, work: Path, demo_ids: list[str], prov: dict) -> tuple[str, dict]:
+    """Round k: rollouts of ``start``, behaviour cloning from it on every success so far, evaluation."""
+    rollouts(args, k, start, work, prov)
+    store = train_store(args, k, work, demo_ids)
+    return clone_and_eval(args, work / f"round{k}", str(store), start, 100_000, prov)
 
 
 def outcomes(report: dict, n: int) -> dict[tuple[int, int], bool]:
     return {(int(t), i): i in set(r["successes"]) for t, r in report["tasks"].items() for i in range(n)}
 
 
-def point(args, k: int, report: dict, sft: dict, env_steps: int, used: dict) -> dict:
+def point(args, k: int, report: dict, sft: dict, env_steps: int, used: dict, folder: Path) -> dict:
     base, mine = outcomes(sft, args.episodes), outcomes(report, args.episodes)
     if base.keys() != mine.keys():
         raise SystemExit("the round's evaluation and the SFT evaluation cover different init states: no paired test")
     keys = sorted(base)
     return {"round": k, "real_env_steps": env_steps, "success_rate": round(report["success_rate"], 4),
             "by_task": {t: r["success_rate"] for t, r in report["tasks"].items()},
-            "vs_sft": mcnemar_exact([base[x] for x in keys], [mine[x] for x in keys]), **used}
+            "vs_sft": mcnemar_exact([base[x] for x in keys], [mine[x] for x in keys]), **used,
+            "made_by": made_by(folder, "")}
 
 
 def rollout_budget(work: Path, k: int) -> dict:
@@ -146,6 +168,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--episodes", type=int, default=50, help="init states per task in every evaluation")
     ap.add_argument("--reuse-rollouts", action="store_true", dest="reuse_rollouts",
                     help="round 1 learns from the SFT policy's rollouts already in --store")
+    ap.add_argument("--control", action="store_true",
+                    help="also the same behaviour cloning from SFT on the demonstrations alone")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
@@ -168,14 +192,16 @@ def main() -> None:
     args.demos_per_task = max(len(v) for v in read_policy_meta(args.policy)["demos"].values())
     points = [{"round": 0, "real_env_steps": demo_steps, "success_rate": round(sft["success_rate"], 4),
                "by_task": {t: r["success_rate"] for t, r in sft["tasks"].items()}}]
-    start = args.policy
+    start, result = args.policy, {"tasks": args.task_ids, "demonstrations": len(demo_ids), "seed": args.seed,
+                                  "points": points, "settings": {k: getattr(args, k) for k in (
+                                      "rounds", "rollouts", "steps", "lr", "warmup", "episodes", "reuse_rollouts")}}
+    if args.control:
+        _, report = clone_and_eval(args, work / "control", args.store, args.policy, 0, prov)
+        result["control"] = point(args, 0, report, sft, demo_steps, {"rollouts": 0}, work / "control")
     for k in range(1, args.rounds + 1):
-        start, report = improve(args, k, start, work, demo_ids)
+        start, report = improve(args, k, start, work, demo_ids, prov)
         used = rollout_budget(work, k)
-        points.append(point(args, k, report, sft, demo_steps + used["rollout_env_steps"], used))
-        result = {"tasks": args.task_ids, "demonstrations": len(demo_ids), "seed": args.seed, "points": points,
-                  "settings": {k: getattr(args, k) for k in ("rounds", "rollouts", "steps", "lr", "warmup",
-                                                             "episodes", "reuse_rollouts")}}
+        points.append(point(args, k, report, sft, demo_steps + used["rollout_env_steps"], used, work / f"round{k}"))
         write_result("self_imitation", result, prov)
         plot(result)
 
@@ -193,6 +219,10 @@ def plot(r: dict) -> None:
     for p in pts[1:]:
         ax.annotate(f"p={p['vs_sft']['p_value']:.2g}", (p["real_env_steps"], 100 * p["success_rate"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=7)
+    if "control" in r:
+        c = r["control"]
+        ax.scatter([c["real_env_steps"]], [100 * c["success_rate"]], color="#999999", marker="x", zorder=3,
+                   label=f"control: the same cloning on the demonstrations alone (p={c['vs_sft']['p_value']:.2g})")
     ax.set_xlabel("real env steps (demonstrations + rollouts, failures included)")
     ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, r['tasks']))} (%)")
     ax.set_title("Behaviour cloning on the policy's own successes, from one SFT checkpoint", fontsize=9)
