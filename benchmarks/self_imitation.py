@@ -14,9 +14,10 @@ then evaluate greedily under LIBERO's protocol (init states 0..episodes-1) with 
 against SFT on the same init states. A round's real env steps are the demonstrations' plus every
 rollout's so far, failures included (evaluations are not training data). ``--reuse-rollouts``: the
 first round's rollouts are the SFT policy's sampled rollouts that ``--store`` already holds (the
-recipe's), so none are collected for it. ``--control``: the same behaviour cloning from SFT on the
-demonstrations alone (no rollouts), evaluated the same way: how far the same amount of updating moves
-the outcomes with no new data, the noise a round's gain has to clear. Every step is skipped once its
+recipe's), so none are collected for it. ``--control``: round k of the control continues the
+cloning k times from SFT on the demonstrations alone (no rollouts), evaluated the same way: how far
+the same amount of updating moves the outcomes with no new data, the noise a round's gain has to
+clear. Every step is skipped once its
 output is complete, so an interrupted run continues where it stopped; each round folder's
 ``made_by.json`` records the command and commit of the run that made each of its steps, and the
 result carries it. Writes benchmarks/results/self_imitation.{json,png} after every round.
@@ -195,9 +196,12 @@ def main() -> None:
     start, result = args.policy, {"tasks": args.task_ids, "demonstrations": len(demo_ids), "seed": args.seed,
                                   "points": points, "settings": {k: getattr(args, k) for k in (
                                       "rounds", "rollouts", "steps", "lr", "warmup", "episodes", "reuse_rollouts")}}
-    if args.control:
-        _, report = clone_and_eval(args, work / "control", args.store, args.policy, 0, prov)
-        result["control"] = point(args, 0, report, sft, demo_steps, {"rollouts": 0}, work / "control")
+    if args.control:  # round k of the control: k times the cloning, on the demonstrations alone
+        result["control"], prev = [], args.policy
+        for k in range(1, args.rounds + 1):
+            folder = work / ("control" if k == 1 else f"control{k}")
+            prev, report = clone_and_eval(args, folder, args.store, prev, 0, prov)
+            result["control"].append(point(args, k, report, sft, demo_steps, {"rollouts": 0}, folder))
     for k in range(1, args.rounds + 1):
         start, report = improve(args, k, start, work, demo_ids, prov)
         used = rollout_budget(work, k)
@@ -219,10 +223,11 @@ def plot(r: dict) -> None:
     for p in pts[1:]:
         ax.annotate(f"p={p['vs_sft']['p_value']:.2g}", (p["real_env_steps"], 100 * p["success_rate"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=7)
-    if "control" in r:
-        c = r["control"]
+    for c in r.get("control", []):
         ax.scatter([c["real_env_steps"]], [100 * c["success_rate"]], color="#999999", marker="x", zorder=3,
-                   label=f"control: the same cloning on the demonstrations alone (p={c['vs_sft']['p_value']:.2g})")
+                   label="control: as many rounds of cloning on the demonstrations alone" if c["round"] == 1 else None)
+        ax.annotate(f"{c['round']} round(s), p={c['vs_sft']['p_value']:.2g}", (c["real_env_steps"], 100 * c["success_rate"]),
+                    textcoords="offset points", xytext=(6, 2), fontsize=7, color="#666666")
     ax.set_xlabel("real env steps (demonstrations + rollouts, failures included)")
     ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, r['tasks']))} (%)")
     ax.set_title("Behaviour cloning on the policy's own successes, from one SFT checkpoint", fontsize=9)
