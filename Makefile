@@ -123,8 +123,9 @@ online-baseline: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(BIN)/python benchmarks/sample_efficiency.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --work $(RECIPE)/online --tasks 0-3 --iterations 6 --eval-every 6 --episodes 50 --online-episodes 64 --group-size 8 --run-only online --set mbpo.kl_coef=0.01 mbpo.target_kl=1.5 mbpo.minibatch_size=128 mbpo.actor_lr=3e-5 mbpo.updates_per_batch=16
 
 # Self-imitation from real outcomes: the recipe's SFT policy cloned on its own successful sampled
-# rollouts (the recipe's 120 in round 1, 120 of round 1's policy in round 2), next to the same cloning
-# on the demonstrations alone (about 20 min per round here; benchmarks/results/self_imitation.json)
+# rollouts (the recipe's 120 in round 1, 120 of round 1's policy in round 2), next to as many rounds
+# of the same cloning on the demonstrations alone (about 20 min per round here;
+# benchmarks/results/self_imitation.json)
 self-imitation: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(BIN)/python benchmarks/self_imitation.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --store $(RECIPE)/demos --work $(RECIPE)/self_imitation --rounds 2 --reuse-rollouts --control
 

@@ -5,7 +5,7 @@ beat at the same real-data budget.
 
     python benchmarks/self_imitation.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --store STORE --work DIR
         [--tasks 0-3] [--rounds 2] [--rollouts 30] [--steps 1000] [--lr 1e-4] [--episodes 50]
-        [--reuse-rollouts] [--control] [--seed 0]
+        [--reuse-rollouts] [--control] [--seed 0] [--name self_imitation]
 
 Round k: roll the round's start policy out with sampled actions (``mbpo-ray eval --sample
 --to-store``, init states 0..rollouts-1 of every task), continue behaviour cloning from it
@@ -171,7 +171,8 @@ def parser() -> argparse.ArgumentParser:
                     help="round 1 learns from the SFT policy's rollouts already in --store")
     ap.add_argument("--control", action="store_true",
                     help="also the same behaviour cloning from SFT on the demonstrations alone")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="cloning seed; rollouts sample with seed 1000 * seed + round")
+    ap.add_argument("--name", default="self_imitation", help="result file name (one per seed)")
     return ap
 
 
@@ -206,11 +207,11 @@ def main() -> None:
         start, report = improve(args, k, start, work, demo_ids, prov)
         used = rollout_budget(work, k)
         points.append(point(args, k, report, sft, demo_steps + used["rollout_env_steps"], used, work / f"round{k}"))
-        write_result("self_imitation", result, prov)
-        plot(result)
+        write_result(args.name, result, prov)
+        plot(result, args.name)
 
 
-def plot(r: dict) -> None:
+def plot(r: dict, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,7 +233,7 @@ def plot(r: dict) -> None:
     ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, r['tasks']))} (%)")
     ax.set_title("Behaviour cloning on the policy's own successes, from one SFT checkpoint", fontsize=9)
     ax.legend(fontsize=7)
-    save_figure(fig, "self_imitation")
+    save_figure(fig, name)
 
 
 if __name__ == "__main__":
