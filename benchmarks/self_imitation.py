@@ -147,6 +147,32 @@ def point(args, k: int, report: dict, sft: dict, env_steps: int, used: dict, fol
             "made_by": made_by(folder, "")}
 
 
+def paired(args, reports: dict[str, dict]) -> dict:
+    """Round k against control round k on the same init states; each round against SFT on the init
+    states its rollouts started from and on the others; how many init states each pair of policies
+    disagrees on, and how many have one outcome under every policy."""
+    out = {name: outcomes(r, args.episodes) for name, r in reports.items()}
+    keys = sorted(out["sft"])
+    pair = {"vs_control": {}, "by_init_states": {}, "disagreements": {}}
+    for name in (n for n in out if n.startswith("round")):
+        ctrl = name.replace("round", "control")
+        if ctrl in out:
+            pair["vs_control"][name] = mcnemar_exact([out[ctrl][x] for x in keys], [out[name][x] for x in keys])
+        for part, sel in (("rollout_starts", lambda i: i < args.rollouts), ("other", lambda i: i >= args.rollouts)):
+            ks = [x for x in keys if sel(x[1])]
+            if ks:
+                pair["by_init_states"].setdefault(name, {})[part] = {
+                    "init_states": len(ks), "sft": round(sum(out["sft"][x] for x in ks) / len(ks), 4),
+                    name: round(sum(out[name][x] for x in ks) / len(ks), 4),
+                    "vs_sft": mcnemar_exact([out["sft"][x] for x in ks], [out[name][x] for x in ks])}
+    names = list(out)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pair["disagreements"][f"{a} | {b}"] = sum(out[a][x] != out[b][x] for x in keys)
+    pair["same_under_all"] = sum(len({out[n][x] for n in names}) == 1 for x in keys)
+    return pair
+
+
 def rollout_budget(work: Path, k: int) -> dict:
     from mbpo_ray.replay import ReplayStore
 
@@ -197,16 +223,19 @@ def main() -> None:
     start, result = args.policy, {"tasks": args.task_ids, "demonstrations": len(demo_ids), "seed": args.seed,
                                   "points": points, "settings": {k: getattr(args, k) for k in (
                                       "rounds", "rollouts", "steps", "lr", "warmup", "episodes", "reuse_rollouts")}}
+    reports = {"sft": sft}
     if args.control:  # round k of the control: k times the cloning, on the demonstrations alone
         result["control"], prev = [], args.policy
         for k in range(1, args.rounds + 1):
             folder = work / ("control" if k == 1 else f"control{k}")
-            prev, report = clone_and_eval(args, folder, args.store, prev, 0, prov)
-            result["control"].append(point(args, k, report, sft, demo_steps, {"rollouts": 0}, folder))
+            prev, reports[f"control{k}"] = clone_and_eval(args, folder, args.store, prev, 0, prov)
+            result["control"].append(point(args, k, reports[f"control{k}"], sft, demo_steps, {"rollouts": 0}, folder))
     for k in range(1, args.rounds + 1):
-        start, report = improve(args, k, start, work, demo_ids, prov)
+        start, reports[f"round{k}"] = improve(args, k, start, work, demo_ids, prov)
         used = rollout_budget(work, k)
-        points.append(point(args, k, report, sft, demo_steps + used["rollout_env_steps"], used, work / f"round{k}"))
+        points.append(point(args, k, reports[f"round{k}"], sft, demo_steps + used["rollout_env_steps"], used,
+                            work / f"round{k}"))
+        result["paired"] = paired(args, reports)
         write_result(args.name, result, prov)
         plot(result, args.name)
 
