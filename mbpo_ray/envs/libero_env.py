@@ -186,8 +186,8 @@ class LiberoEnv:
         """Reset to one of the task's fixed init states, then LIBERO's settle steps."""
         if not 0 <= init_state < len(self.init_states):
             raise EnvError(f"init_state must be in 0..{len(self.init_states) - 1}, got {init_state}")
-        # re-seeded per episode: LIBERO rebuilds the scene on every reset from its random stream, so
-        # without this an episode's outcome would depend on the episodes run before it in this env
+        # re-seeded per episode: LIBERO places the fixtures on every reset (rebuilt or in place) from its
+        # random stream, so without this an episode would depend on the episodes run before it in this env
         self._env.seed(self._seed * 1_000_003 + init_state)
         self._reset_scene()
         self._set_cameras(False)
