@@ -184,7 +184,8 @@ def rollout_budget(work: Path, k: int) -> dict:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, text in (("--policy", "the SFT checkpoint"), ("--sft-eval", "eval.json of `mbpo-ray eval` on it"),
-                       ("--store", "the store it was trained from"), ("--work", "round folders")):
+                       ("--store", "the store it was trained from"),
+                       ("--work", "round folders of this seed (a folder per seed)")):
         ap.add_argument(name, required=True, help=text)
     ap.add_argument("--tasks", default="0-3")
     ap.add_argument("--rounds", type=int, default=2)
