@@ -96,6 +96,16 @@ def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
     return {"p_value": p, "only_first": only_a, "only_second": only_b, "pairs": len(a)}
 
 
+def eval_outcomes(report: dict) -> dict[tuple[int, int], bool]:
+    """(task, init state) -> success, from an ``mbpo-ray eval`` report (init states 0..episodes-1)."""
+    return {(int(t), i): i in set(r["successes"]) for t, r in report["tasks"].items() for i in range(r["episodes"])}
+
+
+def mcnemar_on(a: dict, b: dict, keys: list) -> dict:
+    """:func:`mcnemar_exact` of two keyed outcome maps on ``keys``."""
+    return mcnemar_exact([a[k] for k in keys], [b[k] for k in keys])
+
+
 def read_result(name: str) -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text())
 

@@ -19,11 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import mcnemar_exact, write_result  # noqa: E402
-
-
-def outcomes(report: dict) -> dict[tuple[int, int], bool]:
-    return {(int(t), i): i in set(r["successes"]) for t, r in report["tasks"].items() for i in range(r["episodes"])}
+from benchmarks.common import eval_outcomes, mcnemar_on, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -35,11 +31,11 @@ def main() -> None:
     ap.add_argument("--label-b", default="b")
     args = ap.parse_args()
     ra, rb = (json.loads(Path(os.path.expanduser(p)).read_text()) for p in (args.a, args.b))
-    a, b = outcomes(ra), outcomes(rb)
+    a, b = eval_outcomes(ra), eval_outcomes(rb)
     keys = sorted(set(a) & set(b))
     if not keys:
         raise SystemExit("the two reports share no (task, init state)")
-    test = mcnemar_exact([a[k] for k in keys], [b[k] for k in keys])
+    test = mcnemar_on(a, b, keys)
     per_task = {t: {args.label_a: sum(a[k] for k in keys if k[0] == t) / sum(1 for k in keys if k[0] == t),
                     args.label_b: sum(b[k] for k in keys if k[0] == t) / sum(1 for k in keys if k[0] == t)}
                 for t in sorted({k[0] for k in keys})}

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import mcnemar_exact, provenance, save_figure, write_result  # noqa: E402
+from benchmarks.common import eval_outcomes, mcnemar_on, provenance, save_figure, write_result  # noqa: E402
 from benchmarks.fidelity import demo_budget  # noqa: E402
 
 CLI = [sys.executable, "-m", "mbpo_ray.cli"]
@@ -47,11 +47,11 @@ def cli(*argv: str) -> None:
         raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
 
 
-def made_by(folder: Path, step: str, prov: dict | None = None) -> dict:
+def made_by(folder: Path, step: str | None = None, prov: dict | None = None) -> dict:
     """The command and commit that made each step in ``folder`` (``prov`` recorded for ``step``)."""
     path = folder / "made_by.json"
     known = json.loads(path.read_text()) if path.exists() else {}
-    if prov is not None:
+    if step is not None:
         known[step] = {k: prov[k] for k in ("command", "commit", "date")}
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(known, indent=2))
@@ -132,39 +132,33 @@ def improve(args, k: int, start: str, work: Path, demo_ids: list[str], prov: dic
     return clone_and_eval(args, work / f"round{k}", str(store), start, 100_000, prov)
 
 
-def outcomes(report: dict, n: int) -> dict[tuple[int, int], bool]:
-    return {(int(t), i): i in set(r["successes"]) for t, r in report["tasks"].items() for i in range(n)}
-
-
 def point(args, k: int, report: dict, sft: dict, env_steps: int, used: dict, folder: Path) -> dict:
-    base, mine = outcomes(sft, args.episodes), outcomes(report, args.episodes)
+    base, mine = eval_outcomes(sft), eval_outcomes(report)
     if base.keys() != mine.keys():
         raise SystemExit("the round's evaluation and the SFT evaluation cover different init states: no paired test")
-    keys = sorted(base)
     return {"round": k, "real_env_steps": env_steps, "success_rate": round(report["success_rate"], 4),
             "by_task": {t: r["success_rate"] for t, r in report["tasks"].items()},
-            "vs_sft": mcnemar_exact([base[x] for x in keys], [mine[x] for x in keys]), **used,
-            "made_by": made_by(folder, "")}
+            "vs_sft": mcnemar_on(base, mine, sorted(base)), **used, "made_by": made_by(folder)}
 
 
 def paired(args, reports: dict[str, dict]) -> dict:
     """Round k against control round k on the same init states; each round against SFT on the init
     states its rollouts started from and on the others; how many init states each pair of policies
     disagrees on, and how many have one outcome under every policy."""
-    out = {name: outcomes(r, args.episodes) for name, r in reports.items()}
+    out = {name: eval_outcomes(r) for name, r in reports.items()}
     keys = sorted(out["sft"])
     pair = {"vs_control": {}, "by_init_states": {}, "disagreements": {}}
     for name in (n for n in out if n.startswith("round")):
         ctrl = name.replace("round", "control")
         if ctrl in out:
-            pair["vs_control"][name] = mcnemar_exact([out[ctrl][x] for x in keys], [out[name][x] for x in keys])
+            pair["vs_control"][name] = mcnemar_on(out[ctrl], out[name], keys)
         for part, sel in (("rollout_starts", lambda i: i < args.rollouts), ("other", lambda i: i >= args.rollouts)):
             ks = [x for x in keys if sel(x[1])]
             if ks:
                 pair["by_init_states"].setdefault(name, {})[part] = {
                     "init_states": len(ks), "sft": round(sum(out["sft"][x] for x in ks) / len(ks), 4),
                     name: round(sum(out[name][x] for x in ks) / len(ks), 4),
-                    "vs_sft": mcnemar_exact([out["sft"][x] for x in ks], [out[name][x] for x in ks])}
+                    "vs_sft": mcnemar_on(out["sft"], out[name], ks)}
     names = list(out)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
