@@ -64,7 +64,7 @@ class EnvConfig:
     settle_steps: int = 10
     max_steps: int = 0  # 0 = the suite's own limit from LIBERO's evaluation protocol
     renderer: str = "egl"
-    soft_reset: bool = False  # reset the built scene in place (0.03 s instead of 2-4 s); not yet bit for bit on every task
+    soft_reset: bool = False  # reset the built scene in place (0.03 s instead of 2-4 s), bit for bit a rebuild
 
     def __post_init__(self) -> None:
         check_choice("env.suite", self.suite, SUITE_MAX_STEPS)

@@ -4,8 +4,9 @@
 * with ``env.soft_reset`` (off by default) resets rebuild the scene only once per env: later ones
   reset the simulator in place and re-place the fixtures from the same random stream (a rebuild
   costs 2-4 s here, an in-place reset 0.03 s). Frames and trajectories are bit for bit a rebuild's
-  on libero_spatial tasks 0-3 and libero_goal task 0, but not on libero_spatial task 4 (bowl into
-  the drawer), where the state after the reset differs: so it stays opt-in;
+  (tested on libero_spatial tasks 0 and 4 and libero_goal task 0); rebuilt or not, an episode does
+  not depend on how many the env ran before (LIBERO's articulated-object samplers, which every build
+  appends again, are emptied before each build);
 * head (``agentview``) and wrist (``robot0_eye_in_hand``) cameras at a configurable size, rotated
   180 degrees as LIBERO's own evaluation code shows them;
 * proprio = end-effector position (3), orientation as axis-angle (3), gripper finger positions (2);
@@ -208,8 +209,17 @@ class LiberoEnv:
         """LIBERO's reset. The first one builds the scene; later ones (``soft_reset``) reset the built
         simulator in place, where LIBERO re-places the fixtures from the seeded random stream as a
         rebuild does. The one state a rebuild clears and an in-place reset keeps is the gripper
-        model's last command, which the next gripper action is added to: zeroed here."""
-        self.raw.hard_reset = not (self.cfg.soft_reset and self._built)
+        model's last command, which the next gripper action is added to: zeroed here.
+
+        Every model build appends the task's articulated-object samplers (a drawer's open/close
+        range) to LIBERO's ``object_property_initializers`` without clearing it, and each reset draws
+        from all of them before placing the fixtures: left alone, the k-th rebuild of an env draws k
+        times as often, so where the cabinet and stove stand would depend on how many episodes the env
+        ran before. Emptied before a build here, so every reset draws from one set."""
+        raw = self.raw
+        raw.hard_reset = not (self.cfg.soft_reset and self._built)
+        if raw.hard_reset:
+            raw.object_property_initializers.clear()
         self._env.reset()
         self._built = True
         for robot in self.raw.robots:
