@@ -67,6 +67,7 @@ SFT_WORK := $(CACHE)/bench/sft4-$(STAMP_TIME)
 SFT2_WORK := $(CACHE)/bench/sft_eval-$(STAMP_TIME)
 bench: install
 	$(BIN)/python benchmarks/env_render.py --steps 100 --rounds 2
+	$(BIN)/python benchmarks/reset_equivalence.py
 	$(BIN)/python benchmarks/replay_store.py --transitions 100000
 	$(BIN)/python benchmarks/expert_success.py --suite libero_spatial --tasks 0-9 --init-states 20 --workers 2
 	$(BIN)/python benchmarks/engine_throughput.py

