@@ -126,9 +126,12 @@ online-baseline: recipe-data $(RECIPE)/sft/eval/eval.json
 # Self-imitation from real outcomes: the recipe's SFT policy cloned on its own successful sampled
 # rollouts (the recipe's 120 in round 1, 120 of round 1's policy in round 2), next to as many rounds
 # of the same cloning on the demonstrations alone (about 20 min per round here;
-# benchmarks/results/self_imitation.json)
+# benchmarks/results/self_imitation.json); a second seed without the control
+# (self_imitation_seed1.json); both seeds with online RL in one figure (real_data_curves.json)
 self-imitation: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(BIN)/python benchmarks/self_imitation.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --store $(RECIPE)/demos --work $(RECIPE)/self_imitation --rounds 2 --reuse-rollouts --control
+	$(BIN)/python benchmarks/self_imitation.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --store $(RECIPE)/demos --work $(RECIPE)/self_imitation_seed1 --rounds 2 --reuse-rollouts --seed 1 --name self_imitation_seed1
+	$(BIN)/python benchmarks/real_data_curves.py
 
 # Do a group's branches end differently in LIBERO itself, by branch length and policy temperature
 # (about 6.5 min per cell at n = 2, 10 at n = 4, 16 at n = 8 here; results written after every cell)
