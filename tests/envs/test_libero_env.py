@@ -129,7 +129,7 @@ def test_a_process_that_rendered_can_still_import_the_model_stack():
 
 def test_episode_does_not_depend_on_the_episodes_before_it(env):
     """The same init state and actions give the same frames and states, whatever ran in this env before
-    (LIBERO rebuilds the scene at every reset from the env's random stream)."""
+    (the scene is reset in place, ``env.soft_reset``, and every reset is seeded per init state)."""
     actions = np.tile([0.3, -0.2, 0.1, 0.0, 0.0, 0.0, -1.0], (15, 1))
 
     def rollout(init_state: int):
