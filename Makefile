@@ -126,15 +126,18 @@ online-baseline: recipe-data $(RECIPE)/sft/eval/eval.json
 # Self-imitation from real outcomes: the recipe's SFT policy cloned on its own successful sampled
 # rollouts (the recipe's 120 in round 1, 120 of round 1's policy in round 2), next to as many rounds
 # of the same cloning on the demonstrations alone (about 20 min per round here;
-# benchmarks/results/self_imitation.json); a second seed without the control
+# benchmarks/results/self_imitation.json); a second seed
 # (self_imitation_seed1.json); both seeds with online RL in one figure (real_data_curves.json)
 self-imitation: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(BIN)/python benchmarks/self_imitation.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --store $(RECIPE)/demos --work $(RECIPE)/self_imitation --rounds 2 --reuse-rollouts --control
-	$(BIN)/python benchmarks/self_imitation.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --store $(RECIPE)/demos --work $(RECIPE)/self_imitation_seed1 --rounds 2 --reuse-rollouts --seed 1 --name self_imitation_seed1
+	$(BIN)/python benchmarks/self_imitation.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --store $(RECIPE)/demos --work $(RECIPE)/self_imitation_seed1 --rounds 2 --reuse-rollouts --control --seed 1 --name self_imitation_seed1
 	$(BIN)/python benchmarks/real_data_curves.py
 
 # Do a group's branches end differently in LIBERO itself, by branch length and policy temperature
 # (about 6.5 min per cell at n = 2, 10 at n = 4, 16 at n = 8 here; results written after every cell)
+# (benchmarks/results/branch_signal.json holds the 2-chunk cells of an interrupted run of this line;
+# branch_signal_long.json the 4- and 8-chunk cells at temperature 1: --n-chunks 4 8 --temperatures 1.0
+# --name branch_signal_long, 8 and 14.5 min)
 branch-signal: recipe-data
 	$(BIN)/python benchmarks/branch_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --n-chunks 2 4 8 --temperatures 1.0 2.0 --sampler reverse --start-window 8 --fail-weight 1 --workers 2
 
