@@ -56,7 +56,9 @@ def main() -> None:
     result = {"tasks": first["tasks"], "sft": first["points"][0],
               "self_imitation": {n: {"seed": r["seed"], "points": [{k: p[k] for k in ("round", "real_env_steps", "success_rate")}
                                                                    | ({"vs_sft": p["vs_sft"]} if "vs_sft" in p else {})
-                                                                   for p in r["points"]]} for n, r in seeds.items()},
+                                                                   for p in r["points"]],
+                                     "control": [{k: c[k] for k in ("round", "real_env_steps", "success_rate", "vs_sft")}
+                                                 for c in r.get("control", [])]} for n, r in seeds.items()},
               "self_imitation_over_seeds": rounds_over_seeds(seeds),
               "sources": [source(n, r) for n, r in seeds.items()]}
     if args.online:
@@ -75,13 +77,16 @@ def plot(r: dict, name: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
     colors = ["#228833", "#66CCEE", "#CCBB44", "#AA3377"]
-    for (n, s), c in zip(r["self_imitation"].items(), colors, strict=False):
+    for i, ((n, s), c) in enumerate(zip(r["self_imitation"].items(), colors, strict=False)):
         pts = s["points"]
         ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], marker="o", color=c,
                 label=f"self-imitation, seed {s['seed']} (round 0: SFT)")
         for p in pts[1:]:
             ax.annotate(f"p={p['vs_sft']['p_value']:.2g}", (p["real_env_steps"], 100 * p["success_rate"]),
-                        textcoords="offset points", xytext=(4, -12), fontsize=7, color=c)
+                        textcoords="offset points", xytext=(4, -12 if i % 2 == 0 else 6), fontsize=7, color=c)
+        ctrl = s.get("control", [])
+        ax.scatter([x["real_env_steps"] for x in ctrl], [100 * x["success_rate"] for x in ctrl], color=c, marker="x",
+                   zorder=3, label=f"seed {s['seed']}: 1 and 2 rounds of cloning on the demonstrations alone" if ctrl else None)
     if "online" in r:
         pts = r["online"]["points"]
         ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], marker="s",
