@@ -77,7 +77,7 @@ def plot(r: dict, name: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
     colors = ["#228833", "#66CCEE", "#CCBB44", "#AA3377"]
-    for i, ((n, s), c) in enumerate(zip(r["self_imitation"].items(), colors, strict=False)):
+    for i, (s, c) in enumerate(zip(r["self_imitation"].values(), colors, strict=False)):
         pts = s["points"]
         ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], marker="o", color=c,
                 label=f"self-imitation, seed {s['seed']} (round 0: SFT)")
