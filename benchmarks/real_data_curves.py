@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import provenance, read_result, save_figure, write_result  # noqa: E402
+from benchmarks.common import provenance, read_result, write_result  # noqa: E402
+from benchmarks.self_imitation import draw_rounds, finish_axes, new_axes  # noqa: E402
 
 
 def source(name: str, r: dict) -> dict:
@@ -70,20 +71,10 @@ def main() -> None:
 
 
 def plot(r: dict, name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    fig, ax = new_axes()
     colors = ["#228833", "#66CCEE", "#CCBB44", "#AA3377"]
     for i, (s, c) in enumerate(zip(r["self_imitation"].values(), colors, strict=False)):
-        pts = s["points"]
-        ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], marker="o", color=c,
-                label=f"self-imitation, seed {s['seed']} (round 0: SFT)")
-        for p in pts[1:]:
-            ax.annotate(f"p={p['vs_sft']['p_value']:.2g}", (p["real_env_steps"], 100 * p["success_rate"]),
-                        textcoords="offset points", xytext=(4, -12 if i % 2 == 0 else 6), fontsize=7, color=c)
+        draw_rounds(ax, s["points"], c, f"self-imitation, seed {s['seed']} (round 0: SFT)", -12 if i % 2 == 0 else 6)
         ctrl = s.get("control", [])
         ax.scatter([x["real_env_steps"] for x in ctrl], [100 * x["success_rate"] for x in ctrl], color=c, marker="x",
                    zorder=3, label=f"seed {s['seed']}: 1 and 2 rounds of cloning on the demonstrations alone" if ctrl else None)
@@ -92,11 +83,7 @@ def plot(r: dict, name: str) -> None:
         ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], marker="s",
                 color="#4477AA", label=f"online RL, group-relative (p={r['online']['final_vs_sft']['p_value']:.2g})")
     ax.axhline(100 * r["sft"]["success_rate"], color="#999999", lw=0.8, ls="--", label="SFT")
-    ax.set_xlabel("real env steps (demonstrations + rollouts, failures included)")
-    ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, r['tasks']))} (%)")
-    ax.set_title("Learning from real LIBERO data, one SFT checkpoint; p: exact McNemar vs SFT", fontsize=9)
-    ax.legend(fontsize=7)
-    save_figure(fig, name)
+    finish_axes(fig, ax, r["tasks"], "Learning from real LIBERO data, one SFT checkpoint; p: exact McNemar vs SFT", name)
 
 
 if __name__ == "__main__":

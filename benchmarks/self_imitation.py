@@ -236,26 +236,38 @@ def main() -> None:
 
 
 def plot(r: dict, name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = r["points"]
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
-    ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], color="#228833", marker="o",
-            label="self-imitation rounds (round 0: SFT)")
-    for p in pts[1:]:
-        ax.annotate(f"p={p['vs_sft']['p_value']:.2g}", (p["real_env_steps"], 100 * p["success_rate"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=7)
+    fig, ax = new_axes()
+    draw_rounds(ax, r["points"], "#228833", "self-imitation rounds (round 0: SFT)")
     for c in r.get("control", []):
         ax.scatter([c["real_env_steps"]], [100 * c["success_rate"]], color="#999999", marker="x", zorder=3,
                    label="control: as many rounds of cloning on the demonstrations alone" if c["round"] == 1 else None)
         ax.annotate(f"{c['round']} round(s), p={c['vs_sft']['p_value']:.2g}", (c["real_env_steps"], 100 * c["success_rate"]),
                     textcoords="offset points", xytext=(6, 2), fontsize=7, color="#666666")
+    finish_axes(fig, ax, r["tasks"], "Behaviour cloning on the policy's own successes, from one SFT checkpoint", name)
+
+
+def new_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6.4, 4), dpi=120)
+
+
+def draw_rounds(ax, pts: list[dict], color: str, label: str, label_dy: int = -12) -> None:
+    """Success against real env steps over the rounds (round 0: SFT), each round's p against SFT."""
+    ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], color=color, marker="o",
+            label=label)
+    for p in pts[1:]:
+        ax.annotate(f"p={p['vs_sft']['p_value']:.2g}", (p["real_env_steps"], 100 * p["success_rate"]),
+                    textcoords="offset points", xytext=(4, label_dy), fontsize=7, color=color)
+
+
+def finish_axes(fig, ax, tasks: list[int], title: str, name: str) -> None:
     ax.set_xlabel("real env steps (demonstrations + rollouts, failures included)")
-    ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, r['tasks']))} (%)")
-    ax.set_title("Behaviour cloning on the policy's own successes, from one SFT checkpoint", fontsize=9)
+    ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, tasks))} (%)")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     save_figure(fig, name)
 
