@@ -98,7 +98,11 @@ def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
 
 def eval_outcomes(report: dict) -> dict[tuple[int, int], bool]:
     """(task, init state) -> success, from an ``mbpo-ray eval`` report (init states 0..episodes-1)."""
-    return {(int(t), i): i in set(r["successes"]) for t, r in report["tasks"].items() for i in range(r["episodes"])}
+    out = {}
+    for t, r in report["tasks"].items():
+        won = set(r["successes"])
+        out.update({(int(t), i): i in won for i in range(r["episodes"])})
+    return out
 
 
 def mcnemar_on(a: dict, b: dict, keys: list) -> dict:
