@@ -222,7 +222,7 @@ class LiberoEnv:
             raw.object_property_initializers.clear()
         self._env.reset()
         self._built = True
-        for robot in self.raw.robots:
+        for robot in raw.robots:
             robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
 
     def restore(self, sim_state: np.ndarray, render: bool = True) -> Observation | None:
