@@ -4,12 +4,14 @@ the same few-shot SFT checkpoint, with the project's own loop (`mbpo-ray train`)
     python benchmarks/sample_efficiency.py --policy SFT_CKPT --sft-eval SFT_EVAL_JSON --world-model WM_CKPT \\
         --store DEMO_STORE --work DIR [--tasks 0-3] [--iterations 12] [--eval-every 4] [--episodes 50]
         [--online-episodes 16] [--real-every 2] [--real-episodes 8] [--branches 128] [--group-size 8]
-        [--seed 0] [--set mbpo.FIELD=VALUE ...] [--run-only online mbpo]
+        [--seed 0] [--objective grpo] [--name sample_efficiency] [--set mbpo.FIELD=VALUE ...]
+        [--run-only online mbpo]
 
 Every run starts from a store holding only the SFT policy's demonstrations (its own copy: both
 methods append what they roll out). ``online``: ``mbpo.mode=online``, each iteration the env runners
 roll the current policy out ``--online-episodes`` times (groups of ``--group-size`` from one init
-state) and the group-relative objective learns from those real episodes. ``mbpo``: group-relative
+state) and the objective (``--objective``: group-relative by default; ``bc`` clones the successful
+episodes, self-imitation inside the loop) learns from those real episodes. ``mbpo``: group-relative
 VLA-MBPO in the world model, with ``--real-episodes`` real rollouts of the current policy every
 ``--real-every`` iterations appended to the store (branch starts, and world-model finetuning every
 ``--real-every`` iterations). Both evaluate every ``--eval-every`` iterations on init states
@@ -17,7 +19,8 @@ VLA-MBPO in the world model, with ``--real-episodes`` real rollouts of the curre
 demonstrations' plus the run's rollouts (evaluation episodes are not training data). Reported: each
 method's curve, its last point's exact McNemar test against SFT on the same init states, and the real
 env steps online RL needed to reach VLA-MBPO's last success (or that it did not, and how far past
-VLA-MBPO's budget it ran). Writes benchmarks/results/sample_efficiency.{json,png}.
+VLA-MBPO's budget it ran). Writes benchmarks/results/NAME.{json,png} (``--name``, default
+sample_efficiency).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from benchmarks.common import mcnemar_exact, save_figure, write_result  # noqa: E402
+from benchmarks.common import mcnemar_exact, provenance, save_figure, write_result  # noqa: E402
 from benchmarks.fidelity import budget_store, demo_budget, paired_outcomes  # noqa: E402
 
 METHODS = ("online", "mbpo")
@@ -40,7 +43,7 @@ METHODS = ("online", "mbpo")
 
 def run_argv(args, method: str, store: Path, out: Path) -> list[str]:
     argv = ["train", "--policy", args.policy, "--store", str(store), "--out", str(out),
-            "--mbpo.objective=grpo", f"--mbpo.group_size={args.group_size}", f"--mbpo.seed={args.seed}",
+            f"--mbpo.objective={args.objective}", f"--mbpo.group_size={args.group_size}", f"--mbpo.seed={args.seed}",
             f"--mbpo.iterations={args.iterations}", f"--mbpo.tasks={args.tasks}",
             f"--mbpo.eval_episodes={args.episodes}", f"--mbpo.eval_every={args.eval_every}",
             "--mbpo.learners=1", "--mbpo.env_runners=2", "--mbpo.runner_cpus=0.5", "--mbpo.learner_cpus=0.25",
@@ -119,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--branches", type=int, default=128, help="imagined branches per VLA-MBPO iteration")
     ap.add_argument("--group-size", type=int, default=8, dest="group_size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--objective", default="grpo", choices=("grpo", "ppo", "bc"), help="mbpo.objective of both runs")
+    ap.add_argument("--name", default="sample_efficiency", help="result file name")
     ap.add_argument("--set", nargs="*", default=[], metavar="mbpo.FIELD=VALUE", help="overrides for both runs")
     ap.add_argument("--run-only", nargs="+", choices=METHODS, dest="run_only")
     return ap
@@ -126,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parser().parse_args()
+    prov = provenance()  # the commit the runs start from (the tree may change while they run)
     for name in ("policy", "world_model", "store", "work", "sft_eval"):
         setattr(args, name, os.path.expanduser(getattr(args, name)))
     if args.iterations % args.eval_every:
@@ -150,25 +156,26 @@ def main() -> None:
               "methods": {m: v["points"] for m, v in methods.items()},
               "detail": {m: {k: v for k, v in d.items() if k != "points"} for m, d in methods.items() if m != "sft"},
               "settings": {k: getattr(args, k) for k in ("iterations", "eval_every", "episodes", "online_episodes",
-                                                         "real_every", "real_episodes", "branches", "group_size")}
+                                                         "real_every", "real_episodes", "branches", "group_size", "objective")}
               | {"overrides": [f"--{x}" for x in args.set]}}
     if {"online", "mbpo"} <= methods.keys():
         final = methods["mbpo"]["points"][-1]
         result["online_to_reach_mbpo"] = reach(methods["online"]["points"], final["success_rate"],
                                                final["real_env_steps"])
-    write_result("sample_efficiency", result)
-    plot(result)
+    write_result(args.name, result, prov)
+    plot(result, args.name)
 
 
-def plot(r: dict) -> None:
+def plot(r: dict, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
-    style = {"sft": ("#999999", "SFT (demonstrations only)"), "online": ("#cc6677", "online RL (group-relative)"),
-             "mbpo": ("#228833", "VLA-MBPO (group-relative, real data every K iterations)")}
+    what = {"grpo": "group-relative", "ppo": "PPO", "bc": "cloning the successes"}[r["settings"].get("objective", "grpo")]
+    style = {"sft": ("#999999", "SFT (demonstrations only)"), "online": ("#cc6677", f"online RL ({what})"),
+             "mbpo": ("#228833", f"VLA-MBPO ({what}, real data every K iterations)")}
     for m, pts in r["methods"].items():
         colour, label = style[m]
         ax.plot([p["real_env_steps"] for p in pts], [100 * p["success_rate"] for p in pts], color=colour,
@@ -177,7 +184,7 @@ def plot(r: dict) -> None:
     ax.set_ylabel(f"LIBERO success, tasks {','.join(map(str, r['tasks']))} (%)")
     ax.set_title("Success vs real-data budget, from one SFT checkpoint", fontsize=9)
     ax.legend(fontsize=7)
-    save_figure(fig, "sample_efficiency")
+    save_figure(fig, name)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,10 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
 
             self.real = real_returns(store_uri, mc.gamma, mc.task_ids, seed=mc.seed, parts=store_parts)
         self._real_rng = np.random.default_rng([mc.seed, rank])  # re-seeded from every update's seed
+        self.imitation = _imitation(self.cfg, store_uri, reference, rank, self.policy.cfg.image_size) \
+            if mc.objective == "bc" else None
+        if self.imitation is not None and optimizer_state:  # a resumed run's successes so far
+            self.imitation.load(os.path.dirname(optimizer_state))
 
     def open_rendezvous(self) -> Rendezvous:
         """Rank 0: the group's store on this rank's node; what the other ranks join with."""
@@ -149,8 +153,8 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
         loss is the mean over every rank's samples. The updates of a batch stop early once the
         chunk-level approximate KL to the behaviour policy passes ``mbpo.target_kl``."""
         mc = self.cfg.mbpo
-        if mc.objective == "bc":
-            return self._imitate(br, version, seed)
+        if self.imitation is not None:
+            return self.imitation.update(self, br, version, seed)
         rng = np.random.default_rng(seed)
         self._real_rng = np.random.default_rng([seed, self.rank])  # each rank its own real minibatches
         t0 = time.perf_counter()
@@ -226,11 +230,12 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
             out.loss = out.loss + mc.value_coef * mc.critic_real_coef * real_loss
         return _StepLoss(out, kl_ref, critic, chunk_kl)
 
-    def _forward(self, obs: Observations, actions: torch.Tensor):
-        """Per-token log-probs and entropies and the value, through the backend, in bfloat16 where
-        ``mbpo.learner_precision`` says so (log-probs are computed in float32 either way)."""
+    def _forward(self, obs: Observations, actions: torch.Tensor, mask: torch.Tensor | None = None):
+        """Per-token log-probs and entropies (0 at steps ``mask`` marks invalid) and the value, through
+        the backend, in bfloat16 where ``mbpo.learner_precision`` says so (log-probs are computed in
+        float32 either way)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logp, ent, value = self.model(obs, actions, None, True)
+            logp, ent, value = self.model(obs, actions, mask, True)
         return logp, ent, value.float()
 
     def _real_minibatch(self, n: int):
@@ -258,40 +263,6 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
         return self._publish(version, {"critic_fit/loss_first": float(np.mean(losses[:k])),
                                        "critic_fit/loss_last": float(np.mean(losses[-k:])), "samples": len(self.real),
                                        "critic_fit/return_mean": float(self.real.returns.mean())}, t0)
-
-    def _imitate(self, br: Branches, version: int, seed: int) -> dict:
-        """Behaviour cloning inside the world model (the paper's "BC (world model)" baseline): the
-        policy maximises the likelihood of its own imagined chunks on the branches the world model
-        judged successful; no critic, no advantages. Branches without a predicted success teach
-        nothing, and the critic warm-up does not apply. Every rank takes part in every step (DDP's
-        all-reduce); a rank whose shard holds no success contributes a zero-weighted sample, and the
-        loss is the mean over all ranks' samples."""
-        mc = self.cfg.mbpo
-        rng = np.random.default_rng(seed)
-        t0 = time.perf_counter()
-        keep = br.valid & br.terminal.any(axis=1, keepdims=True)
-        n = int(keep.sum())
-        m = min(mc.minibatch_size, n)
-        counts = self._allreduce(torch.tensor([float(n), float(m)], dtype=torch.float64))
-        stats: dict[str, list[float]] = {}
-        if counts[0] > 0:  # the same decision on every rank
-            rows = keep.copy()
-            if not n:  # no success in this shard: the first step of the first branch (always taken), weight 0
-                rows[0, 0] = True
-            steps = _Steps(br, rows)
-            # DDP averages gradients over ranks: scale so the result is the mean over every rank's samples
-            scale = self.world_size / float(counts[1]) if n else 0.0
-            for _ in range(mc.updates_per_batch):
-                idx = rng.choice(len(steps.actions), size=max(m, 1), replace=False)
-                logp, ent, _ = self._forward(steps.observations(idx), steps.actions[idx])
-                self._step(-logp.sum() * scale / logp[0].numel())
-                if n:
-                    stats.setdefault("loss", []).append(-float(logp.detach().mean()))
-                    stats.setdefault("entropy", []).append(float(ent.detach().mean()))
-        metrics = {k: float(np.mean(x)) for k, x in stats.items()}
-        metrics.update(samples=n, trained=mc.updates_per_batch * m if counts[0] > 0 else 0,
-                       success_branches=int(br.terminal.any(axis=1).sum()))
-        return self._publish(version, metrics, t0)
 
     def _step(self, loss: torch.Tensor, freeze_actor: bool = False) -> None:
         """One optimizer step on ``loss`` (gradients clipped to norm 1); ``freeze_actor`` drops the
@@ -326,6 +297,8 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
             save_policy(self.policy, path, extra, state=state)
             if opt is not None:
                 torch.save(opt, os.path.join(path, "optimizer.pt"))
+        if optimizer and self.imitation is not None:  # every rank its own successes
+            self.imitation.save(path)
         return path
 
     def weights_checksum(self) -> float:
@@ -460,7 +433,16 @@ class _Steps:
                             list(self.instruction[idx]))
 
 
-_SUMMED, _SLOWEST = ("samples", "trained", "success_branches"), ("seconds", "publish_s", "peak_rss_mb")
+_SUMMED, _SLOWEST = ("samples", "trained", "success_branches", "buffer_rows"), ("seconds", "publish_s", "peak_rss_mb")
+
+
+def _imitation(cfg, store_uri: str | None, reference: str, rank: int, size: int):
+    """``mbpo.objective=bc``'s state on one rank: the starting policy's demonstrations when anchored."""
+    from learners.imitation import Imitation, demonstration_rows
+
+    mc = cfg.mbpo
+    demos = demonstration_rows(store_uri, reference, mc.task_ids, size) if mc.bc_demo_coef else None
+    return Imitation(mc, size, cfg.sft.augment, demos, rank)
 
 
 def _cat(a: Observations, b: Observations) -> Observations:

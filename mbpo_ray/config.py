@@ -251,6 +251,10 @@ class MBPOConfig:
     # start state, no critic. bc: behaviour cloning inside the world model (the paper's baseline):
     # imitate the imagined chunks of branches the world model judged successful (mbpo_ray/rl/objectives.py)
     objective: str = "ppo"
+    # bc: keep the chunk steps of every successful branch (up to this many rows, oldest dropped first) and
+    # draw every minibatch from all of them (0: from the current batch only)
+    bc_buffer: int = 0
+    bc_demo_coef: float = 0.0  # bc: weight of a cloning term on the starting policy's SFT demonstrations
     group_size: int = 1  # branches per start state (grpo: 4-8; branches must be a multiple of it)
     adv_norm: str = "mean"  # ppo: mean (centre), std (centre and scale to unit variance), none
     # grpo: a branch's return from the world model's answers. hard: gamma^j at the first step whose
@@ -361,6 +365,11 @@ class MBPOConfig:
         if self.mode != "mbpo" and self.wm_finetune_every:
             raise ConfigError(f"mbpo.mode={self.mode} has no world model to finetune: set mbpo.wm_finetune_every=0")
         check_choice("mbpo.objective", self.objective, OBJECTIVES)
+        check_range("mbpo.bc_buffer", self.bc_buffer, 0, 100_000_000)
+        check_range("mbpo.bc_demo_coef", self.bc_demo_coef, 0.0, 1e6)
+        if self.objective != "bc" and (self.bc_buffer or self.bc_demo_coef):
+            raise ConfigError(f"mbpo.bc_buffer and mbpo.bc_demo_coef belong to behaviour cloning: set "
+                              f"mbpo.objective=bc or leave them at 0 (mbpo.objective={self.objective})")
         check_choice("mbpo.adv_norm", self.adv_norm, ADV_NORMS)
         check_choice("mbpo.reward_mode", self.reward_mode, REWARD_MODES)
         if self.reward_mode == "soft" and self.objective != "grpo":

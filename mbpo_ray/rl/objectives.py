@@ -18,8 +18,10 @@ targets. The learner (``learners/policy_learner.py``) only shards, steps and pub
   success from the answers' P(yes) instead of the thresholded outcome, so two failing branches still
   differ by how close the world model judged them (``benchmarks/advantage_fidelity.py`` measures
   which definition orders a group's branches as real LIBERO does).
-* ``bc``: behaviour cloning on the branches with a predicted success (the paper's "BC (world
-  model)" baseline); it needs no targets, the learner handles it (``PolicyLearner._imitate``).
+* ``bc``: behaviour cloning on the branches that ended in success (the paper's "BC (world model)"
+  baseline in ``mbpo`` mode, self-imitation in ``online`` mode), optionally from a buffer of every
+  success so far and anchored to the demonstrations; it needs no targets, the learner handles it
+  (``learners/imitation.py``).
 
 ``mbpo.null_control`` shuffles the branches' returns across the batch before the advantages are
 formed: the same loop and the same amount of updating, with the link between a branch's actions
