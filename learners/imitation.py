@@ -36,8 +36,9 @@ def branch_rows(br: Branches, rows: np.ndarray, size: int) -> Demos:
     """The chunk steps ``rows`` ((B, n) bool) selects, frames at the policy's ``size``, every action valid."""
     n = int(rows.sum())
     head, wrist = br.head[rows], br.wrist[rows]
-    if n and head.shape[1] != size:
-        head, wrist = resize_uint8(head, size).numpy(), resize_uint8(wrist, size).numpy()
+    if head.shape[1] != size:  # (an empty selection too: every part of the buffer has the policy's size)
+        head, wrist = ((resize_uint8(head, size).numpy(), resize_uint8(wrist, size).numpy()) if n
+                       else (np.zeros((0, size, size, 3), np.uint8),) * 2)
     h = br.actions.shape[2]
     return Demos(head=torch.from_numpy(np.ascontiguousarray(head)), wrist=torch.from_numpy(np.ascontiguousarray(wrist)),
                  proprio=np.zeros((n, PROPRIO), np.float32), actions=br.actions[rows].astype(np.float32),
@@ -80,11 +81,12 @@ class Imitation:
         self.mc, self.size, self.augment, self.demos, self.rank = mc, size, augment, demos, rank
         self.buffer: Demos | None = None
 
-    def add(self, br: Branches, rng: np.random.Generator) -> Demos:
-        """The batch's successful chunk steps (shuffled outcomes under the null control), also kept in
-        the buffer (``mbpo.bc_buffer`` rows at most); returns what the minibatches are drawn from."""
+    def add(self, br: Branches, rng: np.random.Generator | None, blind: bool | None = None) -> Demos:
+        """The batch's successful chunk steps (``blind``, by default under the null control: as many
+        branches, drawn by ``rng`` whatever their outcome), also kept in the buffer (``mbpo.bc_buffer``
+        rows at most); returns what the minibatches are drawn from."""
         success = br.terminal.any(axis=1)
-        if self.mc.null_control:
+        if self.mc.null_control if blind is None else blind:
             success = rng.permutation(success)
         new = branch_rows(br, br.valid & success[:, None], self.size)
         if not self.mc.bc_buffer:

@@ -194,6 +194,14 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
                         "samples": n, "trained": done * m, "updates": done})
         return self._publish(version, metrics, t0)
 
+    def add_successes(self, br: Branches) -> int:
+        """Keep the successful episodes of a real batch (``mbpo.mode=mbpo``'s real data) in the cloning
+        buffer, as they are (the null control shuffles imagined outcomes only); the rows kept."""
+        if self.imitation is None or not self.cfg.mbpo.bc_buffer:
+            return 0
+        before = 0 if self.imitation.buffer is None else len(self.imitation.buffer)
+        return len(self.imitation.add(br, None, blind=False)) - before
+
     def _losses(self, steps: _Steps, idx: np.ndarray, old: torch.Tensor, adv: torch.Tensor,
                 ret: torch.Tensor | None) -> _StepLoss:
         """The clipped surrogate (+ value loss where ``ret`` is given) on one minibatch, the KL to
@@ -378,6 +386,11 @@ class LearnerGroup:
 
     def update(self, br: Branches, version: int, seed: int, critic_only: bool = False) -> dict:
         return self.collect(self.update_async(br, version, seed, critic_only))
+
+    def add_successes(self, br: Branches) -> int:
+        """Every rank keeps the successes of its shard of ``br`` (real episodes) for cloning; rows kept."""
+        return sum(self.gather([r.add_successes.remote(s) for r, s in zip(self.ranks, _split(br, len(self.ranks)),
+                                                                          strict=True)]))
 
     def save(self, path: str, extra: dict | None = None, optimizer: bool = True) -> str:
         return self.gather([r.save.remote(path, extra, optimizer) for r in self.ranks])[0]

@@ -320,7 +320,8 @@ class _Loop:
         t0 = time.perf_counter()
         jobs = [{"checkpoint": policy_path, "suite": self.cfg.env.suite, "task_id": int(t), "init_state": int(i),
                  "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True, "policy_version": state["version"],
-                 "episode_id": f"{self.run_id}-real{it + 1}-j{k}"}  # stored once, also when the job runs again
+                 "episode_id": f"{self.run_id}-real{it + 1}-j{k}",  # stored once, also when the job runs again
+                 "trajectory": mc.objective == "bc"}
                 for k, (t, i) in enumerate(zip(rng.choice(mc.task_ids, mc.real_episodes),
                                                rng.integers(0, 50, mc.real_episodes), strict=True))]
         real = run_by_task(self.runners, jobs, self.remake_runner)
@@ -329,6 +330,12 @@ class _Loop:
                                  if p not in state["store_parts"]]
         state["real_env_steps"] += sum(r["steps"] for r in real)
         state["real_episodes"] = state.get("real_episodes", 0) + len(real)  # the store's growth (append-only)
+        if mc.objective == "bc":  # cloning learns from the real successes too
+            from mbpo_ray.rl.online import trajectories_to_branches
+
+            br = trajectories_to_branches([r["trajectory"] for r in real], [r["instruction"] for r in real],
+                                          np.arange(len(real)))
+            log["bc/real_rows_kept"] = self.learners.add_successes(br)
         log.update({"real/success": float(np.mean([r["success"] for r in real])), "real/episodes": len(real),
                     "time/real_s": time.perf_counter() - t0, "real/env_steps": state["real_env_steps"]})
         return policy_path

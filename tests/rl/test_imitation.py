@@ -112,3 +112,47 @@ def test_cloning_options_need_the_cloning_objective():
         build_config(overrides={"mbpo": {"objective": "grpo", "group_size": 2, "bc_demo_coef": 1.0}})
     with pytest.raises(ConfigError, match="mbpo.bc_buffer"):
         build_config(overrides={"mbpo": {"objective": "bc", "bc_buffer": -1}})
+
+
+def test_real_successes_enter_the_buffer_as_they_are(loop_inputs, tmp_path):
+    """mbpo mode's real episodes: the successful ones are kept for cloning, also under the null control."""
+    from mbpo_ray.rl.online import Trajectory, trajectories_to_branches
+
+    _, _, policy_dir, _ = loop_inputs
+    rng = np.random.default_rng(0)
+
+    def episode(chunks: int, success: bool) -> Trajectory:
+        frames = rng.integers(0, 255, (chunks, 32, 32, 3), dtype=np.uint8)
+        return Trajectory(frames, frames.copy(), rng.uniform(-0.3, 0.3, (chunks, 2, 7)).astype(np.float32),
+                          np.zeros((chunks, 2, 7), np.float32), np.zeros(chunks, np.float32), frames[-1], frames[-1],
+                          success)
+
+    br = trajectories_to_branches([episode(3, False), episode(2, True), episode(4, False)], ["open the top drawer"] * 3,
+                                  np.arange(3))
+    learner = PolicyLearner(bc_config(policy_dir, bc_buffer=100, null_control=True), policy_dir, str(tmp_path / "w"), 0, 1)
+    assert learner.add_successes(br) == 2  # the successful episode's 2 chunk steps
+    assert np.array_equal(learner.imitation.buffer.actions, br.actions[1, :2])
+    assert learner.imitation.buffer.head.shape[1] == learner.policy.cfg.image_size
+    without = PolicyLearner(bc_config(policy_dir), policy_dir, str(tmp_path / "w2"), 0, 1)
+    assert without.add_successes(br) == 0  # no buffer: nothing outlives its batch
+
+
+@pytest.mark.libero
+def test_cloning_in_the_loop_with_real_data(ray_cluster, loop_inputs, anchored_policy, tmp_path, capsys):
+    """mbpo mode, objective bc with the buffer and the anchor: the demonstrations train every iteration,
+    the real episodes' successes are offered to the buffer, and each rank's buffer is checkpointed."""
+    from tests.rl.test_loop import SMALL, train_logs
+
+    _, _, _, wm = loop_inputs
+    store, policy = anchored_policy
+    out = tmp_path / "run"
+    logs = train_logs(["--policy", policy, "--world-model", wm, "--store", store, "--out", str(out),
+                       "--mbpo.objective=bc", "--mbpo.bc_buffer=1000", "--mbpo.bc_demo_coef=1.0", "--mbpo.tasks=0",
+                       "--mbpo.branches=4", "--mbpo.learners=2", "--mbpo.iterations=2", "--mbpo.real_every=1",
+                       "--mbpo.real_episodes=1", "--mbpo.eval_episodes=0", "--mbpo.minibatch_size=4",
+                       "--mbpo.updates_per_batch=2", "--env.max_steps=6", "--world_model.engine=vllm", *SMALL],
+                      out, capsys)
+    assert [x["iteration"] for x in logs] == [1, 2]
+    assert all(x["bc/demo_loss"] > 0 and x["bc/real_rows_kept"] == 0 for x in logs)  # 6 steps: no real success
+    assert sorted(p.name for p in (out / "checkpoint" / "policy").glob("bc_buffer*")) == [
+        "bc_buffer_rank0.pt", "bc_buffer_rank1.pt"]
