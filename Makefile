@@ -135,7 +135,8 @@ self-imitation: recipe-data $(RECIPE)/sft/eval/eval.json
 
 # Self-imitation inside the loop (`mbpo-ray train`, mbpo.objective=bc with a buffer of every success and
 # the demonstration anchor), from the recipe's SFT policy: online (4 iterations of 30 real episodes,
-# benchmarks/results/self_imitation_loop.json), and model-based (4 iterations of 256 imagined 2-chunk
+# benchmarks/results/self_imitation_loop.json; and in self-imitation's rounds, 2 iterations of 120
+# episodes and 1,000 updates, each evaluated: _rounds.json), and model-based (4 iterations of 256 imagined 2-chunk
 # branches, 40 real episodes after each iteration; _mb.json, and seed 1: _mb_seed1.json) with its null
 # control (imagined successes chosen blind; _mb_null.json). About 27 min, then 40 min per run here.
 SIL_LOOP = $(BIN)/python benchmarks/sample_efficiency.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --tasks 0-3 --iterations 4 --eval-every 4 --episodes 50 --group-size 1 --objective bc
@@ -143,6 +144,7 @@ SIL_SET = mbpo.bc_buffer=100000 mbpo.bc_demo_coef=1.0 mbpo.actor_lr=1e-4 mbpo.up
 SIL_MB = --real-every 1 --real-episodes 40 --branches 256 --run-only mbpo
 self-imitation-loop: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(SIL_LOOP) --work $(RECIPE)/sil_loop --online-episodes 30 --run-only online --name self_imitation_loop --set $(SIL_SET)
+	$(SIL_LOOP) --work $(RECIPE)/sil_loop_rounds --iterations 2 --eval-every 1 --online-episodes 120 --run-only online --name self_imitation_loop_rounds --set $(SIL_SET) mbpo.updates_per_batch=1000
 	$(SIL_LOOP) --work $(RECIPE)/sil_loop_mb $(SIL_MB) --name self_imitation_loop_mb --set $(SIL_SET) mbpo.start_sampler=reverse mbpo.wm_finetune_every=0
 	$(SIL_LOOP) --work $(RECIPE)/sil_loop_mb $(SIL_MB) --seed 1 --name self_imitation_loop_mb_seed1 --set $(SIL_SET) mbpo.start_sampler=reverse mbpo.wm_finetune_every=0
 	$(SIL_LOOP) --work $(RECIPE)/sil_loop_mb_null $(SIL_MB) --name self_imitation_loop_mb_null --set $(SIL_SET) mbpo.start_sampler=reverse mbpo.wm_finetune_every=0 mbpo.null_control=true
