@@ -63,9 +63,10 @@ def evaluated(out: Path) -> list[dict]:
     return [r for r in rows if "eval/success" in r]
 
 
-def run(args, method: str) -> Path | None:
-    """The run's folder once its last evaluation is in (a complete run is kept); None when
-    ``--run-only`` leaves it out and it is not complete."""
+def run(args, method: str, prov: dict) -> Path | None:
+    """The run's folder once its last evaluation is in (a complete run is kept, with the command and
+    commit that made it in its ``made_by.json``); None when ``--run-only`` leaves it out and it is not
+    complete."""
     from mbpo_ray.cli import main
 
     out, store = Path(args.work) / f"{method}_seed{args.seed}", Path(args.work) / f"{method}_seed{args.seed}_store"
@@ -81,6 +82,7 @@ def run(args, method: str) -> Path | None:
     argv = run_argv(args, method, store, out)
     if main(argv):
         raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
+    (out / "made_by.json").write_text(json.dumps({k: prov[k] for k in ("command", "commit", "date")}, indent=2))
     return out
 
 
@@ -89,11 +91,16 @@ def curve(sft: dict, out: Path, start: dict) -> dict:
     evals = evaluated(out)
     demo_steps = start["real_env_steps"]
     points = [start]
-    points += [{"iteration": r["iteration"], "real_env_steps": demo_steps + int(r["real/env_steps"]),
-                "success_rate": round(float(r["eval/success"]), 4)} for r in evals]
-    base, mine, inits = paired_outcomes(sft, out, evals[-1]["iteration"])
-    return {"points": points, "final_vs_sft": mcnemar_exact(base, mine), "init_states": inits,
-            "run": str(out.name)}
+    for r in evals:
+        base, mine, inits = paired_outcomes(sft, out, r["iteration"])
+        points.append({"iteration": r["iteration"], "real_env_steps": demo_steps + int(r["real/env_steps"]),
+                       "success_rate": round(float(r["eval/success"]), 4), "vs_sft": mcnemar_exact(base, mine)})
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    made = out / "made_by.json"
+    return {"points": points, "final_vs_sft": points[-1]["vs_sft"], "init_states": inits, "run": str(out.name),
+            "made_by": json.loads(made.read_text()) if made.exists() else None,
+            # the batch's success per branch, each iteration (imagined in mbpo mode, real episodes online)
+            "batch_success_by_iteration": [round(float(x["imagine/reward_mean"]), 4) for x in rows]}
 
 
 def reach(online: list[dict], target: float, budget: int) -> dict:
@@ -149,7 +156,7 @@ def main() -> None:
     start = {"iteration": 0, "real_env_steps": demo_steps, "success_rate": sft_rate}
     methods = {"sft": {"points": [start]}}
     for m in METHODS:
-        out = run(args, m)
+        out = run(args, m, prov)
         if out is not None:
             methods[m] = curve(sft, out, start)
     result = {"tasks": tasks, "demonstrations": len(ids), "seed": args.seed,
