@@ -94,7 +94,8 @@ def curve(sft: dict, out: Path, start: dict) -> dict:
     for r in evals:
         base, mine, inits = paired_outcomes(sft, out, r["iteration"])
         points.append({"iteration": r["iteration"], "real_env_steps": demo_steps + int(r["real/env_steps"]),
-                       "success_rate": round(float(r["eval/success"]), 4), "vs_sft": mcnemar_exact(base, mine)})
+                       "success_rate": round(float(r["eval/success"]), 4), "vs_sft": mcnemar_exact(base, mine),
+                       "by_task": {k.rsplit("task", 1)[1]: v for k, v in r.items() if k.startswith("eval/success_task")}})
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     made = out / "made_by.json"
     return {"points": points, "final_vs_sft": points[-1]["vs_sft"], "init_states": inits, "run": str(out.name),
