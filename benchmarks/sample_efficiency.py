@@ -37,6 +37,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from benchmarks.common import mcnemar_exact, provenance, save_figure, write_result  # noqa: E402
 from benchmarks.fidelity import budget_store, demo_budget, paired_outcomes  # noqa: E402
+from benchmarks.self_imitation import made_by  # noqa: E402
 
 METHODS = ("online", "mbpo")
 
@@ -57,9 +58,12 @@ def run_argv(args, method: str, store: Path, out: Path) -> list[str]:
             "--mbpo.worker_cpus=0.5", "--mbpo.wm_learner_cpus=0.25", *(f"--{x}" for x in args.set)]
 
 
-def evaluated(out: Path) -> list[dict]:
+def metrics(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
-    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def evaluated(rows: list[dict]) -> list[dict]:
     return [r for r in rows if "eval/success" in r]
 
 
@@ -70,7 +74,7 @@ def run(args, method: str, prov: dict) -> Path | None:
     from mbpo_ray.cli import main
 
     out, store = Path(args.work) / f"{method}_seed{args.seed}", Path(args.work) / f"{method}_seed{args.seed}_store"
-    done = evaluated(out)
+    done = evaluated(metrics(out))
     if done and done[-1]["iteration"] == args.iterations:
         print(f"{out} is complete: kept", flush=True)
         return out
@@ -82,13 +86,14 @@ def run(args, method: str, prov: dict) -> Path | None:
     argv = run_argv(args, method, store, out)
     if main(argv):
         raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
-    (out / "made_by.json").write_text(json.dumps({k: prov[k] for k in ("command", "commit", "date")}, indent=2))
+    made_by(out, "run", prov)
     return out
 
 
 def curve(sft: dict, out: Path, start: dict) -> dict:
     """A run's points from ``start`` (SFT at the demonstrations' env steps) through its evaluations."""
-    evals = evaluated(out)
+    rows = metrics(out)
+    evals = evaluated(rows)
     demo_steps = start["real_env_steps"]
     points = [start]
     for r in evals:
@@ -96,10 +101,8 @@ def curve(sft: dict, out: Path, start: dict) -> dict:
         points.append({"iteration": r["iteration"], "real_env_steps": demo_steps + int(r["real/env_steps"]),
                        "success_rate": round(float(r["eval/success"]), 4), "vs_sft": mcnemar_exact(base, mine),
                        "by_task": {k.rsplit("task", 1)[1]: v for k, v in r.items() if k.startswith("eval/success_task")}})
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    made = out / "made_by.json"
     return {"points": points, "final_vs_sft": points[-1]["vs_sft"], "init_states": inits, "run": str(out.name),
-            "made_by": json.loads(made.read_text()) if made.exists() else None,
+            "made_by": made_by(out).get("run"),
             # the batch's success per branch, each iteration (imagined in mbpo mode, real episodes online)
             "batch_success_by_iteration": [round(float(x["imagine/reward_mean"]), 4) for x in rows]}
 

@@ -97,6 +97,14 @@ class Imitation:
         self.buffer = pool
         return pool
 
+    def keep(self, br: Branches) -> int:
+        """Keep the successful branches of a real batch in the buffer, as they are (the null control
+        shuffles imagined outcomes only); the rows kept (0 without a buffer)."""
+        if not self.mc.bc_buffer:
+            return 0
+        before = 0 if self.buffer is None else len(self.buffer)
+        return len(self.add(br, None, blind=False)) - before
+
     def save(self, folder: str) -> None:
         if self.buffer is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)

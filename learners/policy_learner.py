@@ -197,10 +197,7 @@ class PolicyLearner(ChannelSender):  # rank 0 sends the policy with mbpo.weight_
     def add_successes(self, br: Branches) -> int:
         """Keep the successful episodes of a real batch (``mbpo.mode=mbpo``'s real data) in the cloning
         buffer, as they are (the null control shuffles imagined outcomes only); the rows kept."""
-        if self.imitation is None or not self.cfg.mbpo.bc_buffer:
-            return 0
-        before = 0 if self.imitation.buffer is None else len(self.imitation.buffer)
-        return len(self.imitation.add(br, None, blind=False)) - before
+        return 0 if self.imitation is None else self.imitation.keep(br)
 
     def _losses(self, steps: _Steps, idx: np.ndarray, old: torch.Tensor, adv: torch.Tensor,
                 ret: torch.Tensor | None) -> _StepLoss:

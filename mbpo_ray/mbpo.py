@@ -313,6 +313,7 @@ class _Loop:
         from actors.env_runner import run_by_task
 
         mc, state, rng = self.mc, self.state, np.random.default_rng(self._seed(REAL_DATA, it))
+        clone = mc.objective == "bc" and mc.bc_buffer > 0  # the learners keep the real successes
         log["real/env_steps"] = state["real_env_steps"]
         if self.online or not (mc.real_every and (it + 1) % mc.real_every == 0):
             return None
@@ -321,7 +322,7 @@ class _Loop:
         jobs = [{"checkpoint": policy_path, "suite": self.cfg.env.suite, "task_id": int(t), "init_state": int(i),
                  "greedy": False, "seed": int(rng.integers(2**31)), "to_store": True, "policy_version": state["version"],
                  "episode_id": f"{self.run_id}-real{it + 1}-j{k}",  # stored once, also when the job runs again
-                 "trajectory": mc.objective == "bc"}
+                 "trajectory": clone}
                 for k, (t, i) in enumerate(zip(rng.choice(mc.task_ids, mc.real_episodes),
                                                rng.integers(0, 50, mc.real_episodes), strict=True))]
         real = run_by_task(self.runners, jobs, self.remake_runner)
@@ -330,7 +331,7 @@ class _Loop:
                                  if p not in state["store_parts"]]
         state["real_env_steps"] += sum(r["steps"] for r in real)
         state["real_episodes"] = state.get("real_episodes", 0) + len(real)  # the store's growth (append-only)
-        if mc.objective == "bc":  # cloning learns from the real successes too
+        if clone:
             from mbpo_ray.rl.online import trajectories_to_branches
 
             br = trajectories_to_branches([r["trajectory"] for r in real], [r["instruction"] for r in real],
