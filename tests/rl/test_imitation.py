@@ -53,8 +53,11 @@ def test_the_buffer_is_part_of_the_checkpoint(loop_inputs, tmp_path):
 
 @pytest.fixture
 def anchored_policy(loop_inputs, tmp_path):
-    """The loop's tiny policy, its policy.json naming the store's 4 episodes as its SFT demonstrations."""
-    _, store, policy_dir, _ = loop_inputs
+    """A copy of the loop's store and tiny policy, its policy.json naming the store's 4 episodes as its SFT
+    demonstrations (a copy: the loop test appends real episodes, which the shared store must not see)."""
+    _, shared, policy_dir, _ = loop_inputs
+    store = str(tmp_path / "store")
+    shutil.copytree(shared, store)
     out = tmp_path / "policy"
     shutil.copytree(policy_dir, out)
     meta = read_policy_meta(out)
