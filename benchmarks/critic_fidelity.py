@@ -1,7 +1,7 @@
 """Can the critic tell from one observation whether the policy will succeed from there?
 
     python benchmarks/critic_fidelity.py --policy SFT_CKPT --store STORE [--tasks 0-3] [--heldout 0.33]
-        [--steps 3000] [--gamma 0.99] [--seed 0] [--name critic_fidelity]
+        [--steps 3000] [--gamma 0.99] [--seed 0] [--train-rollouts 20 40 80 ...] [--name critic_fidelity]
 
 PPO bootstraps every imagined branch with the critic's V(last observation), and only that bootstrap
 can carry a signal from start states more than ``n`` chunks before the outcome. The critic (a copy of
@@ -13,7 +13,10 @@ demonstrations alone. Both are then
 asked about the held-out policy rollouts: how well V(s) at a chunk boundary ranks states of episodes
 that went on to succeed above states of episodes that failed (ROC AUC; 0.5 = no better than a coin),
 per bucket of the boundary's chunk index (failures run longer, so time alone must not do the
-ranking), with bootstrap intervals over held-out episodes. Writes benchmarks/results/NAME.json, .png.
+ranking), with bootstrap intervals over held-out episodes. ``--train-rollouts N ...`` adds a learning
+curve: one more fit per N on the demonstrations and N of the training rollouts (nested draws, the same
+validation and held-out episodes), to ask whether more on-policy episodes make a better critic.
+Writes benchmarks/results/NAME.json, .png.
 """
 
 from __future__ import annotations
@@ -78,6 +81,22 @@ def scores(v: np.ndarray, success: np.ndarray, chunk: np.ndarray, episode: np.nd
     return out
 
 
+def curve_fits(rr, train: np.ndarray, val: np.ndarray, sizes: list[int], seed: int) -> list[tuple]:
+    """(name, train rows, validation rows) per size: the demonstrations and the first ``size`` of the
+    training rollouts in one seeded order (each set holds the smaller ones)."""
+    episode, demo = np.asarray(rr.episode), np.asarray(rr.source) == "demo"
+    pool = sorted(set(episode[train & ~demo]))
+    order = np.random.default_rng(seed + 1).permutation(len(pool))
+    out = []
+    for n in sizes:
+        if not 0 < n <= len(pool):
+            raise SystemExit(f"--train-rollouts {n}: the training split holds {len(pool)} policy rollouts "
+                             f"(pass sizes from 1 to {len(pool)})")
+        chosen = [pool[i] for i in order[:n]]
+        out.append((f"demos + {n} rollouts", train & (demo | np.isin(episode, chosen)), val))
+    return out
+
+
 def plot(name: str, fits: dict) -> None:
     import matplotlib
 
@@ -87,10 +106,13 @@ def plot(name: str, fits: dict) -> None:
     labels = ["all"] + [bucket_label(*b) for b in BUCKETS]
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=120)
     x = np.arange(len(labels))
-    for k, (fit, colour) in enumerate(zip(fits, ("#4477aa", "#ee6677", "#999999"), strict=False)):
+    colours = plt.get_cmap("tab10").colors
+    width = 0.6 / max(1, len(fits) - 1)
+    for k, fit in enumerate(fits):
         a = np.array([fits[fit]["auc"][lab]["auc"] for lab in labels], float)
         ci = np.array([fits[fit]["auc"][lab]["auc_ci95"] for lab in labels], float)
-        ax.errorbar(x + (k - 1) * 0.15, a, yerr=[a - ci[:, 0], ci[:, 1] - a], fmt="o", capsize=3, color=colour, label=fit)
+        ax.errorbar(x + (k - (len(fits) - 1) / 2) * width, a, yerr=[a - ci[:, 0], ci[:, 1] - a], fmt="o", capsize=3,
+                    color=colours[k % len(colours)], label=fit)
     ax.axhline(0.5, color="grey", ls="--", lw=1)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylim(0, 1)
@@ -110,6 +132,8 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--boot", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-rollouts", type=int, nargs="*", default=[], dest="train_rollouts",
+                    help="also fit on the demonstrations and this many training rollouts (a learning curve)")
     ap.add_argument("--name", default="critic_fidelity")
     args = ap.parse_args()
     import torch
@@ -128,7 +152,8 @@ def main() -> None:
     success = rr.returns > 0
     episode = np.asarray(rr.episode)
     fits = {}
-    fitted = (("demos + rollouts", train, val), ("demos only", train & demo, val & demo), ("checkpoint (not fitted)", None, None))
+    fitted = [("demos + rollouts", train, val), *curve_fits(rr, train, val, args.train_rollouts, args.seed),
+              ("demos only", train & demo, val & demo), ("checkpoint (not fitted)", None, None)]
     for fit, rows, check in fitted:
         head, losses = fitted_copy(policy, feats, rr.returns, rows, check, args.steps, args.seed) \
             if rows is not None else (policy.value_head, [])
@@ -144,6 +169,8 @@ def main() -> None:
     result = {"tasks": args.tasks, "gamma": args.gamma, "steps": args.steps, "heldout_episodes": len(held),
               "heldout_success": int(len({e for e in episode[held_rows & success]})),
               "rows": int(len(rr)), "feature_dim": int(feats.shape[1]), "fits": fits,
+              "learning_curve": [{"rollouts": n, **fits[f"demos + {n} rollouts"]["auc"]["all"]}
+                                 for n in args.train_rollouts],
               "seconds": round(time.time() - t0, 1), "png": f"benchmarks/results/{args.name}.png"}
     write_result(args.name, result)
     plot(args.name, fits)
