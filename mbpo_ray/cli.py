@@ -320,14 +320,13 @@ def add_keep_pixels(parser: argparse.ArgumentParser) -> None:
                         help="kept patches show the current frame's pixels (world_model.keep_pixels)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mbpo-ray", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sp.add_argument("--config", help="YAML config file (configs/*.yaml); dotted overrides win over it")
+    return sp
 
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--config", help="YAML config file (configs/*.yaml); dotted overrides win over it")
-        return sp
 
+def add_data_parsers(sub) -> None:
+    """collect, import-libero-hdf5, the LeRobot commands, replay info / show."""
     c = with_config(sub.add_parser("collect", help="scripted-expert demonstrations on real LIBERO"))
     c.add_argument("--suite")
     c.add_argument("--task", type=int)
@@ -364,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--scale", type=int, default=1)
     rs.set_defaults(func=cmd_replay_show)
 
+
+def add_world_model_parsers(sub) -> None:
+    """train-tokenizer, train-world-model, train-frame-reward, eval-world-model."""
     t = with_config(sub.add_parser("train-tokenizer", help="VQ image tokenizer on a store's frames"))
     t.add_argument("store")
     t.add_argument("--out", required=True)
@@ -398,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_keep_pixels(e)
     e.set_defaults(func=cmd_eval_world_model)
 
+
+def add_policy_parsers(sub) -> None:
+    """sft, eval, and the loop: train, run."""
     s = with_config(sub.add_parser("sft", help="behaviour cloning of the policy on a store's demonstrations"))
     s.add_argument("store")
     s.add_argument("--out", required=True, help="checkpoint folder")
@@ -443,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = with_config(sub.add_parser("run", help="the main job on the embedded default config"))
     run.set_defaults(func=cli_loop.cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mbpo-ray", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    add_data_parsers(sub)
+    add_world_model_parsers(sub)
+    add_policy_parsers(sub)
     return p
 
 
