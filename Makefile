@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve clean
 
 install: $(STAMP)
 
@@ -174,6 +174,13 @@ advantage-fidelity: recipe-data
 # Can the critic tell from one observation whether the SFT policy succeeds from there (a few minutes)
 critic-fidelity: recipe-data
 	$(BIN)/python benchmarks/critic_fidelity.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3
+
+# Does the critic get better with more on-policy episodes: fits on the SFT demonstrations and 20 to 160
+# of the 240 episodes the seed-1 rounds run collected (80 held out; a few minutes)
+critic-curve: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
+	$(BIN)/python benchmarks/critic_fidelity.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/sil_loop_rounds/online_seed1_store --tasks 0-3 --train-rollouts 20 40 80 160 --name critic_fidelity_curve
+$(RECIPE)/sil_loop_rounds/online_seed1/made_by.json:
+	@echo "run the seed-1 rounds run first (the self_imitation_loop_rounds_seed1 line of make self-imitation-loop)"; exit 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
