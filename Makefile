@@ -140,7 +140,7 @@ self-imitation: recipe-data $(RECIPE)/sft/eval/eval.json
 # model-based (4 iterations of 256 imagined 2-chunk branches, 40 real episodes after each iteration:
 # _mb.json); and cloning on imagined successes alone (one iteration of 1,024 imagined branches and 1,000
 # updates, no real data: _imagined.json) with its null control (imagined branches chosen blind:
-# _imagined_null.json). About 27, 50, 50, 30, 20 and 20 min per run here.
+# _imagined_null.json). About 27, 50, 60, 30, 20 and 20 min per run here.
 SIL_LOOP = $(BIN)/python benchmarks/sample_efficiency.py --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm/wm --store $(RECIPE)/demos --tasks 0-3 --episodes 50 --group-size 1 --objective bc
 SIL_SET = mbpo.bc_buffer=100000 mbpo.bc_demo_coef=1.0 mbpo.actor_lr=1e-4 mbpo.minibatch_size=16
 SIL_MB = --iterations 4 --eval-every 4 --real-every 1 --real-episodes 40 --branches 256 --run-only mbpo
@@ -176,7 +176,8 @@ critic-fidelity: recipe-data
 	$(BIN)/python benchmarks/critic_fidelity.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3
 
 # Does the critic get better with more on-policy episodes: fits on the SFT demonstrations and 20 to 129
-# of the 240 episodes the seed-1 rounds run collected (79 held out, the rest of a fifth for early stopping; a few minutes)
+# of the 240 episodes the seed-1 rounds run collected (79 held out, a fifth of the rest for early stopping;
+# about a minute)
 critic-curve: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
 	$(BIN)/python benchmarks/critic_fidelity.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/sil_loop_rounds/online_seed1_store --tasks 0-3 --train-rollouts 20 40 80 129 --name critic_fidelity_curve
 $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json:
