@@ -1,7 +1,8 @@
 """Can the critic tell from one observation whether the policy will succeed from there?
 
     python benchmarks/critic_fidelity.py --policy SFT_CKPT --store STORE [--tasks 0-3] [--heldout 0.33]
-        [--steps 3000] [--gamma 0.99] [--seed 0] [--train-rollouts 20 40 80 ...] [--name critic_fidelity]
+        [--steps 3000] [--gamma 0.99] [--seed 0] [--train-rollouts 20 40 80 ...] [--end-to-end 2000]
+        [--name critic_fidelity]
 
 PPO bootstraps every imagined branch with the critic's V(last observation), and only that bootstrap
 can carry a signal from start states more than ``n`` chunks before the outcome. The critic (a copy of
@@ -16,6 +17,9 @@ per bucket of the boundary's chunk index (failures run longer, so time alone mus
 ranking), with bootstrap intervals over held-out episodes. ``--train-rollouts N ...`` adds a learning
 curve: one more fit per N on the demonstrations and N of the training rollouts (nested draws, the same
 validation and held-out episodes), to ask whether more on-policy episodes make a better critic.
+``--end-to-end STEPS`` adds a fit of a copy of the whole policy (trunk and value head, Adam at 1e-4,
+minibatches of 32) on the same rows and returns, early-stopped on the same validation rows: whether
+features trained for value rank the held-out states better than the SFT trunk's frozen ones.
 Writes benchmarks/results/NAME.json, .png.
 """
 
@@ -97,6 +101,50 @@ def curve_fits(rr, train: np.ndarray, val: np.ndarray, sizes: list[int], seed: i
     return out
 
 
+def trunk_values(policy, rr, train: np.ndarray, val: np.ndarray, steps: int, seed: int, lr: float = 1e-4,
+                 batch: int = 32, eval_every: int = 100) -> tuple[np.ndarray, list[float]]:
+    """V(s) of every row from a copy of ``policy`` whose trunk and value head were regressed on the
+    ``train`` rows' returns (the weights with the lowest ``val`` error kept); the losses per step."""
+    import copy
+
+    import torch
+    from tqdm import tqdm
+
+    net = copy.deepcopy(policy).train()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    def values(idx: np.ndarray) -> torch.Tensor:
+        z = net.features(net.preprocess(rr.observations(idx)))
+        return net.value_head(z.mean(1) if z.dim() == 3 else z).squeeze(-1)
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        net.eval()
+        with torch.no_grad():
+            out = np.concatenate([values(rows[i:i + 128]).numpy() for i in range(0, len(rows), 128)])
+        net.train()
+        return out
+
+    rows, check = np.flatnonzero(train), np.flatnonzero(val)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses, best = [], (float("inf"), None)
+    for step in tqdm(range(steps + 1), desc="value, trunk trained", mininterval=5):
+        if step % eval_every == 0:
+            err = float(np.mean((predict(check) - rr.returns[check]) ** 2))
+            if err < best[0]:
+                best = (err, copy.deepcopy(net.state_dict()))
+        if step == steps:
+            break
+        idx = rng.choice(rows, min(batch, len(rows)), replace=False)
+        loss = 0.5 * (values(idx) - torch.from_numpy(rr.returns[idx])).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    net.load_state_dict(best[1])
+    return predict(np.arange(len(rr))), losses
+
+
 def plot(name: str, fits: dict) -> None:
     import matplotlib
 
@@ -111,7 +159,7 @@ def plot(name: str, fits: dict) -> None:
     for k, fit in enumerate(fits):
         a = np.array([fits[fit]["auc"][lab]["auc"] for lab in labels], float)
         ci = np.array([fits[fit]["auc"][lab]["auc_ci95"] for lab in labels], float)
-        ax.errorbar(x + (k - (len(fits) - 1) / 2) * width, a, yerr=[a - ci[:, 0], ci[:, 1] - a], fmt="o", capsize=3,
+        ax.errorbar(x + (k - (len(fits) - 1) / 2) * width, a, yerr=np.clip([a - ci[:, 0], ci[:, 1] - a], 0, None), fmt="o", capsize=3,
                     color=colours[k % len(colours)], label=fit)
     ax.axhline(0.5, color="grey", ls="--", lw=1)
     ax.set_xticks(x, labels, fontsize=8)
@@ -134,6 +182,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-rollouts", type=int, nargs="*", default=[], dest="train_rollouts",
                     help="also fit on the demonstrations and this many training rollouts (a learning curve)")
+    ap.add_argument("--end-to-end", type=int, default=0, dest="end_to_end", metavar="STEPS",
+                    help="also fit a copy of the whole policy (trunk and value head) for this many steps")
     ap.add_argument("--name", default="critic_fidelity")
     args = ap.parse_args()
     import torch
@@ -154,11 +204,16 @@ def main() -> None:
     fits = {}
     fitted = [("demos + rollouts", train, val), *curve_fits(rr, train, val, args.train_rollouts, args.seed),
               ("demos only", train & demo, val & demo), ("checkpoint (not fitted)", None, None)]
+    if args.end_to_end:
+        fitted.insert(1, ("demos + rollouts, trunk trained", train, val))
     for fit, rows, check in fitted:
-        head, losses = fitted_copy(policy, feats, rr.returns, rows, check, args.steps, args.seed) \
-            if rows is not None else (policy.value_head, [])
-        with torch.no_grad():
-            v = head(torch.from_numpy(feats)).squeeze(-1).numpy()
+        if fit.endswith("trunk trained"):
+            v, losses = trunk_values(policy, rr, rows, check, args.end_to_end, args.seed)
+        else:
+            head, losses = fitted_copy(policy, feats, rr.returns, rows, check, args.steps, args.seed) \
+                if rows is not None else (policy.value_head, [])
+            with torch.no_grad():
+                v = head(torch.from_numpy(feats)).squeeze(-1).numpy()
         mse = float(np.mean((v[held_rows] - rr.returns[held_rows]) ** 2))
         fits[fit] = {"train_rows": int(rows.sum()) if rows is not None else 0,
                      "val_rows": int(check.sum()) if check is not None else 0,
@@ -166,7 +221,8 @@ def main() -> None:
                      "heldout_mse": round(mse, 5),
                      "auc": scores(v, success, rr.chunk, episode, held, args.boot, args.seed)}
         print(f"{fit:26s} held-out AUC {fits[fit]['auc']['all']['auc']:.3f} {fits[fit]['auc']['all']['auc_ci95']}")
-    result = {"tasks": args.tasks, "gamma": args.gamma, "steps": args.steps, "heldout_episodes": len(held),
+    result = {"tasks": args.tasks, "gamma": args.gamma, "steps": args.steps, "end_to_end_steps": args.end_to_end,
+              "heldout_episodes": len(held),
               "heldout_success": int(len({e for e in episode[held_rows & success]})),
               "rows": int(len(rr)), "feature_dim": int(feats.shape[1]), "fits": fits,
               "learning_curve": [{"rollouts": n, **fits[f"demos + {n} rollouts"]["auc"]["all"]}
