@@ -177,9 +177,9 @@ critic-fidelity: recipe-data
 
 # Does the critic get better with more on-policy episodes: fits on the SFT demonstrations and 20 to 129
 # of the 240 episodes the seed-1 rounds run collected (79 held out, a fifth of the rest for early stopping;
-# about a minute)
+# and a fit of the whole policy, trunk included; about 10 min)
 critic-curve: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
-	$(BIN)/python benchmarks/critic_fidelity.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/sil_loop_rounds/online_seed1_store --tasks 0-3 --train-rollouts 20 40 80 129 --name critic_fidelity_curve
+	$(BIN)/python benchmarks/critic_fidelity.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/sil_loop_rounds/online_seed1_store --tasks 0-3 --train-rollouts 20 40 80 129 --end-to-end 2000 --name critic_fidelity_curve
 $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json:
 	@echo "run the seed-1 rounds run first (the self_imitation_loop_rounds_seed1 line of make self-imitation-loop)"; exit 1
 
