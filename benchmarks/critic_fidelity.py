@@ -101,48 +101,31 @@ def curve_fits(rr, train: np.ndarray, val: np.ndarray, sizes: list[int], seed: i
     return out
 
 
-def trunk_values(policy, rr, train: np.ndarray, val: np.ndarray, steps: int, seed: int, lr: float = 1e-4,
-                 batch: int = 32, eval_every: int = 100) -> tuple[np.ndarray, list[float]]:
+def trunk_values(policy, rr, train: np.ndarray, val: np.ndarray, steps: int, seed: int) -> tuple[np.ndarray, list[float]]:
     """V(s) of every row from a copy of ``policy`` whose trunk and value head were regressed on the
-    ``train`` rows' returns (the weights with the lowest ``val`` error kept); the losses per step."""
+    ``train`` rows' returns (Adam at 1e-4, minibatches of 32; the weights with the lowest ``val`` error
+    kept); the losses per step."""
     import copy
 
     import torch
-    from tqdm import tqdm
+
+    from mbpo_ray.rl.critic import regress
 
     net = copy.deepcopy(policy).train()
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
 
-    def values(idx: np.ndarray) -> torch.Tensor:
-        z = net.features(net.preprocess(rr.observations(idx)))
-        return net.value_head(z.mean(1) if z.dim() == 3 else z).squeeze(-1)
+    def values(rows: np.ndarray) -> torch.Tensor:
+        out = []
+        for i in range(0, len(rows), 128):
+            z = net.features(net.preprocess(rr.observations(rows[i:i + 128])))
+            out.append(net.value_head(z.mean(1) if z.dim() == 3 else z).squeeze(-1))
+        return torch.cat(out)
 
-    def predict(rows: np.ndarray) -> np.ndarray:
-        net.eval()
-        with torch.no_grad():
-            out = np.concatenate([values(rows[i:i + 128]).numpy() for i in range(0, len(rows), 128)])
-        net.train()
-        return out
-
-    rows, check = np.flatnonzero(train), np.flatnonzero(val)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    losses, best = [], (float("inf"), None)
-    for step in tqdm(range(steps + 1), desc="value, trunk trained", mininterval=5):
-        if step % eval_every == 0:
-            err = float(np.mean((predict(check) - rr.returns[check]) ** 2))
-            if err < best[0]:
-                best = (err, copy.deepcopy(net.state_dict()))
-        if step == steps:
-            break
-        idx = rng.choice(rows, min(batch, len(rows)), replace=False)
-        loss = 0.5 * (values(idx) - torch.from_numpy(rr.returns[idx])).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    net.load_state_dict(best[1])
-    return predict(np.arange(len(rr))), losses
+    losses = regress(net, values, rr.returns, np.flatnonzero(train), np.flatnonzero(val), steps, lr=1e-4, batch=32,
+                     seed=seed, desc="value, trunk trained")
+    net.eval()
+    with torch.no_grad():
+        return values(np.arange(len(rr))).numpy(), losses
 
 
 def plot(name: str, fits: dict) -> None:

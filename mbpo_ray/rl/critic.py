@@ -131,24 +131,45 @@ def fit_value_head(head, feats: np.ndarray, targets: np.ndarray, steps: int, lr:
     every ``eval_every`` steps (early stopping)."""
     import torch
 
+    n = len(targets)
+    x = torch.from_numpy(feats if val is None else np.concatenate([feats, val[0]]))
+    y = np.asarray(targets if val is None else np.concatenate([targets, val[1]]), np.float32)
+    return regress(head, lambda rows: head(x[rows]).squeeze(-1), y, np.arange(n),
+                   None if val is None else np.arange(n, len(y)), steps, lr, batch, seed, eval_every)
+
+
+def regress(module, forward, targets: np.ndarray, train: np.ndarray, val: np.ndarray | None, steps: int,
+            lr: float = 1e-3, batch: int = 64, seed: int = 0, eval_every: int = 100, desc: str | None = None) -> list[float]:
+    """Fit ``module`` in place (Adam, squared error) so that ``forward(rows)`` ((len(rows),) tensor)
+    matches ``targets[rows]`` on minibatches drawn from the ``train`` rows; with ``val`` rows, the
+    weights kept are those with the lowest error there, checked every ``eval_every`` steps in eval mode
+    (early stopping). The losses per step; ``desc`` shows a progress bar."""
+    import copy
+
+    import torch
+    from tqdm import tqdm
+
     rng = np.random.default_rng(seed)
-    x, y = torch.from_numpy(feats), torch.from_numpy(np.asarray(targets, np.float32))
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    y = torch.from_numpy(np.asarray(targets, np.float32))
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
     losses, best = [], (float("inf"), None)
-    for step in range(steps + 1):
+    for step in tqdm(range(steps + 1), desc=desc, disable=desc is None, mininterval=5):
         if val is not None and step % eval_every == 0:
+            training = module.training
+            module.eval()
             with torch.no_grad():
-                err = float((head(torch.from_numpy(val[0])).squeeze(-1) - torch.from_numpy(val[1])).pow(2).mean())
+                err = float((forward(val) - y[val]).pow(2).mean())
+            module.train(training)
             if err < best[0]:
-                best = (err, {k: v.clone() for k, v in head.state_dict().items()})
+                best = (err, copy.deepcopy(module.state_dict()))
         if step == steps:
             break
-        idx = torch.from_numpy(rng.integers(0, len(y), min(batch, len(y))))
-        loss = 0.5 * (head(x[idx]).squeeze(-1) - y[idx]).pow(2).mean()
+        idx = train[rng.integers(0, len(train), min(batch, len(train)))]
+        loss = 0.5 * (forward(idx) - y[idx]).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     if best[1] is not None:
-        head.load_state_dict(best[1])
+        module.load_state_dict(best[1])
     return losses
