@@ -5,7 +5,7 @@ the same few-shot SFT checkpoint, with the project's own loop (`mbpo-ray train`)
         --store DEMO_STORE --work DIR [--tasks 0-3] [--iterations 12] [--eval-every 4] [--episodes 50]
         [--online-episodes 16] [--real-every 2] [--real-episodes 8] [--branches 128] [--group-size 8]
         [--seed 0] [--objective grpo] [--name sample_efficiency] [--set mbpo.FIELD=VALUE ...]
-        [--run-only online mbpo]
+        [--run-only online mbpo] [--extend]
 
 Every run starts from a store holding only the SFT policy's demonstrations (its own copy: both
 methods append what they roll out). ``online``: ``mbpo.mode=online``, each iteration the env runners
@@ -19,7 +19,8 @@ VLA-MBPO in the world model, with ``--real-episodes`` real rollouts of the curre
 demonstrations' plus the run's rollouts (evaluation episodes are not training data). Reported: each
 method's curve, its last point's exact McNemar test against SFT on the same init states, and the real
 env steps online RL needed to reach VLA-MBPO's last success (or that it did not, and how far past
-VLA-MBPO's budget it ran). Writes benchmarks/results/NAME.{json,png} (``--name``, default
+VLA-MBPO's budget it ran). An interrupted run starts over; with ``--extend`` a complete run of fewer
+iterations continues from its last checkpoint (``mbpo-ray train --resume``). Writes benchmarks/results/NAME.{json,png} (``--name``, default
 sample_efficiency).
 """
 
@@ -80,6 +81,8 @@ def run(args, method: str, prov: dict) -> Path | None:
         return out
     if args.run_only is not None and method not in args.run_only:
         return None
+    if args.extend and done and done[-1]["iteration"] < args.iterations and (out / "checkpoint" / "state.json").exists():
+        return extend(args, out, prov)
     for p in (out, store):  # an interrupted run starts over, from a fresh copy of the demonstrations
         shutil.rmtree(p, ignore_errors=True)
     budget_store(args.store, args.policy, store)
@@ -87,6 +90,19 @@ def run(args, method: str, prov: dict) -> Path | None:
     if main(argv):
         raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
     made_by(out, "run", prov)
+    return out
+
+
+def extend(args, out: Path, prov: dict) -> Path:
+    """A complete run continued to ``--iterations`` from its last checkpoint (``mbpo-ray train --resume``
+    with the run's own config; the step's command and commit kept next to the run's)."""
+    from mbpo_ray.cli import main
+
+    argv = ["train", "--resume", str(out), f"--mbpo.iterations={args.iterations}"]
+    print(f"extending {out} to {args.iterations} iterations", flush=True)
+    if main(argv):
+        raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
+    made_by(out, f"extend_to_{args.iterations}", prov)
     return out
 
 
@@ -103,6 +119,7 @@ def curve(sft: dict, out: Path, start: dict) -> dict:
                        "by_task": {k.rsplit("task", 1)[1]: v for k, v in r.items() if k.startswith("eval/success_task")}})
     return {"points": points, "final_vs_sft": points[-1]["vs_sft"], "init_states": inits, "run": str(out.name),
             "made_by": made_by(out).get("run"),
+            "extended_by": {k: v for k, v in made_by(out).items() if k.startswith("extend_to_")},
             # the batch's success per branch, each iteration (imagined in mbpo mode, real episodes online)
             "batch_success_by_iteration": [round(float(x["imagine/reward_mean"]), 4) for x in rows]}
 
@@ -137,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", default="sample_efficiency", help="result file name")
     ap.add_argument("--set", nargs="*", default=[], metavar="mbpo.FIELD=VALUE", help="overrides for both runs")
     ap.add_argument("--run-only", nargs="+", choices=METHODS, dest="run_only")
+    ap.add_argument("--extend", action="store_true",
+                    help="continue a complete run with fewer iterations from its checkpoint instead of starting over")
     return ap
 
 
