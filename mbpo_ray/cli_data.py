@@ -1,5 +1,5 @@
 """``mbpo-ray import-lerobot`` and ``mbpo-ray export-lerobot``: LeRobot datasets in and out of a
-replay store (the rest of the command line is ``mbpo_ray/cli.py``)."""
+replay store; ``mbpo-ray replay merge`` (the rest of the command line is ``mbpo_ray/cli.py``)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,27 @@ def cmd_export_lerobot(args, extra) -> int:
     print(f"exported {info['total_episodes']} episodes ({info['total_frames']} rows, one per chunk, "
           f"{info['fps']} fps) as LeRobot v3.0 into {args.out}")
     return 0
+
+
+def cmd_replay_merge(args, extra) -> int:
+    from mbpo_ray.cli import _progress
+    from mbpo_ray.replay import ReplayStore
+    from mbpo_ray.replay.merge import merge_stores
+
+    total = sum(len(ReplayStore.open(s).episodes) for s in args.sources)
+    bar = _progress(total, "merge")
+    r = merge_stores(args.out, args.sources, progress=bar.update)
+    bar.close()
+    print(f"merged {r.episodes} episodes into {args.out} ({r.duplicates} duplicates skipped): "
+          + ", ".join(f"{k}: {v}" for k, v in r.by_source.items()))
+    return 0
+
+
+def add_replay_merge(rsub: argparse._SubParsersAction) -> None:
+    m = rsub.add_parser("merge", help="several stores -> one new store (an episode id seen before is skipped)")
+    m.add_argument("sources", nargs="+", help="stores with one spec, copied in this order")
+    m.add_argument("--out", required=True, help="the new store (must not exist)")
+    m.set_defaults(func=cmd_replay_merge)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

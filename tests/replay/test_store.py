@@ -301,3 +301,32 @@ def test_an_all_digit_episode_id_is_found_as_an_id(tmp_path):
         store.episode("5")
     with pytest.raises(ReplayError, match="no episode with id 'b2'"):
         store.episode("b2")
+
+
+def test_merge_copies_every_episode_once_and_refuses_bad_input(tmp_path):
+    from mbpo_ray.cli import main
+    from mbpo_ray.replay.merge import merge_stores
+
+    rng = np.random.default_rng(3)
+    a, b = ReplayStore.create(str(tmp_path / "a"), TINY), ReplayStore.create(str(tmp_path / "b"), TINY)
+    shared, _, _ = random_episode(rng, chunks=2, source="demo")
+    a.append(shared)
+    b.append(shared)  # the same episode id in both (as a run's store copies the demonstrations)
+    for k in range(3):
+        b.append(random_episode(rng, chunks=2 + k, success=k == 0, source="real")[0])
+    r = merge_stores(str(tmp_path / "m"), [str(tmp_path / "a"), str(tmp_path / "b")])
+    assert (r.episodes, r.duplicates) == (4, 1)
+    merged = ReplayStore.open(str(tmp_path / "m"))
+    assert merged.info()["sources"] == {"demo": 1, "real": 3} and merged.info()["transitions"] == 2 + 2 + 3 + 4
+    for meta in b.episodes:
+        assert merged.read_episode(meta.episode_id).equals(b.read_episode(meta.episode_id))
+    with pytest.raises(ReplayError, match="exists"):  # never appended to or overwritten
+        merge_stores(str(tmp_path / "m"), [str(tmp_path / "a")])
+    assert len(ReplayStore.open(str(tmp_path / "m")).episodes) == 4
+    ReplayStore.create(str(tmp_path / "c"), StoreSpec(image_size=16, chunk_size=5)).append(
+        random_episode(rng, StoreSpec(image_size=16, chunk_size=5))[0])
+    with pytest.raises(ReplayError, match="one spec"):
+        merge_stores(str(tmp_path / "n"), [str(tmp_path / "a"), str(tmp_path / "c")])
+    assert not (tmp_path / "n").exists() and not (tmp_path / ".n.merging").exists()
+    assert main(["replay", "merge", str(tmp_path / "b"), str(tmp_path / "a"), "--out", str(tmp_path / "cli")]) == 0
+    assert len(ReplayStore.open(str(tmp_path / "cli")).episodes) == 4

@@ -1,0 +1,60 @@
+"""Several replay stores -> one new store (``mbpo-ray replay merge``): for example a recipe's
+demonstrations and SFT rollouts together with the episodes a training run collected, so that a world
+model or critic trains on all of them."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mbpo_ray.replay.schema import ReplayError
+from mbpo_ray.replay.store import ReplayStore
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    episodes: int  # episodes written to the new store
+    duplicates: int  # episodes skipped because an earlier source had the same episode id
+    by_source: dict[str, int]  # episodes written per source store (in the order given)
+
+
+def merge_stores(out: str, sources: Sequence[str], progress: Callable[[int], None] | None = None) -> MergeResult:
+    """Copy every episode of ``sources`` (in order; an episode id seen before is skipped) into a new
+    store at ``out``. The sources must share one spec (image size, chunk size, dimensions). The new
+    store is written in a hidden folder next to ``out`` and renamed at the end, so a failure leaves
+    nothing behind; an existing ``out`` is an error, never appended to or overwritten."""
+    if not sources:
+        raise ReplayError("nothing to merge: give at least one source store")
+    target = Path(out)
+    if target.exists():
+        raise ReplayError(f"{out} exists; nothing was written: merge into a new folder")
+    stores = [ReplayStore.open(s) for s in sources]
+    for path, store in zip(sources[1:], stores[1:], strict=True):
+        if store.spec != stores[0].spec:
+            raise ReplayError(f"{path} has {store.spec}, {sources[0]} has {stores[0].spec}: "
+                              "only stores with one spec can be merged")
+    tmp = target.with_name(f".{target.name}.merging")
+    shutil.rmtree(tmp, ignore_errors=True)
+    seen: set[str] = set()
+    by_source: dict[str, int] = {}
+    duplicates = 0
+    try:
+        dst = ReplayStore.create(str(tmp), stores[0].spec)
+        for path, store in zip(sources, stores, strict=True):
+            by_source[path] = 0
+            for meta in store.episodes:
+                if meta.episode_id in seen:
+                    duplicates += 1
+                else:
+                    dst.append(store.read_episode(meta.episode_id))
+                    seen.add(meta.episode_id)
+                    by_source[path] += 1
+                if progress is not None:
+                    progress(1)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return MergeResult(episodes=len(seen), duplicates=duplicates, by_source=by_source)
