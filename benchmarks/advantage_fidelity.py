@@ -3,7 +3,7 @@
     python benchmarks/advantage_fidelity.py --policy SFT_CKPT --world-model WM_CKPT --store STORE
         [--start-states 32] [--group-size 8] [--n-chunks 2] [--tasks 0-3] [--sampler reverse]
         [--draws 4] [--temperature 1.0] [--policy-temperature 1.0] [--start-window 3] [--fail-weight 1]
-        [--replay-workers 2] [--critic] [--seed 0] [--name advantage_fidelity] [--arrays OUT.npz]
+        [--replay-workers 2] [--critic [--critic-trunk STEPS]] [--seed 0] [--name advantage_fidelity] [--arrays OUT.npz]
 
 ``--start-states`` chunk boundaries with a recorded simulator state are drawn (seeded; ``--sampler``
 as in the loop at iteration 0, with ``--start-window`` and ``--fail-weight`` as mbpo.start_window and
@@ -16,7 +16,9 @@ greedy frames) the JSON gives how well its returns order the branches of each gr
 returns (pair accuracy, advantage cosine, bootstrap intervals over start states) and which share of
 their within-group spread is the world model's own sampling. With ``--critic`` the returns PPO's
 bootstrap would give (success, else gamma^n V(last observation), V from a value head fitted on the
-store's real returns) are scored too, the real side reading V on the replay's last views. Writes
+store's real returns on the frozen trunk; with ``--critic-trunk STEPS`` also, as ``bootstrapped_trunk``,
+from a copy of the whole policy fitted on them) are scored too, the real side reading V on the replay's
+last views. Writes
 benchmarks/results/NAME.json and NAME.png.
 """
 
@@ -99,24 +101,30 @@ def score(answers: dict, real: np.ndarray, group: np.ndarray, gamma: float, temp
     return out
 
 
-def critic_values(args, br, real_last: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def critic_values(args, br, real_last: tuple[np.ndarray, np.ndarray], trunk_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """V(last observation) of every branch, imagined and real (``real_last``: the replay's last head and
-    wrist views), from a value head fitted on the store's real Monte-Carlo returns
-    (``mbpo_ray.rl.critic.fitted_value_head``)."""
+    wrist views), from a value head fitted on the store's real Monte-Carlo returns on the policy's frozen
+    trunk (``mbpo_ray.rl.critic.fitted_value_head``), or with ``trunk_steps`` from a copy of the whole
+    policy fitted on them for that many steps (``fitted_value_network``)."""
     import torch
 
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.policy import Observations, load_policy
-    from mbpo_ray.rl.critic import fitted_value_head, value_features
+    from mbpo_ray.rl.critic import fitted_value_head, fitted_value_network, network_values, value_features
 
     policy = load_policy(os.path.expanduser(args.policy)).eval()
-    head = fitted_value_head(policy, os.path.expanduser(args.store), args.gamma, parse_task_ids(args.tasks), seed=args.seed)
+    store, tasks = os.path.expanduser(args.store), parse_task_ids(args.tasks)
     proprio = np.zeros((len(br.instruction), 8), np.float32)
-    out = []
-    for h, w in ((br.final_head, br.final_wrist), real_last):
-        feats = value_features(policy, Observations(h, w, proprio, list(br.instruction)))
+    views = [Observations(h, w, proprio, list(br.instruction)) for h, w in ((br.final_head, br.final_wrist), real_last)]
+    if trunk_steps:  # a critic with a trunk of its own, trained for value
+        net = fitted_value_network(policy, store, args.gamma, tasks, steps=trunk_steps, seed=args.seed)
         with torch.no_grad():
-            out.append(head(torch.from_numpy(feats)).squeeze(-1).numpy().astype(np.float64))
+            out = [network_values(net, obs).numpy().astype(np.float64) for obs in views]
+    else:
+        head = fitted_value_head(policy, store, args.gamma, tasks, seed=args.seed)
+        with torch.no_grad():
+            out = [head(torch.from_numpy(value_features(policy, obs))).squeeze(-1).numpy().astype(np.float64)
+                   for obs in views]
     return out[0], out[1]
 
 
@@ -196,6 +204,9 @@ def main() -> None:
     ap.add_argument("--critic", action="store_true",
                     help="also score critic-bootstrapped returns: a value head fitted on the store's real returns "
                          "reads the last imagined and the last real views")
+    ap.add_argument("--critic-trunk", type=int, default=0, dest="critic_trunk", metavar="STEPS",
+                    help="with --critic: also score a copy of the whole policy (trunk and value head) fitted for "
+                         "this many steps (bootstrapped_trunk in the JSON)")
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="advantage_fidelity")
@@ -224,10 +235,12 @@ def main() -> None:
                             instruction=np.array(br.instruction), to_go=to_go,
                             **{f"answers_{k}": v for k, v in answers.items()})
     temp = f"T{args.temperature:g}"
-    boot = None
-    if args.critic:
-        v_im, v_real = critic_values(args, br, real_last)
-        boot = score_bootstrapped(answers, v_im, real.success, v_real, group, args.gamma, temp)
+    boot = {}
+    critics = {"bootstrapped": 0, "bootstrapped_trunk": args.critic_trunk} if args.critic else {}
+    for key, trunk_steps in critics.items():
+        if key == "bootstrapped" or trunk_steps:
+            v_im, v_real = critic_values(args, br, real_last, trunk_steps)
+            boot[key] = score_bootstrapped(answers, v_im, real.success, v_real, group, args.gamma, temp)
     rows = score(answers, real_ret, group, args.gamma, temp)
     spread = np.array([np.ptp(real_ret[group == k]) > 0 for k in np.unique(group)])
     result = {"start_states": int(table.num_rows), "group_size": g, "branches": int(len(br)), "n_chunks": args.n_chunks,
@@ -237,7 +250,7 @@ def main() -> None:
                        "groups_with_spread": int(spread.sum()),
                        "by_chunks_to_go": real_by_to_go(real_ret, group, to_go, spread),
                        "start_to_go_mean": round(float(np.mean(to_go)), 2)},
-              "definitions": rows, **({"bootstrapped": boot} if boot else {}), "seconds": round(time.time() - t0, 1),
+              "definitions": rows, **boot, "seconds": round(time.time() - t0, 1),
               "world_model": os.path.basename(os.path.normpath(args.world_model)),
               "png": f"benchmarks/results/{args.name}.png"}
     write_result(args.name, result)

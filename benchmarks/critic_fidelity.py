@@ -103,29 +103,15 @@ def curve_fits(rr, train: np.ndarray, val: np.ndarray, sizes: list[int], seed: i
 
 def trunk_values(policy, rr, train: np.ndarray, val: np.ndarray, steps: int, seed: int) -> tuple[np.ndarray, list[float]]:
     """V(s) of every row from a copy of ``policy`` whose trunk and value head were regressed on the
-    ``train`` rows' returns (Adam at 1e-4, minibatches of 32; the weights with the lowest ``val`` error
-    kept); the losses per step."""
-    import copy
-
+    ``train`` rows' returns (``rl.critic.fit_value_network``: Adam at 1e-4, minibatches of 32; the
+    weights with the lowest ``val`` error kept); the losses per step."""
     import torch
 
-    from mbpo_ray.rl.critic import regress
+    from mbpo_ray.rl.critic import fit_value_network, network_values
 
-    net = copy.deepcopy(policy).train()
-    torch.manual_seed(seed)
-
-    def values(rows: np.ndarray) -> torch.Tensor:
-        out = []
-        for i in range(0, len(rows), 128):
-            z = net.features(net.preprocess(rr.observations(rows[i:i + 128])))
-            out.append(net.value_head(z.mean(1) if z.dim() == 3 else z).squeeze(-1))
-        return torch.cat(out)
-
-    losses = regress(net, values, rr.returns, np.flatnonzero(train), np.flatnonzero(val), steps, lr=1e-4, batch=32,
-                     seed=seed, desc="value, trunk trained")
-    net.eval()
+    net, losses = fit_value_network(policy, rr, train, val, steps, seed)
     with torch.no_grad():
-        return values(np.arange(len(rr))).numpy(), losses
+        return network_values(net, rr.observations(np.arange(len(rr)))).numpy(), losses
 
 
 def plot(name: str, fits: dict) -> None:

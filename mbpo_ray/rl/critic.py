@@ -107,10 +107,52 @@ def fitted_value_head(policy, store_uri: str, gamma: float, task_ids: list[int] 
     early-stopped on a fifth of them: V(s) = ``head(value_features(policy, obs))``."""
     rr = real_returns(store_uri, gamma, task_ids, max_rows=10**7, seed=seed)
     feats = value_features(policy, rr.observations(np.arange(len(rr))))
+    val = episode_split(rr, seed)
+    return fitted_copy(policy, feats, rr.returns, ~val, val, steps, seed)[0]
+
+
+def episode_split(rr: RealReturns, seed: int = 0) -> np.ndarray:
+    """(N,) bool: the rows of a seeded fifth of the episodes (validation, for early stopping)."""
     episodes = sorted(set(rr.episode))
     held = np.random.default_rng(seed).choice(episodes, size=max(1, len(episodes) // 5), replace=False)
-    val = np.isin(np.asarray(rr.episode), held)
-    return fitted_copy(policy, feats, rr.returns, ~val, val, steps, seed)[0]
+    return np.isin(np.asarray(rr.episode), held)
+
+
+def network_values(net, obs: Observations, batch: int = 128):
+    """(N,) tensor: V(s) of a whole policy network (its trunk's features through its value head)."""
+    import torch
+
+    out = []
+    for i in range(0, len(obs.instruction), batch):
+        sl = slice(i, i + batch)
+        z = net.features(net.preprocess(Observations(obs.head[sl], obs.wrist[sl], obs.proprio[sl], obs.instruction[sl])))
+        out.append(net.value_head(z.mean(1) if z.dim() == 3 else z).squeeze(-1))
+    return torch.cat(out)
+
+
+def fit_value_network(policy, rr: RealReturns, train: np.ndarray, val: np.ndarray, steps: int, seed: int = 0,
+                      lr: float = 1e-4, batch: int = 32):
+    """(a copy of ``policy`` whose trunk and value head were regressed on the ``train`` rows' returns,
+    the weights with the lowest ``val`` error kept, in eval mode; the losses per step): a critic with a
+    trunk of its own, trained for value (``train``, ``val``: bool masks over the rows)."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(policy).train()
+    torch.manual_seed(seed)
+    losses = regress(net, lambda rows: network_values(net, rr.observations(rows)), rr.returns, np.flatnonzero(train),
+                     np.flatnonzero(val), steps, lr=lr, batch=batch, seed=seed, desc="value, trunk trained")
+    return net.eval(), losses
+
+
+def fitted_value_network(policy, store_uri: str, gamma: float, task_ids: list[int] | None, steps: int = 2000,
+                         seed: int = 0):
+    """A copy of the whole ``policy`` fitted on the Monte-Carlo returns of the store's real episodes,
+    early-stopped on a fifth of them: V(s) = ``network_values(net, obs)``."""
+    rr = real_returns(store_uri, gamma, task_ids, max_rows=10**7, seed=seed)
+    val = episode_split(rr, seed)
+    return fit_value_network(policy, rr, ~val, val, steps, seed)[0]
 
 
 def fitted_copy(policy, feats: np.ndarray, returns: np.ndarray, train: np.ndarray, val: np.ndarray, steps: int,
@@ -142,8 +184,8 @@ def regress(module, forward, targets: np.ndarray, train: np.ndarray, val: np.nda
             lr: float = 1e-3, batch: int = 64, seed: int = 0, eval_every: int = 100, desc: str | None = None) -> list[float]:
     """Fit ``module`` in place (Adam, squared error) so that ``forward(rows)`` ((len(rows),) tensor)
     matches ``targets[rows]`` on minibatches drawn from the ``train`` rows; with ``val`` rows, the
-    weights kept are those with the lowest error there, checked every ``eval_every`` steps in eval mode
-    (early stopping). The losses per step; ``desc`` shows a progress bar."""
+    weights kept are those with the lowest error there, checked every ``eval_every`` steps and after the
+    last in eval mode (early stopping). The losses per step; ``desc`` shows a progress bar."""
     import copy
 
     import torch
@@ -154,7 +196,7 @@ def regress(module, forward, targets: np.ndarray, train: np.ndarray, val: np.nda
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     losses, best = [], (float("inf"), None)
     for step in tqdm(range(steps + 1), desc=desc, disable=desc is None, mininterval=5):
-        if val is not None and step % eval_every == 0:
+        if val is not None and (step % eval_every == 0 or step == steps):
             training = module.training
             module.eval()
             with torch.no_grad():

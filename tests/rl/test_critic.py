@@ -12,7 +12,8 @@ from mbpo_ray.config import build_config
 from mbpo_ray.mbpo import actor_config
 from mbpo_ray.policy import load_policy
 from mbpo_ray.replay import ReplayStore
-from mbpo_ray.rl.critic import auc, episode_returns, fit_value_head, real_returns, value_features
+from mbpo_ray.rl.critic import (auc, episode_returns, episode_split, fit_value_head, fit_value_network, network_values,
+                                real_returns, value_features)
 from tests.conftest import random_episode
 from tests.rl.conftest import SPEC
 from tests.rl.test_bc import branches
@@ -79,6 +80,25 @@ def test_a_fitted_value_head_ranks_successes_first():
     stopped = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 1))
     fit_value_head(stopped, feats, returns, steps=300, lr=3e-3, batch=32, val=(feats, 1 - returns), eval_every=50)
     assert val_err(stopped) < 0.7 * val_err(head)
+
+
+def test_a_value_network_trains_its_own_trunk_and_leaves_the_policy(loop_inputs, mixed_store):
+    policy = load_policy(loop_inputs[2]).eval()
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    r = real_returns(mixed_store, 0.9)
+    obs = r.observations(np.arange(len(r)))
+    with torch.no_grad():  # V of the untrained network is what the policy's own value head says
+        torch.testing.assert_close(network_values(policy, obs, batch=5), policy.act(obs, greedy=True).value)
+    val = episode_split(r, seed=0)
+    assert val.sum() == 3 and len(set(np.asarray(r.episode)[val])) == 1  # a fifth of 4 episodes, rounded up to 1
+    everything = np.ones(len(r), bool)
+    net, losses = fit_value_network(policy, r, everything, everything, steps=60, lr=3e-3, batch=12)
+    with torch.no_grad():
+        v = network_values(net, obs).numpy()
+    assert np.mean((v - r.returns) ** 2) < 0.5 * np.mean(r.returns ** 2) and not net.training
+    trunk = [n for n, p in net.named_parameters() if not n.startswith("value_head.") and not torch.equal(p, before[n])]
+    assert trunk, "the trunk was not trained"
+    assert all(torch.equal(p, before[n]) for n, p in policy.named_parameters())  # a copy was fitted
 
 
 def critic_config(policy_dir: str, **kw) -> dict:
