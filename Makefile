@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy advantage-fidelity-onpolicy clean
 
 install: $(STAMP)
 
@@ -194,6 +194,13 @@ $(RECIPE)/wm_all/wm/best.json: $(ALL_REAL)/store.json
 	rm -rf $(RECIPE)/wm_all
 	$(BIN)/python benchmarks/world_model_quality.py --store $(ALL_REAL) --work $(RECIPE)/wm_all --policy $(RECIPE)/sft/policy --name world_model_quality_onpolicy --frame-reward --frame-reward-imagined --world_model.steps=2000 --world_model.max_minutes=35 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
 wm-onpolicy: install $(RECIPE)/wm_all/wm/best.json
+
+# Does that world model order a group's branches as LIBERO does, from starts near the end of the policy's
+# own episodes (failures weighted 4 to 1), and do critics fitted on every real return (the value head on
+# the frozen trunk; a copy of the whole policy) order them by their imagined last views as by the real
+# ones (benchmarks/results/advantage_fidelity_onpolicy.json; about 30 min here)
+advantage-fidelity-onpolicy: wm-onpolicy
+	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --start-states 48 --group-size 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 4 --fail-weight 4 --critic --critic-trunk 2000 --name advantage_fidelity_onpolicy --arrays $(RECIPE)/advantage_fidelity_onpolicy.npz
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
