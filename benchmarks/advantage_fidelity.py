@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, draw_sim_starts, save_figure, write_result  # noqa: E402
+from benchmarks.common import RESULTS, draw_sim_starts, provenance, save_figure, write_result  # noqa: E402
 
 
 def draw_starts(args):
@@ -214,6 +214,7 @@ def main() -> None:
                                      "both last observations (imagined, real) "
                                      "here (.npz), to score other reward definitions later without a rerun")
     args = ap.parse_args()
+    prov = provenance()  # the commit the run starts from (the tree may change while it runs)
     from mbpo_ray.config import build_config
     from mbpo_ray.rl.advantage_fidelity import real_returns
     from mbpo_ray.rl.grounding import replay_branches
@@ -253,7 +254,7 @@ def main() -> None:
               "definitions": rows, **boot, "seconds": round(time.time() - t0, 1),
               "world_model": os.path.basename(os.path.normpath(args.world_model)),
               "png": f"benchmarks/results/{args.name}.png"}
-    write_result(args.name, result)
+    write_result(args.name, result, prov)
     plot(args.name, rows, int(spread.sum()), len(spread))
     for k, v in rows.items():
         print(f"{k:34s} pair acc {v['pair_accuracy']:.3f} {v['pair_accuracy_ci95']}  cos {v['advantage_cosine']:+.3f}")

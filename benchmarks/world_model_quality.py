@@ -45,7 +45,7 @@ def run(argv: list[str]) -> None:
     print(f"  ({(time.time() - t0) / 60:.1f} min)", flush=True)
 
 
-def train(work: Path, argv: list[str]) -> None:
+def train(work: Path, argv: list[str], commit: str) -> None:
     """Run a training command and add its minutes (and the command) to WORK/train_minutes.json."""
     t0 = time.time()
     run(argv)
@@ -53,7 +53,7 @@ def train(work: Path, argv: list[str]) -> None:
     log = json.loads(path.read_text()) if path.exists() and "--resume" in argv else {"train_minutes": 0.0}
     minutes = round((time.time() - t0) / 60, 1)
     log["runs"] = [*log.get("runs", []), {"command": "mbpo-ray " + " ".join(argv), "minutes": minutes,
-                                          "commit": provenance()["commit"]}]
+                                          "commit": commit}]
     log["train_minutes"] = round(log["train_minutes"] + minutes, 1)
     path.write_text(json.dumps(log, indent=1))
 
@@ -78,6 +78,7 @@ def main() -> None:
                     help="result name: benchmarks/results/NAME.json (and the branch grid NAME.png)")
     ap.add_argument("overrides", nargs="*", help="--section.field=value passed to the training commands")
     args, extra = ap.parse_known_args()
+    prov = provenance()  # the commit the run starts from (the tree may change while it runs)
     overrides = args.overrides + extra
     work = Path(args.work)
     if not (Path(args.store) / "store.json").exists():
@@ -88,12 +89,12 @@ def main() -> None:
     tokenizer = Path(args.tokenizer) if args.tokenizer else work / "tokenizer"
     if args.resume is not None:
         train(work, ["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"),
-                     "--resume", *overrides, f"--world_model.max_minutes={args.resume}"])
+                     "--resume", *overrides, f"--world_model.max_minutes={args.resume}"], prov["commit"])
     elif not args.eval_only:
         if not args.tokenizer:
             run(["train-tokenizer", args.store, "--out", str(tokenizer), *overrides])
         train(work, ["train-world-model", args.store, "--tokenizer", str(tokenizer), "--out", str(work / "wm"),
-                     *overrides])
+                     *overrides], prov["commit"])
     if args.frame_reward and (not args.eval_only or not (work / "wm" / "reward").exists()):
         run(["train-frame-reward", str(work / "wm"), args.store, *(["--imagined"] if args.frame_reward_imagined else [])])
     minutes = json.loads((work / "train_minutes.json").read_text())
@@ -119,7 +120,7 @@ def main() -> None:
         "data": {k: info[k] for k in ("episodes", "transitions", "tasks", "sources") if k in info},
         "grid_png": f"benchmarks/results/{grid}.png",
         "note": "discrete-token UMM (Llama-style, trained from scratch on this machine), not the paper's BAGEL-7B",
-    })  # before the PNG is copied: the commit recorded is the clean one the run started from
+    }, prov)
     shutil.copy(work / "report" / "branch_grid.png", RESULTS / f"{grid}.png")
 
 
