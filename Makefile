@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy advantage-fidelity-onpolicy clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy advantage-fidelity-onpolicy reward-ceiling clean
 
 install: $(STAMP)
 
@@ -201,6 +201,12 @@ wm-onpolicy: install $(RECIPE)/wm_all/wm/best.json
 # ones (benchmarks/results/advantage_fidelity_onpolicy.json; about 30 min here)
 advantage-fidelity-onpolicy: wm-onpolicy
 	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --start-states 48 --group-size 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 4 --fail-weight 4 --critic --critic-trunk 2000 --name advantage_fidelity_onpolicy --arrays $(RECIPE)/advantage_fidelity_onpolicy.npz
+
+# How well success reads from one real observation: the frame reward trained on that world model's
+# training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
+# judged on its held-out episodes by source (benchmarks/results/reward_ceiling.json; about 15 min here)
+reward-ceiling: wm-onpolicy
+	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
