@@ -101,6 +101,26 @@ def score(answers: dict, real: np.ndarray, group: np.ndarray, gamma: float, temp
     return out
 
 
+def branch_success(answers: dict, real_success: np.ndarray, temp: str) -> dict:
+    """Does the world model call the same branches successful as LIBERO: per answer source, one draw at
+    ``temp`` and the greedy frames, success somewhere in the branch (P(yes) > 0.5 at a step) against
+    success in the replay: precision, recall, F1 and both rates (what cloning imagined successes
+    would learn from)."""
+    from mbpo_ray.world_model.evaluate import f1
+
+    truth = real_success.any(1)
+    out = {}
+    for name in (f"token_{temp}", "token_T0", f"frames_{temp}", "frames_T0"):
+        if name not in answers:
+            continue
+        said = (answers[name][0] > 0.5).any(1)
+        tp = int((said & truth).sum())
+        out[name] = {"f1": round(f1(said, truth), 4), "precision": round(tp / max(1, int(said.sum())), 4),
+                     "recall": round(tp / max(1, int(truth.sum())), 4), "imagined_rate": round(float(said.mean()), 4),
+                     "real_rate": round(float(truth.mean()), 4)}
+    return out
+
+
 def critic_values(args, br, real_last: tuple[np.ndarray, np.ndarray], trunk_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """V(last observation) of every branch, imagined and real (``real_last``: the replay's last head and
     wrist views), from a value head fitted on the store's real Monte-Carlo returns on the policy's frozen
@@ -251,7 +271,7 @@ def main() -> None:
                        "groups_with_spread": int(spread.sum()),
                        "by_chunks_to_go": real_by_to_go(real_ret, group, to_go, spread),
                        "start_to_go_mean": round(float(np.mean(to_go)), 2)},
-              "definitions": rows, **boot, "seconds": round(time.time() - t0, 1),
+              "definitions": rows, "branch_success": branch_success(answers, real.success, temp), **boot, "seconds": round(time.time() - t0, 1),
               "world_model": os.path.basename(os.path.normpath(args.world_model)),
               "png": f"benchmarks/results/{args.name}.png"}
     write_result(args.name, result, prov)
