@@ -185,14 +185,17 @@ $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json:
 	@echo "run the seed-1 rounds run first (the self_imitation_loop_rounds_seed1 line of make self-imitation-loop)"; exit 1
 
 # The world model on every real episode the recipe has: its demonstrations and SFT rollouts and the
-# seed-1 rounds run's 360 episodes (mbpo-ray replay merge), with the frame reward; the report splits
-# every metric by source (benchmarks/results/world_model_quality_onpolicy.json; about 60 min here)
+# seed-1 rounds run's 360 episodes (mbpo-ray replay merge); the report splits every metric by source
+# (benchmarks/results/world_model_quality_onpolicy.json; tokenizer 10 min, world model 35, report ~15)
 ALL_REAL := $(RECIPE)/all_real
 $(ALL_REAL)/store.json: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
 	$(BIN)/mbpo-ray replay merge $(RECIPE)/demos $(RECIPE)/sil_loop_rounds/online_seed1_store --out $(ALL_REAL)
-$(RECIPE)/wm_all/wm/best.json: $(ALL_REAL)/store.json
+$(RECIPE)/wm_all_tokenizer/tokenizer.json: $(ALL_REAL)/store.json
+	rm -rf $(RECIPE)/wm_all_tokenizer
+	$(BIN)/mbpo-ray train-tokenizer $(ALL_REAL) --out $(RECIPE)/wm_all_tokenizer
+$(RECIPE)/wm_all/wm/best.json: $(RECIPE)/wm_all_tokenizer/tokenizer.json
 	rm -rf $(RECIPE)/wm_all
-	$(BIN)/python benchmarks/world_model_quality.py --store $(ALL_REAL) --work $(RECIPE)/wm_all --policy $(RECIPE)/sft/policy --name world_model_quality_onpolicy --frame-reward --frame-reward-imagined --world_model.steps=2000 --world_model.max_minutes=35 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
+	$(BIN)/python benchmarks/world_model_quality.py --store $(ALL_REAL) --work $(RECIPE)/wm_all --tokenizer $(RECIPE)/wm_all_tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_onpolicy --world_model.steps=2000 --world_model.max_minutes=35 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
 wm-onpolicy: install $(RECIPE)/wm_all/wm/best.json
 
 # Does that world model order a group's branches as LIBERO does, from starts near the end of the policy's
