@@ -201,9 +201,9 @@ wm-onpolicy: install $(RECIPE)/wm_all/wm/best.json
 # Does that world model order a group's branches as LIBERO does, from starts near the end of the policy's
 # own episodes (failures weighted 4 to 1), and do critics fitted on every real return (the value head on
 # the frozen trunk; a copy of the whole policy) order them by their imagined last views as by the real
-# ones (benchmarks/results/advantage_fidelity_onpolicy.json; about 30 min here)
+# ones (benchmarks/results/advantage_fidelity_onpolicy.json; about 20 min here)
 advantage-fidelity-onpolicy: wm-onpolicy
-	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --start-states 48 --group-size 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 4 --fail-weight 4 --critic --critic-trunk 2000 --name advantage_fidelity_onpolicy --arrays $(RECIPE)/advantage_fidelity_onpolicy.npz
+	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 4 --fail-weight 4 --critic --critic-trunk 2000 --name advantage_fidelity_onpolicy --arrays $(RECIPE)/advantage_fidelity_onpolicy.npz
 
 # How well success reads from one real observation: the frame reward trained on that world model's
 # training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
