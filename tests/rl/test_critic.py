@@ -12,8 +12,16 @@ from mbpo_ray.config import build_config
 from mbpo_ray.mbpo import actor_config
 from mbpo_ray.policy import load_policy
 from mbpo_ray.replay import ReplayStore
-from mbpo_ray.rl.critic import (auc, episode_returns, episode_split, fit_value_head, fit_value_network, network_values,
-                                real_returns, value_features)
+from mbpo_ray.rl.critic import (
+    auc,
+    episode_returns,
+    episode_split,
+    fit_value_head,
+    fit_value_network,
+    network_values,
+    real_returns,
+    value_features,
+)
 from tests.conftest import random_episode
 from tests.rl.conftest import SPEC
 from tests.rl.test_bc import branches
