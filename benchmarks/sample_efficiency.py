@@ -20,8 +20,8 @@ demonstrations' plus the run's rollouts (evaluation episodes are not training da
 method's curve, its last point's exact McNemar test against SFT on the same init states, and the real
 env steps online RL needed to reach VLA-MBPO's last success (or that it did not, and how far past
 VLA-MBPO's budget it ran). An interrupted run starts over; with ``--extend`` a complete run of fewer
-iterations continues from its last checkpoint (``mbpo-ray train --resume``). Writes benchmarks/results/NAME.{json,png} (``--name``, default
-sample_efficiency).
+iterations continues from its last checkpoint (``mbpo-ray train --resume``). Writes
+benchmarks/results/NAME.{json,png} (``--name``, default sample_efficiency).
 """
 
 from __future__ import annotations
