@@ -198,8 +198,8 @@ $(RECIPE)/wm_all/wm/best.json: $(RECIPE)/wm_all_tokenizer/tokenizer.json
 	$(BIN)/python benchmarks/world_model_quality.py --store $(ALL_REAL) --work $(RECIPE)/wm_all --tokenizer $(RECIPE)/wm_all_tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_onpolicy --world_model.steps=2000 --world_model.max_minutes=35 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
 wm-onpolicy: install $(RECIPE)/wm_all/wm/best.json
 
-# Does that world model order a group's branches as LIBERO does, from starts near the end of the policy's
-# own episodes (failures weighted 4 to 1), and do critics fitted on every real return (the value head on
+# Does that world model order a group's branches as LIBERO does, from the reverse sampler's starts over
+# every real episode (the last 4 chunks of successes, any chunk of failures, weighted 4 to 1), and do critics fitted on every real return (the value head on
 # the frozen trunk; a copy of the whole policy) order them by their imagined last views as by the real
 # ones (benchmarks/results/advantage_fidelity_onpolicy.json; about 20 min here)
 advantage-fidelity-onpolicy: wm-onpolicy
