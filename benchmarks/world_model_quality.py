@@ -52,7 +52,8 @@ def train(work: Path, argv: list[str], commit: str) -> None:
     path = work / "train_minutes.json"
     log = json.loads(path.read_text()) if path.exists() and "--resume" in argv else {"train_minutes": 0.0}
     minutes = round((time.time() - t0) / 60, 1)
-    log["runs"] = [*log.get("runs", []), {"command": "mbpo-ray " + " ".join(argv), "minutes": minutes,
+    command = ("mbpo-ray " + " ".join(argv)).replace(str(Path.home()), "~")  # no path of this machine
+    log["runs"] = [*log.get("runs", []), {"command": command, "minutes": minutes,
                                           "commit": commit}]
     log["train_minutes"] = round(log["train_minutes"] + minutes, 1)
     path.write_text(json.dumps(log, indent=1))
