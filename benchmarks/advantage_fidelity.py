@@ -121,31 +121,38 @@ def branch_success(answers: dict, real_success: np.ndarray, temp: str) -> dict:
     return out
 
 
-def critic_values(args, br, real_last: tuple[np.ndarray, np.ndarray], trunk_steps: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def critic_values(args, br, real_last: tuple[np.ndarray, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """V(last observation) of every branch, imagined and real (``real_last``: the replay's last head and
-    wrist views), from a value head fitted on the store's real Monte-Carlo returns on the policy's frozen
-    trunk (``mbpo_ray.rl.critic.fitted_value_head``), or with ``trunk_steps`` from a copy of the whole
-    policy fitted on them for that many steps (``fitted_value_network``)."""
+    wrist views), per critic fitted on the store's real Monte-Carlo returns (read once):
+    ``bootstrapped``, the value head on the policy's frozen trunk (``rl.critic.fitted_value_head``), and
+    with ``--critic-trunk STEPS`` ``bootstrapped_trunk``, a copy of the whole policy fitted for that many
+    steps (``fitted_value_network``)."""
     import torch
 
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.policy import Observations, load_policy
-    from mbpo_ray.rl.critic import fitted_value_head, fitted_value_network, network_values, value_features
+    from mbpo_ray.rl.critic import (
+        fitted_value_head,
+        fitted_value_network,
+        network_values,
+        real_returns,
+        value_features,
+    )
 
     policy = load_policy(os.path.expanduser(args.policy)).eval()
-    store, tasks = os.path.expanduser(args.store), parse_task_ids(args.tasks)
+    rr = real_returns(os.path.expanduser(args.store), args.gamma, parse_task_ids(args.tasks), max_rows=10**7,
+                      seed=args.seed)
     proprio = np.zeros((len(br.instruction), 8), np.float32)
     views = [Observations(h, w, proprio, list(br.instruction)) for h, w in ((br.final_head, br.final_wrist), real_last)]
-    if trunk_steps:  # a critic with a trunk of its own, trained for value
-        net = fitted_value_network(policy, store, args.gamma, tasks, steps=trunk_steps, seed=args.seed)
+    head = fitted_value_head(policy, rr, seed=args.seed)
+    with torch.no_grad():
+        out = {"bootstrapped": tuple(head(torch.from_numpy(value_features(policy, obs))).squeeze(-1).numpy()
+                                     .astype(np.float64) for obs in views)}
+    if args.critic_trunk:  # a critic with a trunk of its own, trained for value
+        net = fitted_value_network(policy, rr, steps=args.critic_trunk, seed=args.seed)
         with torch.no_grad():
-            out = [network_values(net, obs).numpy().astype(np.float64) for obs in views]
-    else:
-        head = fitted_value_head(policy, store, args.gamma, tasks, seed=args.seed)
-        with torch.no_grad():
-            out = [head(torch.from_numpy(value_features(policy, obs))).squeeze(-1).numpy().astype(np.float64)
-                   for obs in views]
-    return out[0], out[1]
+            out["bootstrapped_trunk"] = tuple(network_values(net, obs).numpy().astype(np.float64) for obs in views)
+    return out
 
 
 def score_bootstrapped(answers: dict, v_im: np.ndarray, success: np.ndarray, v_real: np.ndarray, group: np.ndarray,
@@ -256,12 +263,8 @@ def main() -> None:
                             instruction=np.array(br.instruction), to_go=to_go,
                             **{f"answers_{k}": v for k, v in answers.items()})
     temp = f"T{args.temperature:g}"
-    boot = {}
-    critics = {"bootstrapped": 0, "bootstrapped_trunk": args.critic_trunk} if args.critic else {}
-    for key, trunk_steps in critics.items():
-        if key == "bootstrapped" or trunk_steps:
-            v_im, v_real = critic_values(args, br, real_last, trunk_steps)
-            boot[key] = score_bootstrapped(answers, v_im, real.success, v_real, group, args.gamma, temp)
+    boot = {key: score_bootstrapped(answers, v_im, real.success, v_real, group, args.gamma, temp)
+            for key, (v_im, v_real) in (critic_values(args, br, real_last) if args.critic else {}).items()}
     rows = score(answers, real_ret, group, args.gamma, temp)
     spread = np.array([np.ptp(real_ret[group == k]) > 0 for k in np.unique(group)])
     result = {"start_states": int(table.num_rows), "group_size": g, "branches": int(len(br)), "n_chunks": args.n_chunks,

@@ -158,6 +158,10 @@ class Policy(nn.Module):
         """(B, H, 7, n_bins) logits of every (step, dim) categorical from one forward pass; (B,) value."""
         raise NotImplementedError
 
+    def value_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the value head reads of the trunk's features ``z`` (``features(obs)``)."""
+        return z
+
     @torch.no_grad()
     def act(self, obs: Observations, greedy: bool = False, generator: torch.Generator | None = None) -> ActOutput:
         logits, value = self.logits_and_value(self.preprocess(obs))

@@ -94,4 +94,4 @@ class BinnedVLA(Policy):
         logits = self.action_head(z).reshape(len(z), b.chunk_size, b.action_dim, b.n_bins)
         # the critic reads the trunk's features but does not train them: its gradients (value targets
         # bootstrapped from an imperfect world model) never move what the actor computes
-        return logits, self.value_head(z.detach()).squeeze(-1)
+        return logits, self.value_head(self.value_input(z).detach()).squeeze(-1)

@@ -149,4 +149,7 @@ class PretrainedVLA(Policy):
         z = self.features(obs)
         b = self.bins
         logits = self.action_head(z).reshape(len(z), b.chunk_size, b.action_dim, b.n_bins)
-        return logits, self.value_head(z.mean(1).detach()).squeeze(-1)
+        return logits, self.value_head(self.value_input(z).detach()).squeeze(-1)
+
+    def value_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z.mean(1)  # the action queries' hidden states, pooled

@@ -101,11 +101,9 @@ def value_features(policy, obs: Observations, batch: int = 64) -> np.ndarray:
     return torch.cat(seen).numpy()
 
 
-def fitted_value_head(policy, store_uri: str, gamma: float, task_ids: list[int] | None, steps: int = 3000,
-                      seed: int = 0):
-    """A copy of ``policy``'s value head fitted on the Monte-Carlo returns of the store's real episodes,
-    early-stopped on a fifth of them: V(s) = ``head(value_features(policy, obs))``."""
-    rr = real_returns(store_uri, gamma, task_ids, max_rows=10**7, seed=seed)
+def fitted_value_head(policy, rr: RealReturns, steps: int = 3000, seed: int = 0):
+    """A copy of ``policy``'s value head fitted on real Monte-Carlo returns ``rr`` (``real_returns``),
+    early-stopped on a fifth of their episodes: V(s) = ``head(value_features(policy, obs))``."""
     feats = value_features(policy, rr.observations(np.arange(len(rr))))
     val = episode_split(rr, seed)
     return fitted_copy(policy, feats, rr.returns, ~val, val, steps, seed)[0]
@@ -126,7 +124,7 @@ def network_values(net, obs: Observations, batch: int = 128):
     for i in range(0, len(obs.instruction), batch):
         sl = slice(i, i + batch)
         z = net.features(net.preprocess(Observations(obs.head[sl], obs.wrist[sl], obs.proprio[sl], obs.instruction[sl])))
-        out.append(net.value_head(z.mean(1) if z.dim() == 3 else z).squeeze(-1))
+        out.append(net.value_head(net.value_input(z)).squeeze(-1))
     return torch.cat(out)
 
 
@@ -146,11 +144,9 @@ def fit_value_network(policy, rr: RealReturns, train: np.ndarray, val: np.ndarra
     return net.eval(), losses
 
 
-def fitted_value_network(policy, store_uri: str, gamma: float, task_ids: list[int] | None, steps: int = 2000,
-                         seed: int = 0):
-    """A copy of the whole ``policy`` fitted on the Monte-Carlo returns of the store's real episodes,
-    early-stopped on a fifth of them: V(s) = ``network_values(net, obs)``."""
-    rr = real_returns(store_uri, gamma, task_ids, max_rows=10**7, seed=seed)
+def fitted_value_network(policy, rr: RealReturns, steps: int = 2000, seed: int = 0):
+    """A copy of the whole ``policy`` fitted on real Monte-Carlo returns ``rr``, early-stopped on a
+    fifth of their episodes: V(s) = ``network_values(net, obs)``."""
     val = episode_split(rr, seed)
     return fit_value_network(policy, rr, ~val, val, steps, seed)[0]
 
