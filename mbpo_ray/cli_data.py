@@ -78,9 +78,9 @@ def cmd_replay_merge(args, extra) -> int:
     from mbpo_ray.replay import ReplayStore
     from mbpo_ray.replay.merge import merge_stores
 
-    total = sum(len(ReplayStore.open(s).episodes) for s in args.sources)
-    bar = _progress(total, "merge")
-    r = merge_stores(args.out, args.sources, progress=bar.update)
+    stores = {s: ReplayStore.open(s) for s in args.sources}
+    bar = _progress(sum(len(s.episodes) for s in stores.values()), "merge")
+    r = merge_stores(args.out, stores, progress=bar.update)
     bar.close()
     print(f"merged {r.episodes} episodes into {args.out} ({r.duplicates} duplicates skipped): "
           + ", ".join(f"{k}: {v}" for k, v in r.by_source.items()))

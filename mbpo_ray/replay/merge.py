@@ -5,7 +5,7 @@ model or critic trains on all of them."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,29 +20,30 @@ class MergeResult:
     by_source: dict[str, int]  # episodes written per source store (in the order given)
 
 
-def merge_stores(out: str, sources: Sequence[str], progress: Callable[[int], None] | None = None) -> MergeResult:
-    """Copy every episode of ``sources`` (in order; an episode id seen before is skipped) into a new
-    store at ``out``. The sources must share one spec (image size, chunk size, dimensions). The new
-    store is written in a hidden folder next to ``out`` and renamed at the end, so a failure leaves
-    nothing behind; an existing ``out`` is an error, never appended to or overwritten."""
+def merge_stores(out: str, sources: Mapping[str, ReplayStore],
+                 progress: Callable[[int], None] | None = None) -> MergeResult:
+    """Copy every episode of the open stores ``sources`` (name -> store, in order; an episode id seen
+    before is skipped) into a new store at ``out``. The sources must share one spec (image size, chunk
+    size, dimensions). The new store is written in a hidden folder next to ``out`` and renamed at the
+    end, so a failure leaves nothing behind; an existing ``out`` is an error, never appended to or
+    overwritten."""
     if not sources:
         raise ReplayError("nothing to merge: give at least one source store")
     target = Path(out)
     if target.exists():
         raise ReplayError(f"{out} exists; nothing was written: merge into a new folder")
-    stores = [ReplayStore.open(s) for s in sources]
-    for path, store in zip(sources[1:], stores[1:], strict=True):
-        if store.spec != stores[0].spec:
-            raise ReplayError(f"{path} has {store.spec}, {sources[0]} has {stores[0].spec}: "
-                              "only stores with one spec can be merged")
+    (first, spec), *rest = ((path, store.spec) for path, store in sources.items())
+    for path, other in rest:
+        if other != spec:
+            raise ReplayError(f"{path} has {other}, {first} has {spec}: only stores with one spec can be merged")
     tmp = target.with_name(f".{target.name}.merging")
     shutil.rmtree(tmp, ignore_errors=True)
     seen: set[str] = set()
     by_source: dict[str, int] = {}
     duplicates = 0
     try:
-        dst = ReplayStore.create(str(tmp), stores[0].spec)
-        for path, store in zip(sources, stores, strict=True):
+        dst = ReplayStore.create(str(tmp), spec)
+        for path, store in sources.items():
             by_source[path] = 0
             for meta in store.episodes:
                 if meta.episode_id in seen:

@@ -314,19 +314,19 @@ def test_merge_copies_every_episode_once_and_refuses_bad_input(tmp_path):
     b.append(shared)  # the same episode id in both (as a run's store copies the demonstrations)
     for k in range(3):
         b.append(random_episode(rng, chunks=2 + k, success=k == 0, source="real")[0])
-    r = merge_stores(str(tmp_path / "m"), [str(tmp_path / "a"), str(tmp_path / "b")])
+    r = merge_stores(str(tmp_path / "m"), {"a": a, "b": b})
     assert (r.episodes, r.duplicates) == (4, 1)
     merged = ReplayStore.open(str(tmp_path / "m"))
     assert merged.info()["sources"] == {"demo": 1, "real": 3} and merged.info()["transitions"] == 2 + 2 + 3 + 4
     for meta in b.episodes:
         assert merged.read_episode(meta.episode_id).equals(b.read_episode(meta.episode_id))
     with pytest.raises(ReplayError, match="exists"):  # never appended to or overwritten
-        merge_stores(str(tmp_path / "m"), [str(tmp_path / "a")])
+        merge_stores(str(tmp_path / "m"), {"a": a})
     assert len(ReplayStore.open(str(tmp_path / "m")).episodes) == 4
-    ReplayStore.create(str(tmp_path / "c"), StoreSpec(image_size=16, chunk_size=5)).append(
-        random_episode(rng, StoreSpec(image_size=16, chunk_size=5))[0])
+    c = ReplayStore.create(str(tmp_path / "c"), StoreSpec(image_size=16, chunk_size=5))
+    c.append(random_episode(rng, StoreSpec(image_size=16, chunk_size=5))[0])
     with pytest.raises(ReplayError, match="one spec"):
-        merge_stores(str(tmp_path / "n"), [str(tmp_path / "a"), str(tmp_path / "c")])
+        merge_stores(str(tmp_path / "n"), {"a": a, "c": c})
     assert not (tmp_path / "n").exists() and not (tmp_path / ".n.merging").exists()
     assert main(["replay", "merge", str(tmp_path / "b"), str(tmp_path / "a"), "--out", str(tmp_path / "cli")]) == 0
     assert len(ReplayStore.open(str(tmp_path / "cli")).episodes) == 4
