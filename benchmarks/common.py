@@ -16,6 +16,11 @@ from pathlib import Path
 RESULTS = Path(os.environ.get("MBPO_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 
 
+def no_home(text: str) -> str:
+    """``text`` with this machine's home folder written ``~`` (results name no path of the machine)."""
+    return text.replace(str(Path.home()), "~")
+
+
 def provenance() -> dict:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -28,8 +33,7 @@ def provenance() -> dict:
     script = Path(sys.argv[0]).resolve()
     if script.is_relative_to(root):
         script = script.relative_to(root)
-    home = str(Path.home())  # results name no path of the machine they ran on
-    args = [shlex.quote(a).replace(home, "~") for a in sys.argv[1:]]
+    args = [no_home(shlex.quote(a)) for a in sys.argv[1:]]
     return {
         "command": " ".join(["python", str(script), *args]),
         "commit": commit + ("+dirty" if dirty else ""),

@@ -78,7 +78,12 @@ def main() -> None:
     from mbpo_ray.replay import ReplayStore
     from mbpo_ray.world_model.data import load_episodes
     from mbpo_ray.world_model.evaluate import check_checkpoint
-    from mbpo_ray.world_model.frame_reward import FrameRewardConfig, train_frame_reward
+    from mbpo_ray.world_model.frame_reward import (
+        FrameRewardConfig,
+        observation_labels,
+        train_frame_reward,
+        training_split,
+    )
     from mbpo_ray.world_model.tokenizer import ImageTokenizer
 
     t0 = time.time()
@@ -89,12 +94,8 @@ def main() -> None:
     store = ReplayStore.open(os.path.expanduser(args.store))
     tokenizer = ImageTokenizer.load(path / "tokenizer")
     cfg = FrameRewardConfig(steps=args.steps, seed=args.seed)
-    ids = [str(i) for i in np.random.default_rng(args.seed).permutation(split["train"])]
-    n_val = max(1, int(round(cfg.val_share * len(ids))))
-    fit, val, held = (load_episodes(store, x) for x in (ids[n_val:], ids[:n_val], split["heldout"]))
+    fit, val, held = (load_episodes(store, x) for x in (*training_split(split["train"], cfg), split["heldout"]))
     source = np.array([store.episode(held.ids[e]).source for e in held.row_episode])
-    from mbpo_ray.world_model.frame_reward import observation_labels
-
     row_source = source[observation_labels(held)[0]]
     out = {}
     for view in VIEWS:

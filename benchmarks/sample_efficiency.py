@@ -117,9 +117,9 @@ def curve(sft: dict, out: Path, start: dict) -> dict:
         points.append({"iteration": r["iteration"], "real_env_steps": demo_steps + int(r["real/env_steps"]),
                        "success_rate": round(float(r["eval/success"]), 4), "vs_sft": mcnemar_exact(base, mine),
                        "by_task": {k.rsplit("task", 1)[1]: v for k, v in r.items() if k.startswith("eval/success_task")}})
+    steps = made_by(out)
     return {"points": points, "final_vs_sft": points[-1]["vs_sft"], "init_states": inits, "run": str(out.name),
-            "made_by": made_by(out).get("run"),
-            "extended_by": {k: v for k, v in made_by(out).items() if k.startswith("extend_to_")},
+            "made_by": steps.get("run"), "extended_by": {k: v for k, v in steps.items() if k.startswith("extend_to_")},
             # the batch's success per branch, each iteration (imagined in mbpo mode, real episodes online)
             "batch_success_by_iteration": [round(float(x["imagine/reward_mean"]), 4) for x in rows]}
 

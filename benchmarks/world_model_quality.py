@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import RESULTS, provenance, write_result  # noqa: E402
+from benchmarks.common import RESULTS, no_home, provenance, write_result  # noqa: E402
 from mbpo_ray.cli import main as cli  # noqa: E402
 
 
@@ -52,8 +52,7 @@ def train(work: Path, argv: list[str], commit: str) -> None:
     path = work / "train_minutes.json"
     log = json.loads(path.read_text()) if path.exists() and "--resume" in argv else {"train_minutes": 0.0}
     minutes = round((time.time() - t0) / 60, 1)
-    command = ("mbpo-ray " + " ".join(argv)).replace(str(Path.home()), "~")  # no path of this machine
-    log["runs"] = [*log.get("runs", []), {"command": command, "minutes": minutes,
+    log["runs"] = [*log.get("runs", []), {"command": no_home("mbpo-ray " + " ".join(argv)), "minutes": minutes,
                                           "commit": commit}]
     log["train_minutes"] = round(log["train_minutes"] + minutes, 1)
     path.write_text(json.dumps(log, indent=1))

@@ -206,6 +206,14 @@ def imagined_views(checkpoint: str, eps: list[Episodes], engine: str,
         wm.engine.close()
 
 
+def training_split(ids: list, cfg: FrameRewardConfig) -> tuple[list[str], list[str]]:
+    """(fit, validation) episode ids: a seeded ``cfg.val_share`` of the world model's training episodes
+    (at least one) picks the weights and the threshold."""
+    ids = [str(i) for i in np.random.default_rng(cfg.seed).permutation(ids)]
+    n_val = max(1, int(round(cfg.val_share * len(ids))))
+    return ids[n_val:], ids[:n_val]
+
+
 def fit_frame_reward(checkpoint: str, store_uri: str, cfg: FrameRewardConfig, progress: bool = True) -> FrameReward:
     """Train the frame reward of world-model ``checkpoint`` on its training episodes in ``store_uri``
     (its held-out episodes stay unseen, for the quality report) and save it in ``checkpoint/reward``."""
@@ -216,14 +224,11 @@ def fit_frame_reward(checkpoint: str, store_uri: str, cfg: FrameRewardConfig, pr
 
     path = check_checkpoint(checkpoint)
     ids = json.loads((path / "split.json").read_text())["train"]
-    rng = np.random.default_rng(cfg.seed)
     if len(ids) < 2:
         raise ReplayError(f"{checkpoint} was trained on {len(ids)} episode(s): the frame reward needs at least 2")
-    ids = [str(i) for i in rng.permutation(ids)]
-    n_val = max(1, int(round(cfg.val_share * len(ids))))
     store = ReplayStore.open(store_uri)
     tokenizer = ImageTokenizer.load(path / "tokenizer")
-    eps = [load_episodes(store, chosen) for chosen in (ids[n_val:], ids[:n_val])]
+    eps = [load_episodes(store, chosen) for chosen in training_split(ids, cfg)]
     parts = []
     for ep in eps:
         head, wrist = reconstructed(tokenizer, ep)
