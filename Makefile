@@ -136,8 +136,8 @@ self-imitation: recipe-data $(RECIPE)/sft/eval/eval.json
 # Self-imitation inside the loop (`mbpo-ray train`, mbpo.objective=bc with a buffer of every success and
 # the demonstration anchor), from the recipe's SFT policy: online (4 iterations of 30 real episodes,
 # benchmarks/results/self_imitation_loop.json; and in self-imitation's rounds, 2 iterations of 120
-# episodes and 1,000 updates, each evaluated: _rounds.json, and again with seed 1 for 3 iterations, the
-# third continuing the 2-iteration run from its checkpoint: _rounds_seed1.json);
+# episodes and 1,000 updates, each evaluated: _rounds.json, and again with seed 1 for 4 iterations, each
+# continuing the shorter run from its checkpoint: _rounds_seed1.json);
 # model-based (4 iterations of 256 imagined 2-chunk branches, 40 real episodes after each iteration:
 # _mb.json); and cloning on imagined successes alone (one iteration of 1,024 imagined branches and 1,000
 # updates, no real data: _imagined.json) with its null control (imagined branches chosen blind:
@@ -150,7 +150,7 @@ SIL_IMAGINED_SET = mbpo.updates_per_batch=1000 mbpo.start_sampler=reverse mbpo.w
 self-imitation-loop: recipe-data $(RECIPE)/sft/eval/eval.json
 	$(SIL_LOOP) --work $(RECIPE)/sil_loop --iterations 4 --eval-every 4 --online-episodes 30 --run-only online --name self_imitation_loop --set $(SIL_SET) mbpo.updates_per_batch=250
 	$(SIL_LOOP) --work $(RECIPE)/sil_loop_rounds --iterations 2 --eval-every 1 --online-episodes 120 --run-only online --name self_imitation_loop_rounds --set $(SIL_SET) mbpo.updates_per_batch=1000
-	$(SIL_LOOP) --work $(RECIPE)/sil_loop_rounds --iterations 3 --eval-every 1 --online-episodes 120 --run-only online --name self_imitation_loop_rounds_seed1 --seed 1 --extend --set $(SIL_SET) mbpo.updates_per_batch=1000
+	$(SIL_LOOP) --work $(RECIPE)/sil_loop_rounds --iterations 4 --eval-every 1 --online-episodes 120 --run-only online --name self_imitation_loop_rounds_seed1 --seed 1 --extend --set $(SIL_SET) mbpo.updates_per_batch=1000
 	$(SIL_LOOP) --work $(RECIPE)/sil_loop_mb $(SIL_MB) --name self_imitation_loop_mb --set $(SIL_SET) mbpo.updates_per_batch=250 mbpo.start_sampler=reverse mbpo.wm_finetune_every=0
 	$(SIL_LOOP) --work $(RECIPE)/sil_imagined $(SIL_IMAGINED) --name self_imitation_imagined --set $(SIL_SET) $(SIL_IMAGINED_SET)
 	$(SIL_LOOP) --work $(RECIPE)/sil_imagined_null $(SIL_IMAGINED) --name self_imitation_imagined_null --set $(SIL_SET) $(SIL_IMAGINED_SET) mbpo.null_control=true
