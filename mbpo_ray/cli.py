@@ -349,7 +349,7 @@ def add_data_parsers(sub) -> None:
 
     cli_data.add_parsers(sub)
 
-    r = sub.add_parser("replay", help="inspect or merge replay stores")
+    r = sub.add_parser("replay", help="inspect, merge or diagnose replay stores")
     rsub = r.add_subparsers(dest="replay_command", required=True)
     ri = rsub.add_parser("info", help="episodes, transitions, tasks, success rate, bytes")
     ri.add_argument("store")
@@ -363,6 +363,7 @@ def add_data_parsers(sub) -> None:
     rs.add_argument("--scale", type=int, default=1)
     rs.set_defaults(func=cmd_replay_show)
     cli_data.add_replay_merge(rsub)
+    cli_data.add_replay_outcomes(rsub)
 
 
 def add_world_model_parsers(sub) -> None:

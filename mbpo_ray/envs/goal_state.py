@@ -126,3 +126,26 @@ def _measure_task(env: LiberoEnv, store, rows: list[tuple[str, int]], idx: list[
         g = measure(env, recorded[row])
         out["satisfied"][i], out["contact"][i] = g.satisfied, g.contact
         out["offset_xy"][i], out["height"][i], out["lift"][i] = g.offset_xy, g.height, g.object_z - first
+
+
+def episode_outcomes(store, sources: list[str] | None = None) -> list[dict]:
+    """Per (suite, task, source): how many stored episodes ended in each of :data:`CATEGORIES`, read at
+    each episode's last observation, with the object's median distance from the target's centre
+    (metres) among those that ended on it off centre."""
+    eps = [e for e in store.episodes if sources is None or e.source in sources]
+    if not eps:
+        return []
+    g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
+    cats = g.category()
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i, e in enumerate(eps):
+        groups.setdefault((e.suite, e.task_id, e.source), []).append(i)
+    table = []
+    for (suite, task, source), idx in sorted(groups.items()):
+        c = cats[idx]
+        off = g.offset_xy[idx][c == "on_target_off_centre"]
+        table.append({"suite": suite, "task_id": task, "source": source, "episodes": len(idx),
+                      "ended": {k: int((c == k).sum()) for k in CATEGORIES},
+                      "recorded_successes": int(sum(eps[i].success for i in idx)),
+                      "off_centre_median_offset": round(float(np.median(off)), 4) if len(off) else None})
+    return table

@@ -18,7 +18,8 @@ def expert_store(tmp_path_factory):
     from mbpo_ray.replay import ReplayStore, StoreSpec
 
     cfg = build_config(overrides={"env": {"task_id": 0, "image_size": 32}})
-    store = ReplayStore.create(str(tmp_path_factory.mktemp("goal") / "store"), StoreSpec(image_size=32, chunk_size=10))
+    path = str(tmp_path_factory.mktemp("goal") / "store")
+    store = ReplayStore.create(path, StoreSpec(image_size=32, chunk_size=10))
     with LiberoEnv(cfg.env) as env:
         assert run_expert_episode(env, cfg, store, 0, 0).success
     return store
@@ -72,3 +73,18 @@ def _env_cfg():
     from mbpo_ray.config import EnvConfig
 
     return EnvConfig(suite="libero_spatial", task_id=0, image_size=32)
+
+
+def test_replay_outcomes_counts_how_each_episode_ended(expert_store, tmp_path, capsys):
+    import json
+
+    from mbpo_ray.cli import main
+
+    root = expert_store.root
+    assert main(["replay", "outcomes", root, "--json", str(tmp_path / "o.json")]) == 0
+    (row,) = json.loads((tmp_path / "o.json").read_text())
+    assert (row["task_id"], row["source"], row["episodes"], row["recorded_successes"]) == (0, "demo", 1, 1)
+    assert row["ended"] == {"goal": 1, "on_target_off_centre": 0, "lifted": 0, "elsewhere": 0}
+    assert "libero_spatial/0" in capsys.readouterr().out
+    assert main(["replay", "outcomes", root, "--source", "real"]) == 2  # no such episodes: one clear error
+    assert "holds no episodes of source real" in capsys.readouterr().err
