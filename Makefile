@@ -185,11 +185,12 @@ $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json:
 	@echo "run the seed-1 rounds run first (the self_imitation_loop_rounds_seed1 line of make self-imitation-loop)"; exit 1
 
 # The world model on every real episode the recipe has: its demonstrations and SFT rollouts and the
-# seed-1 rounds run's 360 episodes (mbpo-ray replay merge); the report splits every metric by source
+# seed-1 rounds run's first 360 episodes (its first 3 iterations: mbpo-ray replay merge --max-episodes);
+# the report splits every metric by source
 # (benchmarks/results/world_model_quality_onpolicy.json; tokenizer 10 min, world model 35, report ~15)
 ALL_REAL := $(RECIPE)/all_real
-$(ALL_REAL)/store.json: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
-	$(BIN)/mbpo-ray replay merge $(RECIPE)/demos $(RECIPE)/sil_loop_rounds/online_seed1_store --out $(ALL_REAL)
+$(ALL_REAL)/store.json: | $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
+	$(BIN)/mbpo-ray replay merge $(RECIPE)/demos $(RECIPE)/sil_loop_rounds/online_seed1_store --out $(ALL_REAL) --max-episodes 600
 $(RECIPE)/wm_all_tokenizer/tokenizer.json: $(ALL_REAL)/store.json
 	rm -rf $(RECIPE)/wm_all_tokenizer
 	$(BIN)/mbpo-ray train-tokenizer $(ALL_REAL) --out $(RECIPE)/wm_all_tokenizer

@@ -80,7 +80,7 @@ def cmd_replay_merge(args, extra) -> int:
 
     stores = {s: ReplayStore.open(s) for s in args.sources}
     bar = _progress(sum(len(s.episodes) for s in stores.values()), "merge")
-    r = merge_stores(args.out, stores, progress=bar.update)
+    r = merge_stores(args.out, stores, progress=bar.update, max_episodes=args.max_episodes)
     bar.close()
     print(f"merged {r.episodes} episodes into {args.out} ({r.duplicates} duplicates skipped): "
           + ", ".join(f"{k}: {v}" for k, v in r.by_source.items()))
@@ -91,6 +91,8 @@ def add_replay_merge(rsub: argparse._SubParsersAction) -> None:
     m = rsub.add_parser("merge", help="several stores -> one new store (an episode id seen before is skipped)")
     m.add_argument("sources", nargs="+", help="stores with one spec, copied in this order")
     m.add_argument("--out", required=True, help="the new store (must not exist)")
+    m.add_argument("--max-episodes", type=int, dest="max_episodes",
+                   help="copy only the first N episodes (sources in order; a store a run kept appending to, as it was)")
     m.set_defaults(func=cmd_replay_merge)
 
 
