@@ -2,7 +2,7 @@
 codec cost? (The ceiling of a reward read from imagined frames.)
 
     python benchmarks/reward_ceiling.py --world-model WM_CKPT --store STORE [--steps 2000] [--seed 0]
-        [--name reward_ceiling]
+        [--views stored resized decoded] [--name reward_ceiling]
 
 The frame reward (``mbpo_ray.world_model.frame_reward``: a small CNN on the head and wrist views after
 a chunk, labelled with that chunk's success) is trained on the world model's training episodes
@@ -13,7 +13,10 @@ tokenizer's resolution, and the frames encoded and decoded by the world model's 
 model's held-out episodes, split by source (demonstrations, policy rollouts): F1, precision and recall
 of ``p_success > 0.5`` (the threshold chosen on validation), and ROC AUC. If the stored frames read
 well and the decoded ones do not, the codec is what a reward read from imagined frames cannot get
-past; if the stored frames read poorly too, the label itself is hard to see. Writes
+past; if the stored frames read poorly too, the label itself is hard to see. To see which, every
+held-out observation is restored in LIBERO from its recorded simulator state and sorted by where it
+stands against the goal (``mbpo_ray.envs.goal_state``: goal, on the target but off centre, lifted,
+elsewhere), and each reading's yes answers are counted per state (``by_state``). Writes
 benchmarks/results/NAME.json and .png.
 """
 
@@ -66,15 +69,38 @@ def scores(p: np.ndarray, truth: np.ndarray) -> dict:
             "positives": int(truth.sum()), "predicted_yes": int(pred.sum()), "observations": int(len(truth))}
 
 
+def held_goal_states(store, held):
+    """Goal states (``mbpo_ray.envs.goal_state``) of every held-out observation that follows a chunk."""
+    from mbpo_ray.envs.goal_state import goal_states
+    from mbpo_ray.world_model.frame_reward import observation_labels
+
+    rows = observation_labels(held)[0]
+    first = np.searchsorted(held.row_episode, np.arange(len(held.ids)))
+    eps = held.row_episode[rows]
+    return goal_states(store, [(held.ids[e], int(r - first[e])) for e, r in zip(eps, rows, strict=True)],
+                       image_size=store.spec.image_size)
+
+
+def by_state(p: np.ndarray, truth: np.ndarray, state: np.ndarray, source: np.ndarray) -> dict:
+    """Per source and goal state: observations, recorded successes, and the reward's yes answers."""
+    from mbpo_ray.envs.goal_state import CATEGORIES
+
+    return {s: {c: {"observations": int(m.sum()), "successes": int(truth[m].sum()), "predicted_yes": int((p[m] > 0.5).sum())}
+                for c in CATEGORIES for m in [(source == s) & (state == c)]}
+            for s in sorted(set(source))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world-model", required=True, dest="world_model", help="a train-world-model checkpoint folder")
     ap.add_argument("--store", required=True, help="the store it was trained on")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS))
     ap.add_argument("--name", default="reward_ceiling")
     args = ap.parse_args()
     prov = provenance()  # the commit the run starts from
+    from mbpo_ray.envs.goal_state import ONTOP_RADIUS
     from mbpo_ray.replay import ReplayStore
     from mbpo_ray.world_model.data import load_episodes
     from mbpo_ray.world_model.evaluate import check_checkpoint
@@ -97,43 +123,65 @@ def main() -> None:
     fit, val, held = (load_episodes(store, x) for x in (*training_split(split["train"], cfg), split["heldout"]))
     source = np.array([store.episode(held.ids[e]).source for e in held.row_episode])
     row_source = source[observation_labels(held)[0]]
-    out = {}
-    for view in VIEWS:
+    goal = held_goal_states(store, held)
+    state = goal.category()
+    out, plotted = {}, {}
+    for view in args.views:
         model = train_frame_reward(labelled(tokenizer, fit, view), labelled(tokenizer, val, view), cfg)
         h, w, truth = labelled(tokenizer, held, view)
         p = model.p_success(h, w)
         out[view] = {"image_size": int(h.shape[1]), "val_f1": round(model.meta["val_f1"], 4),
                      "all": scores(p, truth),
-                     "by_source": {s: scores(p[row_source == s], truth[row_source == s]) for s in sorted(set(row_source))}}
-        print(view, json.dumps(out[view]["by_source"]), flush=True)
+                     "by_source": {s: scores(p[row_source == s], truth[row_source == s]) for s in sorted(set(row_source))},
+                     "by_state": by_state(p, truth, state, row_source)}
+        plotted[view] = p
+        print(view, json.dumps(out[view]["by_source"]), json.dumps(out[view]["by_state"]), flush=True)
     result = {"views": out, "heldout_episodes": len(held.ids), "train_episodes": len(fit.ids), "val_episodes": len(val.ids),
               "world_model": path.name, "tokenizer": {"image_size": tokenizer.preset.image_size,
                                                       "codes_per_view": tokenizer.preset.codes_per_view},
+              "goal_states": {"radius": ONTOP_RADIUS, "by_source": {s: {c: int(((row_source == s) & (state == c)).sum())
+                                                                      for c in sorted(set(state))} for s in sorted(set(row_source))}},
               "steps": args.steps, "seconds": round(time.time() - t0, 1), "png": f"benchmarks/results/{args.name}.png"}
     write_result(args.name, result, prov)
-    plot(args.name, out)
+    plot(args.name, out, plotted, goal, truth, row_source)
 
 
-def plot(name: str, out: dict) -> None:
+def plot(name: str, out: dict, p: dict, goal, truth: np.ndarray, source: np.ndarray) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from mbpo_ray.envs.goal_state import ONTOP_RADIUS
+
+    views = list(out)
     sources = sorted(next(iter(out.values()))["by_source"])
-    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=120)
-    width = 0.8 / len(VIEWS)
-    for k, view in enumerate(VIEWS):
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=120)
+    width = 0.8 / len(views)
+    for k, view in enumerate(views):
         f = [out[view]["by_source"][s]["f1"] for s in sources]
-        ax.bar(np.arange(len(sources)) + (k - 1) * width, f, width,
+        ax.bar(np.arange(len(sources)) + (k - (len(views) - 1) / 2) * width, f, width,
                label=f"{view} ({out[view]['image_size']} px)")
-    ax.set_xticks(np.arange(len(sources)), [f"{s} (positives: {out['stored']['by_source'][s]['positives']})"
+    ax.set_xticks(np.arange(len(sources)), [f"{s} (positives: {out[views[0]]['by_source'][s]['positives']})"
                                             for s in sources])
     ax.set_ylabel("F1 of success, held-out observations")
     ax.set_ylim(0, 1)
     ax.axhline(0.9, color="#999999", lw=0.8, ls="--")
-    ax.set_title("Reading success from one real observation, before and after the world model's codec", fontsize=8)
+    ax.set_title("Reading success from one real observation, before and after the codec", fontsize=8)
     ax.legend(fontsize=7)
+    view = views[0]
+    on = (source == "real") & goal.contact & (goal.height >= 0)
+    for label, colour in ((False, "#d62728"), (True, "#2ca02c")):
+        m = on & (truth == label)
+        bx.scatter(100 * goal.offset_xy[m], p[view][m], s=9, alpha=0.6, color=colour,
+                   label=f"{'success' if label else 'failure'} ({int(m.sum())})")
+    bx.axvline(100 * ONTOP_RADIUS, color="#555555", lw=0.8, ls="--")
+    bx.axhline(0.5, color="#999999", lw=0.8, ls=":")
+    bx.set_xlabel("object's centre from the target's, cm (LIBERO's goal: under 3)")
+    bx.set_ylabel(f"P(success), {view} frames")
+    bx.set_ylim(-0.02, 1.02)
+    bx.set_title("Policy rollouts' observations with the object resting on the target", fontsize=8)
+    bx.legend(fontsize=7)
     save_figure(fig, name)
 
 

@@ -112,7 +112,7 @@ def main() -> None:
     write_result(args.name, {
         **report,
         "train_minutes": minutes["train_minutes"],
-        "train_runs": minutes.get("runs", []),
+        "train_runs": [{**r, "command": no_home(r["command"])} for r in minutes.get("runs", [])],
         "train_steps": json.loads((work / "wm" / "state" / "step.json").read_text())["step"],
         "best_step": json.loads((work / "wm" / "best.json").read_text())["step"],
         "tokenizer": {"preset": tok["preset"], **tok["metrics"],

@@ -207,9 +207,17 @@ def cmd_train_tokenizer(args, extra) -> int:
 
 
 def cmd_train_world_model(args, extra) -> int:
+    from mbpo_ray.resume import config_on_top
     from mbpo_ray.world_model.train import train_world_model
 
-    cfg = _config(args, extra)
+    saved = Path(args.out) / "train_config.json"
+    if args.resume and saved.is_file():  # the settings it was trained with; this command's flags change only what they name
+        cfg, changed = config_on_top({"world_model": json.loads(saved.read_text())}, getattr(args, "config", None),
+                                     _overrides(args, extra))
+        print(f"resuming {args.out} with the world-model config it was trained with"
+              + (f"; changed by this command: {', '.join(changed)}" if changed else ""), file=sys.stderr)
+    else:
+        cfg = _config(args, extra)
     result = train_world_model(args.store, args.tokenizer, args.out, cfg.world_model, seed=cfg.collect.seed,
                                resume=args.resume)
     print(f"world model ({result['params'] / 1e6:.1f} M parameters, {result['steps']} steps, "
@@ -349,7 +357,7 @@ def add_data_parsers(sub) -> None:
 
     cli_data.add_parsers(sub)
 
-    r = sub.add_parser("replay", help="inspect or merge replay stores")
+    r = sub.add_parser("replay", help="inspect, merge or diagnose replay stores")
     rsub = r.add_subparsers(dest="replay_command", required=True)
     ri = rsub.add_parser("info", help="episodes, transitions, tasks, success rate, bytes")
     ri.add_argument("store")
@@ -363,6 +371,7 @@ def add_data_parsers(sub) -> None:
     rs.add_argument("--scale", type=int, default=1)
     rs.set_defaults(func=cmd_replay_show)
     cli_data.add_replay_merge(rsub)
+    cli_data.add_replay_outcomes(rsub)
 
 
 def add_world_model_parsers(sub) -> None:

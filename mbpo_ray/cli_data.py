@@ -80,7 +80,7 @@ def cmd_replay_merge(args, extra) -> int:
 
     stores = {s: ReplayStore.open(s) for s in args.sources}
     bar = _progress(sum(len(s.episodes) for s in stores.values()), "merge")
-    r = merge_stores(args.out, stores, progress=bar.update)
+    r = merge_stores(args.out, stores, progress=bar.update, max_episodes=args.max_episodes)
     bar.close()
     print(f"merged {r.episodes} episodes into {args.out} ({r.duplicates} duplicates skipped): "
           + ", ".join(f"{k}: {v}" for k, v in r.by_source.items()))
@@ -91,7 +91,39 @@ def add_replay_merge(rsub: argparse._SubParsersAction) -> None:
     m = rsub.add_parser("merge", help="several stores -> one new store (an episode id seen before is skipped)")
     m.add_argument("sources", nargs="+", help="stores with one spec, copied in this order")
     m.add_argument("--out", required=True, help="the new store (must not exist)")
+    m.add_argument("--max-episodes", type=int, dest="max_episodes",
+                   help="copy only the first N episodes (sources in order; a store a run kept appending to, as it was)")
     m.set_defaults(func=cmd_replay_merge)
+
+
+def cmd_replay_outcomes(args, extra) -> int:
+    """How each stored episode ended, measured against its LIBERO goal from its last simulator state."""
+    import json
+
+    from mbpo_ray.envs.goal_state import CATEGORIES, episode_outcomes
+    from mbpo_ray.replay import ReplayStore
+
+    store = ReplayStore.open(args.store)
+    table = episode_outcomes(store, sources=args.source)
+    if not table:
+        raise ReplayError(f"{args.store} holds no episodes of source {', '.join(args.source)}")
+    print(f"{'suite/task':<20}{'source':<8}{'episodes':>9}{'successes':>10}" + "".join(f"{c:>22}" for c in CATEGORIES))
+    for row in table:
+        print(f"{row['suite'] + '/' + str(row['task_id']):<20}{row['source']:<8}{row['episodes']:>9}"
+              f"{row['recorded_successes']:>10}" + "".join(f"{row['ended'][c]:>22}" for c in CATEGORIES))
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_replay_outcomes(rsub: argparse._SubParsersAction) -> None:
+    o = rsub.add_parser("outcomes", help="how each episode ended against its LIBERO goal (goal, on the target "
+                        "off centre, lifted, elsewhere), per task and source, from the recorded simulator states")
+    o.add_argument("store")
+    o.add_argument("--source", nargs="+", default=["demo", "real"], help="episode sources to count")
+    o.add_argument("--json", help="also write the table here")
+    o.set_defaults(func=cmd_replay_outcomes)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

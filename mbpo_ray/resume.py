@@ -71,11 +71,15 @@ def resume_config(run: Path, config_file: str | None, overrides: dict[str, Any])
     path = run / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run} has no run.json: it is not a run folder of `mbpo-ray train`")
-    saved = json.loads(path.read_text())["config"]
+    return config_on_top(json.loads(path.read_text())["config"], config_file, overrides)
+
+
+def config_on_top(saved: dict[str, Any], config_file: str | None, overrides: dict[str, Any]) -> tuple[Config, list[str]]:
+    """``saved`` (a config's sections as recorded by an earlier run) with explicit settings on top."""
     top = merge(load_yaml(config_file), overrides) if config_file else overrides
     cfg = build_config(None, merge(saved, top))
     before, after = _flat(saved), _flat(cfg.to_dict())
-    changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in after.items() if before.get(k) != v]
+    changed = [f"{k} {before[k]!r} -> {v!r}" for k, v in after.items() if k in before and before[k] != v]
     return cfg, changed
 
 

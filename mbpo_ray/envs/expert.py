@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from mbpo_ray.config import ExpertConfig
+from mbpo_ray.envs.goal_state import goal_of
 from mbpo_ray.envs.libero_env import EnvError, LiberoEnv
 
 # Geometry and timing constants (metres / env steps), measured on LIBERO with the Panda gripper.
@@ -60,15 +61,13 @@ SUPPORTED_RELATIONS = ("on", "in")
 
 def parse_goal(env: LiberoEnv) -> tuple[str, str, str]:
     """(relation, object, target) of a single pick-and-place goal, or raise :class:`EnvError`."""
-    goal = env.raw.parsed_problem["goal_state"]
-    if len(goal) != 1 or len(goal[0]) != 3 or goal[0][0].lower() not in SUPPORTED_RELATIONS:
-        raise EnvError(f"scripted expert supports one goal ('on'|'in', object, target); task goal is {goal!r}")
-    relation, obj, target = goal[0]
-    if obj not in env.raw.obj_body_id:
-        raise EnvError(f"goal object {obj!r} is not an object of this task")
+    relation, obj, target = goal_of(env)
+    if relation not in SUPPORTED_RELATIONS:
+        raise EnvError(f"scripted expert supports one goal ('on'|'in', object, target); the task's relation is "
+                       f"{relation!r}")
     if target not in env.raw.obj_body_id and target not in env.raw.sim.model.site_names:
         raise EnvError(f"goal target {target!r} is neither an object nor a region site of this task")
-    return relation.lower(), obj, target
+    return relation, obj, target
 
 
 def _body_geoms(model, body_id: int) -> list[int]:

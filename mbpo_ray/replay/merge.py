@@ -20,15 +20,18 @@ class MergeResult:
     by_source: dict[str, int]  # episodes written per source store (in the order given)
 
 
-def merge_stores(out: str, sources: Mapping[str, ReplayStore],
-                 progress: Callable[[int], None] | None = None) -> MergeResult:
+def merge_stores(out: str, sources: Mapping[str, ReplayStore], progress: Callable[[int], None] | None = None,
+                 max_episodes: int | None = None) -> MergeResult:
     """Copy every episode of the open stores ``sources`` (name -> store, in order; an episode id seen
-    before is skipped) into a new store at ``out``. The sources must share one spec (image size, chunk
-    size, dimensions). The new store is written in a hidden folder next to ``out`` and renamed at the
+    before is skipped) into a new store at ``out``, or only the first ``max_episodes`` of them (a store
+    that a run went on appending to, taken as it was earlier). The sources must share one spec (image
+    size, chunk size, dimensions). The new store is written in a hidden folder next to ``out`` and renamed at the
     end, so a failure leaves nothing behind; an existing ``out`` is an error, never appended to or
     overwritten."""
     if not sources:
         raise ReplayError("nothing to merge: give at least one source store")
+    if max_episodes is not None and max_episodes < 1:
+        raise ReplayError(f"max_episodes={max_episodes}: give a positive number of episodes, or none for all")
     target = Path(out)
     if target.exists():
         raise ReplayError(f"{out} exists; nothing was written: merge into a new folder")
@@ -46,6 +49,8 @@ def merge_stores(out: str, sources: Mapping[str, ReplayStore],
         for path, store in sources.items():
             by_source[path] = 0
             for meta in store.episodes:
+                if max_episodes is not None and len(seen) >= max_episodes:
+                    break
                 if meta.episode_id in seen:
                     duplicates += 1
                 else:

@@ -330,3 +330,9 @@ def test_merge_copies_every_episode_once_and_refuses_bad_input(tmp_path):
     assert not (tmp_path / "n").exists() and not (tmp_path / ".n.merging").exists()
     assert main(["replay", "merge", str(tmp_path / "b"), str(tmp_path / "a"), "--out", str(tmp_path / "cli")]) == 0
     assert len(ReplayStore.open(str(tmp_path / "cli")).episodes) == 4
+    r = merge_stores(str(tmp_path / "first3"), {"a": a, "b": b}, max_episodes=3)  # a prefix, in order
+    assert (r.episodes, r.by_source) == (3, {"a": 1, "b": 2})
+    assert [m.episode_id for m in ReplayStore.open(str(tmp_path / "first3")).episodes] == \
+        [m.episode_id for m in b.episodes[:3]]
+    with pytest.raises(ReplayError, match="max_episodes=0"):
+        merge_stores(str(tmp_path / "none"), {"a": a}, max_episodes=0)

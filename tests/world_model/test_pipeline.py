@@ -41,9 +41,14 @@ def test_pipeline(store, tmp_path, capsys):
                  "--world_model.steps=5", "--world_model.reward_weight=20"]) == 0
     assert json.loads((ckpt / "train_config.json").read_text())["reward_weight"] == 20
     assert json.loads((ckpt / "state" / "step.json").read_text())["step"] == 5
-    assert main(["train-world-model", store, "--tokenizer", str(tok), "--out", str(ckpt), *WM,
+    capsys.readouterr()
+    # a resume trains with the settings the run was started with; only what it names changes
+    assert main(["train-world-model", store, "--tokenizer", str(tok), "--out", str(ckpt),
                  "--world_model.steps=10", "--resume"]) == 0
+    assert "changed by this command: world_model.steps 5 -> 10" in capsys.readouterr().err
     assert json.loads((ckpt / "state" / "step.json").read_text())["step"] == 10
+    resumed = json.loads((ckpt / "train_config.json").read_text())
+    assert (resumed["reward_weight"], resumed["hidden_size"], resumed["steps"]) == (20, 32, 10)
     split = json.loads((ckpt / "split.json").read_text())
     assert len(split["heldout"]) == 2 and len(split["train"]) == 4
     assert (ckpt / "model" / "model.safetensors").is_file() and any((ckpt / "tb").iterdir())

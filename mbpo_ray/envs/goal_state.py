@@ -1,0 +1,151 @@
+"""Where a recorded observation stands against its task's goal, read from LIBERO's own simulator state.
+
+A pick-and-place goal of LIBERO (``(On obj target)``) holds when the object touches the target, sits
+no lower than it, and their body centres are less than 3 cm apart in the horizontal plane
+(``ObjectState.check_ontop``). A camera sees contact and height well; the 3 cm is about one pixel of
+a 128-pixel agent view at the plate. :func:`goal_states` restores every observation of stored
+episodes (their ``sim_state``) and measures it against the goal, so a reward's or a policy's errors
+can be sorted by what the scene actually was:
+
+- ``goal``: LIBERO's goal predicate holds;
+- ``on_target_off_centre``: the object rests on the target (contact, not below it) but its centre is
+  outside the predicate's radius;
+- ``lifted``: the object is more than ``LIFT`` above where it stood at the episode's first
+  observation (in the gripper, or falling);
+- ``elsewhere``: any other state (not yet moved, dropped, knocked over).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbpo_ray.envs.libero_env import EnvError, LiberoEnv
+
+ONTOP_RADIUS = 0.03  # LIBERO's check_ontop: the largest horizontal distance of the centres (metres)
+LIFT = 0.03  # metres above the object's first recorded height that count as lifted
+CATEGORIES = ("goal", "on_target_off_centre", "lifted", "elsewhere")
+
+
+@dataclass(frozen=True)
+class GoalState:
+    satisfied: bool  # LIBERO's goal predicate
+    contact: bool  # the object touches the target (always False for a region target)
+    offset_xy: float  # metres between the object's and the target's centres, horizontal plane
+    height: float  # the object's centre above the target's (metres)
+    object_z: float  # the object's centre above the world origin (metres)
+
+
+@dataclass
+class GoalStates:
+    """One entry per restored observation, aligned with the rows asked for."""
+
+    satisfied: np.ndarray  # (N,) bool
+    contact: np.ndarray  # (N,) bool
+    offset_xy: np.ndarray  # (N,) float
+    height: np.ndarray  # (N,) float
+    lift: np.ndarray  # (N,) the object's height above its first recorded observation
+
+    def category(self) -> np.ndarray:
+        """(N,) one of :data:`CATEGORIES` per observation."""
+        out = np.full(len(self.satisfied), "elsewhere", dtype=object)
+        out[self.lift > LIFT] = "lifted"
+        out[self.contact & (self.height >= 0) & ~self.satisfied] = "on_target_off_centre"
+        out[self.satisfied] = "goal"
+        return out
+
+
+def goal_of(env: LiberoEnv) -> tuple[str, str, str]:
+    """(relation, object, target) of the task's single binary goal, or raise :class:`EnvError`."""
+    goal = env.raw.parsed_problem["goal_state"]
+    if len(goal) != 1 or len(goal[0]) != 3:
+        raise EnvError(f"goal states are measured for one binary goal (relation, object, target); "
+                       f"task {env.cfg.suite}/{env.cfg.task_id} has {goal!r}")
+    relation, obj, target = goal[0]
+    if obj not in env.raw.obj_body_id:
+        raise EnvError(f"goal object {obj!r} is not an object of task {env.cfg.suite}/{env.cfg.task_id}")
+    return relation.lower(), obj, target
+
+
+def measure(env: LiberoEnv, sim_state: np.ndarray) -> GoalState:
+    """Set the simulator to ``sim_state`` (no stepping, no rendering) and measure the goal there."""
+    raw = env.raw
+    state = np.asarray(sim_state, dtype=np.float64).ravel()
+    if state.size != raw.sim.get_state().flatten().size:
+        raise EnvError(f"a simulator state of {state.size} values does not fit task {env.cfg.suite}/{env.cfg.task_id}")
+    raw.sim.set_state_from_flattened(state)
+    raw.sim.forward()
+    relation, obj, target = goal_of(env)
+    pos = np.array(raw.sim.data.body_xpos[raw.obj_body_id[obj]])
+    if target in raw.obj_body_id:
+        where = np.array(raw.sim.data.body_xpos[raw.obj_body_id[target]])
+        states = raw.object_states_dict
+        contact = bool(states[target].check_contact(states[obj]))
+    else:  # a region site
+        where = np.array(raw.sim.data.site_xpos[raw.sim.model.site_name2id(target)])
+        contact = False
+    return GoalState(satisfied=bool(raw._eval_predicate([relation, obj, target])), contact=contact,
+                     offset_xy=float(np.linalg.norm(pos[:2] - where[:2])), height=float(pos[2] - where[2]),
+                     object_z=float(pos[2]))
+
+
+def goal_states(store, rows: list[tuple[str, int]], image_size: int = 128) -> GoalStates:
+    """Goal states of ``rows`` ((episode id, row index) pairs) of ``store``, restored task by task in
+    real LIBERO. Every episode's first row is restored too, for the object's starting height."""
+    from mbpo_ray.config import EnvConfig
+
+    meta = {e.episode_id: e for e in store.episodes}
+    missing = sorted({eid for eid, _ in rows} - set(meta))
+    if missing:
+        raise EnvError(f"{len(missing)} episode(s) are not in the store, e.g. {missing[0]!r}")
+    out = {k: np.zeros(len(rows), dtype=dt) for k, dt in
+           (("satisfied", bool), ("contact", bool), ("offset_xy", float), ("height", float), ("lift", float))}
+    by_task: dict[tuple[str, int], list[int]] = {}
+    for i, (eid, _) in enumerate(rows):
+        by_task.setdefault((meta[eid].suite, meta[eid].task_id), []).append(i)
+    for (suite, task), idx in sorted(by_task.items()):
+        with LiberoEnv(EnvConfig(suite=suite, task_id=task, image_size=image_size)) as env:
+            env.reset(0, render=False)
+            _measure_task(env, store, [rows[i] for i in idx], idx, out)
+    return GoalStates(**out)
+
+
+def _measure_task(env: LiberoEnv, store, rows: list[tuple[str, int]], idx: list[int], out: dict) -> None:
+    states: dict[str, tuple[list, float]] = {}  # per episode: recorded states, the object's first height
+    for (eid, row), i in zip(rows, idx, strict=True):
+        if eid not in states:
+            recorded = store.read_episode(eid, ["sim_state"]).column("sim_state").to_pylist()
+            if not recorded or not recorded[0]:
+                raise EnvError(f"episode {eid} has no simulator states recorded: its goal states cannot be "
+                               "measured (stores imported without states cannot be)")
+            states[eid] = recorded, measure(env, recorded[0]).object_z
+        recorded, first = states[eid]
+        if not 0 <= row < len(recorded) or not recorded[row]:
+            raise EnvError(f"episode {eid} has no simulator state recorded for row {row}")
+        g = measure(env, recorded[row])
+        out["satisfied"][i], out["contact"][i] = g.satisfied, g.contact
+        out["offset_xy"][i], out["height"][i], out["lift"][i] = g.offset_xy, g.height, g.object_z - first
+
+
+def episode_outcomes(store, sources: list[str] | None = None) -> list[dict]:
+    """Per (suite, task, source): how many stored episodes ended in each of :data:`CATEGORIES`, read at
+    each episode's last observation, with the object's median distance from the target's centre
+    (metres) among those that ended on it off centre."""
+    eps = [e for e in store.episodes if sources is None or e.source in sources]
+    if not eps:
+        return []
+    g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
+    cats = g.category()
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i, e in enumerate(eps):
+        groups.setdefault((e.suite, e.task_id, e.source), []).append(i)
+    table = []
+    for (suite, task, source), idx in sorted(groups.items()):
+        c = cats[idx]
+        off = g.offset_xy[idx][c == "on_target_off_centre"]
+        table.append({"suite": suite, "task_id": task, "source": source, "episodes": len(idx),
+                      "ended": {k: int((c == k).sum()) for k in CATEGORIES},
+                      "recorded_successes": int(sum(eps[i].success for i in idx)),
+                      "off_centre_median_offset": round(float(np.median(off)), 4) if len(off) else None})
+    return table
