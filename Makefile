@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes clean
 
 install: $(STAMP)
 
@@ -220,6 +220,12 @@ advantage-fidelity-onpolicy: wm-onpolicy
 # judged on its held-out episodes by source (benchmarks/results/reward_ceiling.json; about 15 min here)
 reward-ceiling: wm-onpolicy
 	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL)
+
+# How the policy's sampled episodes ended (goal, on the target off centre, lifted, elsewhere: LIBERO's
+# state at each episode's last observation), the recipe's SFT rollouts and each round of the seed-1
+# in-loop rounds run (benchmarks/results/failure_modes.json, .png; about 3 min)
+failure-modes: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
+	$(BIN)/python benchmarks/failure_modes.py --store recipe=$(RECIPE)/demos seed-1-rounds=$(RECIPE)/sil_loop_rounds/online_seed1_store
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

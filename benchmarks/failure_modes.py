@@ -1,0 +1,105 @@
+"""How the policy's sampled LIBERO episodes ended, by the policy version that ran them.
+
+    python benchmarks/failure_modes.py --store LABEL=STORE [LABEL=STORE ...] [--source real]
+        [--name failure_modes]
+
+Every episode of the given source is measured at its last observation against its task's goal, in
+LIBERO from the recorded simulator state (``mbpo_ray.envs.goal_state``): ``goal``, on the target but
+``on_target_off_centre`` (LIBERO's ``On`` wants the centres within 3 cm), ``lifted`` (still held, or
+falling) or ``elsewhere`` (never picked up, dropped, knocked over). Episodes are grouped per store and
+per ``policy_version`` (in a training run's store: one group per round of rollouts), so a run's
+rounds show which failures it removed and which it kept. An episode whose success was recorded
+during its last chunk but whose last observation no longer shows it (the chunk runs to its end after
+success) is counted too (``success_not_at_end``): a reward read from that frame cannot see it.
+Writes benchmarks/results/NAME.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import no_home, provenance, save_figure, write_result  # noqa: E402
+
+COLOURS = {"goal": "#2ca02c", "on_target_off_centre": "#ff7f0e", "lifted": "#9467bd", "elsewhere": "#d62728"}
+
+
+def groups(store, source: str) -> list[dict]:
+    """One row per policy version of ``store``'s episodes of ``source``."""
+    from mbpo_ray.envs.goal_state import CATEGORIES, goal_states
+
+    eps = [e for e in store.episodes if e.source == source]
+    if not eps:
+        raise SystemExit(f"{store.root} holds no episodes of source {source!r}")
+    version = np.array([store.read_episode(e.episode_id, ["policy_version"]).column("policy_version")[0].as_py()
+                        for e in eps])
+    g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
+    cats = g.category()
+    success = np.array([e.success for e in eps])
+    rows = []
+    for v in sorted(set(version.tolist())):
+        m = version == v
+        off = g.offset_xy[m & (cats == "on_target_off_centre")]
+        rows.append({"policy_version": int(v), "episodes": int(m.sum()), "recorded_successes": int(success[m].sum()),
+                     "ended": {c: int((m & (cats == c)).sum()) for c in CATEGORIES},
+                     "success_not_at_end": int((m & success & (cats != "goal")).sum()),
+                     "off_centre_median_cm": round(100 * float(np.median(off)), 2) if len(off) else None})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", nargs="+", required=True, metavar="LABEL=STORE")
+    ap.add_argument("--source", default="real", help="episode source to read (default: the policy's rollouts)")
+    ap.add_argument("--name", default="failure_modes")
+    args = ap.parse_args()
+    prov = provenance()  # the commit the run starts from
+    from mbpo_ray.replay import ReplayStore
+
+    out = {}
+    for item in args.store:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"--store {item!r}: give LABEL=STORE")
+        out[label] = {"store": no_home(path), "by_policy_version": groups(ReplayStore.open(os.path.expanduser(path)),
+                                                                             args.source)}
+        for row in out[label]["by_policy_version"]:
+            print(label, row, flush=True)
+    write_result(args.name, {"source": args.source, "stores": out, "png": f"benchmarks/results/{args.name}.png"}, prov)
+    plot(args.name, out)
+
+
+def plot(name: str, out: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, shares = [], []
+    for label, entry in out.items():
+        for row in entry["by_policy_version"]:
+            labels.append(f"{label}, policy v{row['policy_version']} ({row['episodes']} ep.)")
+            shares.append({c: n / row["episodes"] for c, n in row["ended"].items()})
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.4), dpi=120)
+    y = np.arange(len(labels))[::-1]
+    left = np.zeros(len(labels))
+    for cat, colour in COLOURS.items():
+        w = np.array([s[cat] for s in shares])
+        ax.barh(y, w, left=left, color=colour, label=cat.replace("_", " "))
+        left += w
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of sampled episodes, by where the object ended (LIBERO state)")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    ax.set_title("How the policy's episodes ended, per policy version", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, name)
+
+
+if __name__ == "__main__":
+    main()
