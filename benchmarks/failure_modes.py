@@ -8,7 +8,8 @@ LIBERO from the recorded simulator state (``mbpo_ray.envs.goal_state``): ``goal`
 ``on_target_off_centre`` (LIBERO's ``On`` wants the centres within 3 cm), ``lifted`` (still held, or
 falling) or ``elsewhere`` (never picked up, dropped, knocked over). Episodes are grouped per store and
 per ``policy_version`` (in a training run's store: one group per round of rollouts), so a run's
-rounds show which failures it removed and which it kept. An episode whose success was recorded
+rounds show which failures it removed and which it kept (per task as well: a run draws its episodes'
+tasks at random, so the mix differs between rounds). An episode whose success was recorded
 during its last chunk but whose last observation no longer shows it (the chunk runs to its end after
 success) is counted too (``success_not_at_end``): a reward read from that frame cannot see it.
 Writes benchmarks/results/NAME.json and .png.
@@ -41,12 +42,16 @@ def groups(store, source: str) -> list[dict]:
     g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
     cats = g.category()
     success = np.array([e.success for e in eps])
+    task = np.array([e.task_id for e in eps])
     rows = []
     for v in sorted(set(version.tolist())):
         m = version == v
         off = g.offset_xy[m & (cats == "on_target_off_centre")]
         rows.append({"policy_version": int(v), "episodes": int(m.sum()), "recorded_successes": int(success[m].sum()),
                      "ended": {c: int((m & (cats == c)).sum()) for c in CATEGORIES},
+                     "by_task": {int(t): {"episodes": int((m & (task == t)).sum()),
+                                          **{c: int((m & (task == t) & (cats == c)).sum()) for c in CATEGORIES}}
+                                 for t in sorted(set(task[m].tolist()))},
                      "success_not_at_end": int((m & success & (cats != "goal")).sum()),
                      "off_centre_median_cm": round(100 * float(np.median(off)), 2) if len(off) else None})
     return rows
@@ -83,7 +88,8 @@ def plot(name: str, out: dict) -> None:
     labels, shares = [], []
     for label, entry in out.items():
         for row in entry["by_policy_version"]:
-            labels.append(f"{label}, policy v{row['policy_version']} ({row['episodes']} ep.)")
+            v = row["policy_version"]
+            labels.append(f"{label}, {f'policy v{v}' if v >= 0 else 'no policy version'} ({row['episodes']} ep.)")
             shares.append({c: n / row["episodes"] for c, n in row["ended"].items()})
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.4), dpi=120)
     y = np.arange(len(labels))[::-1]
