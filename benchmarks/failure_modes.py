@@ -12,6 +12,8 @@ rounds show which failures it removed and which it kept (per task as well: a run
 tasks at random, so the mix differs between rounds). An episode whose success was recorded
 during its last chunk but whose last observation no longer shows it (the chunk runs to its end after
 success) is counted too (``success_not_at_end``): a reward read from that frame cannot see it.
+``ontop_radius_px``: how many head-camera pixels LIBERO's 3 cm span at each task's target, at 128 and
+64 pixels (the store's and the world-model tokenizer's resolution).
 Writes benchmarks/results/NAME.json and .png.
 """
 
@@ -42,19 +44,28 @@ def groups(store, source: str) -> list[dict]:
     g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
     cats = g.category()
     success = np.array([e.success for e in eps])
-    task = np.array([e.task_id for e in eps])
+    task = np.array([f"{e.suite}/{e.task_id}" for e in eps])
     rows = []
     for v in sorted(set(version.tolist())):
         m = version == v
         off = g.offset_xy[m & (cats == "on_target_off_centre")]
         rows.append({"policy_version": int(v), "episodes": int(m.sum()), "recorded_successes": int(success[m].sum()),
                      "ended": {c: int((m & (cats == c)).sum()) for c in CATEGORIES},
-                     "by_task": {int(t): {"episodes": int((m & (task == t)).sum()),
+                     "by_task": {str(t): {"episodes": int((m & (task == t)).sum()),
                                           **{c: int((m & (task == t) & (cats == c)).sum()) for c in CATEGORIES}}
                                  for t in sorted(set(task[m].tolist()))},
                      "success_not_at_end": int((m & success & (cats != "goal")).sum()),
                      "off_centre_median_cm": round(100 * float(np.median(off)), 2) if len(off) else None})
     return rows
+
+
+def radius_px(out: dict) -> dict:
+    """LIBERO's 3 cm goal radius in head-camera pixels at the target, per task, at 128 and 64 pixels."""
+    from mbpo_ray.envs.goal_state import radius_in_pixels
+
+    tasks = sorted({t for entry in out.values() for row in entry["by_policy_version"] for t in row["by_task"]})
+    return {t: {str(s): round(radius_in_pixels(t.split("/")[0], int(t.split("/")[1]), s), 2) for s in (128, 64)}
+            for t in tasks}
 
 
 def main() -> None:
@@ -75,7 +86,8 @@ def main() -> None:
                                                                              args.source)}
         for row in out[label]["by_policy_version"]:
             print(label, row, flush=True)
-    write_result(args.name, {"source": args.source, "stores": out, "png": f"benchmarks/results/{args.name}.png"}, prov)
+    write_result(args.name, {"source": args.source, "stores": out, "ontop_radius_px": radius_px(out),
+                             "png": f"benchmarks/results/{args.name}.png"}, prov)
     plot(args.name, out)
 
 

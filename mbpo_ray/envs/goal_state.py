@@ -149,3 +149,26 @@ def episode_outcomes(store, sources: list[str] | None = None) -> list[dict]:
                       "recorded_successes": int(sum(eps[i].success for i in idx)),
                       "off_centre_median_offset": round(float(np.median(off)), 4) if len(off) else None})
     return table
+
+
+def radius_in_pixels(suite: str, task_id: int, image_size: int, init_state: int = 0) -> float:
+    """How many pixels of the head camera (``image_size`` square) :data:`ONTOP_RADIUS` spans at the goal
+    target's centre, in the task's ``init_state`` (mean of the x and y directions of the table)."""
+    from robosuite.utils.camera_utils import get_camera_transform_matrix
+
+    from mbpo_ray.config import EnvConfig
+    from mbpo_ray.envs.libero_env import HEAD_CAMERA
+
+    with LiberoEnv(EnvConfig(suite=suite, task_id=task_id, image_size=image_size)) as env:
+        env.reset(init_state, render=False)
+        raw = env.raw
+        _, _, target = goal_of(env)
+        if target in raw.obj_body_id:
+            centre = np.array(raw.sim.data.body_xpos[raw.obj_body_id[target]])
+        else:
+            centre = np.array(raw.sim.data.site_xpos[raw.sim.model.site_name2id(target)])
+        pts = np.stack([centre, centre + [ONTOP_RADIUS, 0, 0], centre + [0, ONTOP_RADIUS, 0]])
+        m = get_camera_transform_matrix(raw.sim, HEAD_CAMERA, image_size, image_size)
+    h = np.concatenate([pts, np.ones((3, 1))], axis=1) @ m.T  # homogeneous pixel coordinates, unrounded
+    px = h[:, :2] / h[:, 2:3]
+    return float((np.linalg.norm(px[1] - px[0]) + np.linalg.norm(px[2] - px[0])) / 2)

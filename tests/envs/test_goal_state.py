@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbpo_ray.envs import EnvError, LiberoEnv
-from mbpo_ray.envs.goal_state import goal_of, goal_states, measure
+from mbpo_ray.envs.goal_state import goal_of, goal_states, measure, radius_in_pixels
 
 pytestmark = pytest.mark.libero
 
@@ -88,3 +88,9 @@ def test_replay_outcomes_counts_how_each_episode_ended(expert_store, tmp_path, c
     assert "libero_spatial/0" in capsys.readouterr().out
     assert main(["replay", "outcomes", root, "--source", "real"]) == 2  # no such episodes: one clear error
     assert "holds no episodes of source real" in capsys.readouterr().err
+
+
+def test_the_goal_radius_is_a_few_pixels_of_the_head_camera():
+    """LIBERO's 3 cm around the plate's centre, as the agent view sees it: it halves with the image size."""
+    big, small = radius_in_pixels("libero_spatial", 0, 128), radius_in_pixels("libero_spatial", 0, 64)
+    assert 2 < big < 10 and big / small == pytest.approx(2, rel=0.05)
