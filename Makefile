@@ -199,14 +199,15 @@ $(RECIPE)/wm_all/wm/best.json: $(RECIPE)/wm_all_tokenizer/tokenizer.json
 	$(BIN)/python benchmarks/world_model_quality.py --store $(ALL_REAL) --work $(RECIPE)/wm_all --tokenizer $(RECIPE)/wm_all_tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_onpolicy --world_model.steps=2000 --world_model.max_minutes=35 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
 wm-onpolicy: install $(RECIPE)/wm_all/wm/best.json
 
-# The same world model trained 50 minutes more, in a copy (the results above keep theirs), its cosine
-# schedule stretched to 3,300 steps, about where 50 more minutes end (a resume keeps its other settings):
-# does its reward answer come back with about as many passes over each transition as the 160-rollout
-# model had (3,300 steps over 9,741 transitions; 1,600 over 4,151)?
-# (benchmarks/results/world_model_quality_onpolicy_long.json; 50 min + the report, about 30)
+# The same world model trained further, in a copy (the results above keep theirs): its cosine schedule
+# stretched to 3,300 steps (at most 50 more minutes), with patience for the loss bump of the raised
+# learning rate (10 checks; a resume keeps its other settings). Does its reward answer come back with
+# about as many passes over each transition as the 160-rollout model had (3,300 steps over 9,741
+# transitions; 1,600 over 4,151)? (benchmarks/results/world_model_quality_onpolicy_long.json;
+# about 40 min here, then the report, about 30)
 wm-onpolicy-long: wm-onpolicy
 	rm -rf $(RECIPE)/wm_all_long && cp -r $(RECIPE)/wm_all $(RECIPE)/wm_all_long
-	$(BIN)/python benchmarks/world_model_quality.py --store $(ALL_REAL) --work $(RECIPE)/wm_all_long --tokenizer $(RECIPE)/wm_all_tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_onpolicy_long --resume 50 --world_model.steps=3300
+	$(BIN)/python benchmarks/world_model_quality.py --store $(ALL_REAL) --work $(RECIPE)/wm_all_long --tokenizer $(RECIPE)/wm_all_tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_onpolicy_long --resume 50 --world_model.steps=3300 --world_model.patience=10
 
 # Does that world model order a group's branches as LIBERO does, from the reverse sampler's starts over
 # every real episode (the last 4 chunks of successes, any chunk of failures, weighted 4 to 1), and do critics fitted on every real return (the value head on
