@@ -2,8 +2,8 @@
 
 A pick-and-place goal of LIBERO (``(On obj target)``) holds when the object touches the target, sits
 no lower than it, and their body centres are less than 3 cm apart in the horizontal plane
-(``ObjectState.check_ontop``). A camera sees contact and height well; the 3 cm is about one pixel of
-a 128-pixel agent view at the plate. :func:`goal_states` restores every observation of stored
+(``ObjectState.check_ontop``). A camera sees contact and height well; the 3 cm span about 4.6 pixels
+of a 128-pixel agent view at the plate (:func:`radius_in_pixels`), a centimetre about one and a half. :func:`goal_states` restores every observation of stored
 episodes (their ``sim_state``) and measures it against the goal, so a reward's or a policy's errors
 can be sorted by what the scene actually was:
 
@@ -60,7 +60,7 @@ def goal_of(env: LiberoEnv) -> tuple[str, str, str]:
     """(relation, object, target) of the task's single binary goal, or raise :class:`EnvError`."""
     goal = env.raw.parsed_problem["goal_state"]
     if len(goal) != 1 or len(goal[0]) != 3:
-        raise EnvError(f"goal states are measured for one binary goal (relation, object, target); "
+        raise EnvError(f"one binary goal (relation, object, target) is supported; "
                        f"task {env.cfg.suite}/{env.cfg.task_id} has {goal!r}")
     relation, obj, target = goal[0]
     if obj not in env.raw.obj_body_id:
