@@ -2,7 +2,7 @@
 codec cost? (The ceiling of a reward read from imagined frames.)
 
     python benchmarks/reward_ceiling.py --world-model WM_CKPT --store STORE [--steps 2000] [--seed 0]
-        [--views stored resized decoded] [--name reward_ceiling]
+        [--views stored resized decoded] [--label chunk|state] [--name reward_ceiling]
 
 The frame reward (``mbpo_ray.world_model.frame_reward``: a small CNN on the head and wrist views after
 a chunk, labelled with that chunk's success) is trained on the world model's training episodes
@@ -16,7 +16,9 @@ well and the decoded ones do not, the codec is what a reward read from imagined 
 past; if the stored frames read poorly too, the label itself is hard to see. To see which, every
 held-out observation is restored in LIBERO from its recorded simulator state and sorted by where it
 stands against the goal (``mbpo_ray.envs.goal_state``: goal, on the target but off centre, lifted,
-elsewhere), and each reading's yes answers are counted per state (``by_state``). Writes
+elsewhere), and each reading's yes answers are counted per state (``by_state``). ``--label state``
+trains and judges on LIBERO's goal predicate at the observation instead of the chunk's recorded
+success (which a chunk that ran on after success may no longer show). Writes
 benchmarks/results/NAME.json and .png.
 """
 
@@ -69,8 +71,8 @@ def scores(p: np.ndarray, truth: np.ndarray) -> dict:
             "positives": int(truth.sum()), "predicted_yes": int(pred.sum()), "observations": int(len(truth))}
 
 
-def held_goal_states(store, held):
-    """Goal states (``mbpo_ray.envs.goal_state``) of every held-out observation that follows a chunk."""
+def observation_goal_states(store, held):
+    """Goal states (``mbpo_ray.envs.goal_state``) of every observation of ``held`` that follows a chunk."""
     from mbpo_ray.envs.goal_state import goal_states
     from mbpo_ray.world_model.frame_reward import observation_labels
 
@@ -97,6 +99,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--views", nargs="+", choices=VIEWS, default=list(VIEWS))
+    ap.add_argument("--label", choices=("chunk", "state"), default="chunk",
+                    help="success as recorded for the chunk before the observation (what the world model learns), "
+                         "or LIBERO's goal predicate at the observation itself")
     ap.add_argument("--name", default="reward_ceiling")
     args = ap.parse_args()
     prov = provenance()  # the commit the run starts from
@@ -123,12 +128,16 @@ def main() -> None:
     fit, val, held = (load_episodes(store, x) for x in (*training_split(split["train"], cfg), split["heldout"]))
     source = np.array([store.episode(held.ids[e]).source for e in held.row_episode])
     row_source = source[observation_labels(held)[0]]
-    goal = held_goal_states(store, held)
+    goal = observation_goal_states(store, held)
+    states = [observation_goal_states(store, fit), observation_goal_states(store, val), goal] if args.label == "state" else []
     state = goal.category()
     out, plotted = {}, {}
     for view in args.views:
-        model = train_frame_reward(labelled(tokenizer, fit, view), labelled(tokenizer, val, view), cfg)
-        h, w, truth = labelled(tokenizer, held, view)
+        parts = [labelled(tokenizer, ep, view) for ep in (fit, val, held)]
+        if args.label == "state":  # LIBERO's goal predicate at the observation itself
+            parts = [(h, w, g.satisfied) for (h, w, _), g in zip(parts, states, strict=True)]
+        model = train_frame_reward(parts[0], parts[1], cfg)
+        h, w, truth = parts[2]
         p = model.p_success(h, w)
         out[view] = {"image_size": int(h.shape[1]), "val_f1": round(model.meta["val_f1"], 4),
                      "all": scores(p, truth),
@@ -141,7 +150,8 @@ def main() -> None:
                                                       "codes_per_view": tokenizer.preset.codes_per_view},
               "goal_states": {"radius": ONTOP_RADIUS, "by_source": {s: {c: int(((row_source == s) & (state == c)).sum())
                                                                       for c in sorted(set(state))} for s in sorted(set(row_source))}},
-              "steps": args.steps, "seconds": round(time.time() - t0, 1), "png": f"benchmarks/results/{args.name}.png"}
+              "label": args.label, "steps": args.steps, "seconds": round(time.time() - t0, 1),
+              "png": f"benchmarks/results/{args.name}.png"}
     write_result(args.name, result, prov)
     plot(args.name, out, plotted, goal, truth, row_source)
 
