@@ -33,30 +33,22 @@ COLOURS = {"goal": "#2ca02c", "on_target_off_centre": "#ff7f0e", "lifted": "#946
 
 
 def groups(store, source: str) -> list[dict]:
-    """One row per policy version of ``store``'s episodes of ``source``."""
-    from mbpo_ray.envs.goal_state import CATEGORIES, goal_states
+    """One row per policy version of ``store``'s episodes of ``source``: ``goal_state.outcome_summary``,
+    and the same per task."""
+    from mbpo_ray.envs.goal_state import last_observations, outcome_summary
 
     eps = [e for e in store.episodes if e.source == source]
     if not eps:
         raise SystemExit(f"{store.root} holds no episodes of source {source!r}")
     version = np.array([store.read_episode(e.episode_id, ["policy_version"]).column("policy_version")[0].as_py()
                         for e in eps])
-    g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
-    cats = g.category()
+    cats, offset = last_observations(store, eps)
     success = np.array([e.success for e in eps])
     task = np.array([f"{e.suite}/{e.task_id}" for e in eps])
-    rows = []
-    for v in sorted(set(version.tolist())):
-        m = version == v
-        off = g.offset_xy[m & (cats == "on_target_off_centre")]
-        rows.append({"policy_version": int(v), "episodes": int(m.sum()), "recorded_successes": int(success[m].sum()),
-                     "ended": {c: int((m & (cats == c)).sum()) for c in CATEGORIES},
-                     "by_task": {str(t): {"episodes": int((m & (task == t)).sum()),
-                                          **{c: int((m & (task == t) & (cats == c)).sum()) for c in CATEGORIES}}
-                                 for t in sorted(set(task[m].tolist()))},
-                     "success_not_at_end": int((m & success & (cats != "goal")).sum()),
-                     "off_centre_median_cm": round(100 * float(np.median(off)), 2) if len(off) else None})
-    return rows
+    return [{"policy_version": int(v), **outcome_summary(cats, offset, success, version == v),
+             "by_task": {str(t): outcome_summary(cats, offset, success, (version == v) & (task == t))
+                         for t in sorted(set(task[version == v].tolist()))}}
+            for v in sorted(set(version.tolist()))]
 
 
 def radius_px(out: dict) -> dict:
@@ -64,7 +56,7 @@ def radius_px(out: dict) -> dict:
     from mbpo_ray.envs.goal_state import radius_in_pixels
 
     tasks = sorted({t for entry in out.values() for row in entry["by_policy_version"] for t in row["by_task"]})
-    return {t: {str(s): round(radius_in_pixels(t.split("/")[0], int(t.split("/")[1]), s), 2) for s in (128, 64)}
+    return {t: {str(s): round(px, 2) for s, px in radius_in_pixels(t.split("/")[0], int(t.split("/")[1])).items()}
             for t in tasks}
 
 

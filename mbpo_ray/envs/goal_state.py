@@ -68,15 +68,16 @@ def goal_of(env: LiberoEnv) -> tuple[str, str, str]:
     return relation.lower(), obj, target
 
 
-def measure(env: LiberoEnv, sim_state: np.ndarray) -> GoalState:
-    """Set the simulator to ``sim_state`` (no stepping, no rendering) and measure the goal there."""
+def measure(env: LiberoEnv, sim_state: np.ndarray, goal: tuple[str, str, str] | None = None) -> GoalState:
+    """Set the simulator to ``sim_state`` (no stepping, no rendering) and measure the goal there
+    (``goal``: the task's :func:`goal_of`, parsed here when not given)."""
     raw = env.raw
     state = np.asarray(sim_state, dtype=np.float64).ravel()
     if state.size != raw.sim.get_state().flatten().size:
         raise EnvError(f"a simulator state of {state.size} values does not fit task {env.cfg.suite}/{env.cfg.task_id}")
     raw.sim.set_state_from_flattened(state)
     raw.sim.forward()
-    relation, obj, target = goal_of(env)
+    relation, obj, target = goal or goal_of(env)
     pos = np.array(raw.sim.data.body_xpos[raw.obj_body_id[obj]])
     if target in raw.obj_body_id:
         where = np.array(raw.sim.data.body_xpos[raw.obj_body_id[target]])
@@ -113,53 +114,63 @@ def goal_states(store, rows: list[tuple[str, int]], image_size: int = 128) -> Go
 
 def _measure_task(env: LiberoEnv, store, rows: list[tuple[str, int]], idx: list[int], out: dict) -> None:
     states: dict[str, tuple[list, float]] = {}  # per episode: recorded states, the object's first height
+    goal = goal_of(env)
     for (eid, row), i in zip(rows, idx, strict=True):
         if eid not in states:
             recorded = store.read_episode(eid, ["sim_state"]).column("sim_state").to_pylist()
             if not recorded or not recorded[0]:
                 raise EnvError(f"episode {eid} has no simulator states recorded: its goal states cannot be "
                                "measured (stores imported without states cannot be)")
-            states[eid] = recorded, measure(env, recorded[0]).object_z
+            states[eid] = recorded, measure(env, recorded[0], goal).object_z
         recorded, first = states[eid]
         if not 0 <= row < len(recorded) or not recorded[row]:
             raise EnvError(f"episode {eid} has no simulator state recorded for row {row}")
-        g = measure(env, recorded[row])
+        g = measure(env, recorded[row], goal)
         out["satisfied"][i], out["contact"][i] = g.satisfied, g.contact
         out["offset_xy"][i], out["height"][i], out["lift"][i] = g.offset_xy, g.height, g.object_z - first
 
 
+def last_observations(store, eps: list) -> tuple[np.ndarray, np.ndarray]:
+    """(category, the object's offset from the target's centre in metres) at the last observation of
+    each of the stored episodes ``eps`` (``EpisodeMeta``)."""
+    g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
+    return g.category(), g.offset_xy
+
+
+def outcome_summary(cats: np.ndarray, offset: np.ndarray, success: np.ndarray, mask: np.ndarray) -> dict:
+    """How the episodes in ``mask`` ended (:func:`last_observations`; ``success``: as recorded):
+    counts per category, recorded successes the last observation no longer shows (the chunk ran on
+    after success), and the median offset of those left on the target off centre (cm)."""
+    off = offset[mask & (cats == "on_target_off_centre")]
+    return {"episodes": int(mask.sum()), "recorded_successes": int((mask & success).sum()),
+            "ended": {c: int((mask & (cats == c)).sum()) for c in CATEGORIES},
+            "success_not_at_end": int((mask & success & (cats != "goal")).sum()),
+            "off_centre_median_cm": round(100 * float(np.median(off)), 2) if len(off) else None}
+
+
 def episode_outcomes(store, sources: list[str] | None = None) -> list[dict]:
-    """Per (suite, task, source): how many stored episodes ended in each of :data:`CATEGORIES`, read at
-    each episode's last observation, with the object's median distance from the target's centre
-    (metres) among those that ended on it off centre."""
+    """Per (suite, task, source) of the stored episodes (of ``sources``): :func:`outcome_summary`."""
     eps = [e for e in store.episodes if sources is None or e.source in sources]
     if not eps:
         return []
-    g = goal_states(store, [(e.episode_id, e.rows - 1) for e in eps], image_size=store.spec.image_size)
-    cats = g.category()
-    groups: dict[tuple[str, int, str], list[int]] = {}
-    for i, e in enumerate(eps):
-        groups.setdefault((e.suite, e.task_id, e.source), []).append(i)
-    table = []
-    for (suite, task, source), idx in sorted(groups.items()):
-        c = cats[idx]
-        off = g.offset_xy[idx][c == "on_target_off_centre"]
-        table.append({"suite": suite, "task_id": task, "source": source, "episodes": len(idx),
-                      "ended": {k: int((c == k).sum()) for k in CATEGORIES},
-                      "recorded_successes": int(sum(eps[i].success for i in idx)),
-                      "off_centre_median_offset": round(float(np.median(off)), 4) if len(off) else None})
-    return table
+    cats, offset = last_observations(store, eps)
+    success = np.array([e.success for e in eps])
+    keys = [(e.suite, e.task_id, e.source) for e in eps]
+    return [{"suite": suite, "task_id": task, "source": source,
+             **outcome_summary(cats, offset, success, np.array([k == (suite, task, source) for k in keys]))}
+            for suite, task, source in sorted(set(keys))]
 
 
-def radius_in_pixels(suite: str, task_id: int, image_size: int, init_state: int = 0) -> float:
-    """How many pixels of the head camera (``image_size`` square) :data:`ONTOP_RADIUS` spans at the goal
-    target's centre, in the task's ``init_state`` (mean of the x and y directions of the table)."""
+def radius_in_pixels(suite: str, task_id: int, image_sizes: tuple[int, ...] = (128, 64),
+                     init_state: int = 0) -> dict[int, float]:
+    """How many pixels of the head camera (square, per size in ``image_sizes``) :data:`ONTOP_RADIUS`
+    spans at the goal target's centre, in the task's ``init_state`` (mean of the table's x and y)."""
     from robosuite.utils.camera_utils import get_camera_transform_matrix
 
     from mbpo_ray.config import EnvConfig
     from mbpo_ray.envs.libero_env import HEAD_CAMERA
 
-    with LiberoEnv(EnvConfig(suite=suite, task_id=task_id, image_size=image_size)) as env:
+    with LiberoEnv(EnvConfig(suite=suite, task_id=task_id, image_size=max(image_sizes))) as env:
         env.reset(init_state, render=False)
         raw = env.raw
         _, _, target = goal_of(env)
@@ -168,7 +179,10 @@ def radius_in_pixels(suite: str, task_id: int, image_size: int, init_state: int 
         else:
             centre = np.array(raw.sim.data.site_xpos[raw.sim.model.site_name2id(target)])
         pts = np.stack([centre, centre + [ONTOP_RADIUS, 0, 0], centre + [0, ONTOP_RADIUS, 0]])
-        m = get_camera_transform_matrix(raw.sim, HEAD_CAMERA, image_size, image_size)
-    h = np.concatenate([pts, np.ones((3, 1))], axis=1) @ m.T  # homogeneous pixel coordinates, unrounded
-    px = h[:, :2] / h[:, 2:3]
-    return float((np.linalg.norm(px[1] - px[0]) + np.linalg.norm(px[2] - px[0])) / 2)
+        mats = {s: get_camera_transform_matrix(raw.sim, HEAD_CAMERA, s, s) for s in image_sizes}
+    out = {}
+    for size, m in mats.items():
+        h = np.concatenate([pts, np.ones((3, 1))], axis=1) @ m.T  # homogeneous pixel coordinates, unrounded
+        px = h[:, :2] / h[:, 2:3]
+        out[size] = float((np.linalg.norm(px[1] - px[0]) + np.linalg.norm(px[2] - px[0])) / 2)
+    return out

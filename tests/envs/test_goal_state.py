@@ -92,5 +92,6 @@ def test_replay_outcomes_counts_how_each_episode_ended(expert_store, tmp_path, c
 
 def test_the_goal_radius_is_a_few_pixels_of_the_head_camera():
     """LIBERO's 3 cm around the plate's centre, as the agent view sees it: it halves with the image size."""
-    big, small = radius_in_pixels("libero_spatial", 0, 128), radius_in_pixels("libero_spatial", 0, 64)
+    px = radius_in_pixels("libero_spatial", 0, (128, 64))
+    big, small = px[128], px[64]
     assert 2 < big < 10 and big / small == pytest.approx(2, rel=0.05)
