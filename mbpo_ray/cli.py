@@ -256,6 +256,10 @@ def cmd_eval_world_model(args, extra) -> int:
         sens = ", ".join(f"{v} {s['psnr_recorded']:.2f} vs {s['psnr_other']:.2f} dB"
                          for v, s in block["action_sensitivity"].items())
         print(f"{name}: reward F1 under counterfactual actions: {cf}; recorded vs other-step actions: {sens}")
+        for source, b in block["by_source"].items():
+            sens = ", ".join(f"{v} {s['psnr_recorded']:.2f} vs {s['psnr_other']:.2f} dB"
+                             for v, s in b["action_sensitivity"].items())
+            print(f"  {source}: reward F1 {b['reward']['f1']:.2f}; recorded vs other-step actions: {sens}")
     print(f"report and grid in {args.out}")
     return 0
 

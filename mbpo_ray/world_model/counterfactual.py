@@ -14,8 +14,8 @@
   that ignores actions scores the same under both);
 * ``uncertainty_error_corr``: how well the engine's per-transition uncertainty (mean surprisal of the
   generated codes) tracks the transition's frame error;
-* ``by_source``: the one-step report (PSNR per view, reward) on demonstrations and on policy
-  rollouts separately: MBPO needs accuracy on the policy's states, not the expert's.
+* ``by_source``: the one-step report (PSNR per view, reward, the counterfactuals, action
+  sensitivity) on demonstrations and on policy rollouts separately: MBPO needs accuracy on the policy's states, not the expert's.
 
 Every check runs at the given sampling temperature (greedy = 0).
 """
@@ -107,6 +107,15 @@ def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarr
     return out
 
 
+def action_sensitivity(ep: Episodes, rows: np.ndarray, rec: ImaginedRows, other: ImaginedRows, sel: np.ndarray,
+                       size: int) -> dict:
+    """PSNR per view of the imagined next frames under the recorded chunk and under another time step's
+    chunk, on the selected ``rows`` (``sel`` picks them out of the imagined arrays)."""
+    mine = view_stats(ep, rows, rec.head[sel], rec.wrist[sel], size)
+    theirs = view_stats(ep, rows, other.head[sel], other.wrist[sel], size)
+    return {v: {"psnr_recorded": mine[v]["psnr"], "psnr_other": theirs[v]["psnr"]} for v in ("head", "wrist")}
+
+
 def round_trip(wm, ep: Episodes) -> dict[str, np.ndarray]:
     """Every frame of ``ep`` as the world model's tokenizer renders it (``head``, ``wrist``) and its
     codes (``head_codes``, ``wrist_codes``)."""
@@ -177,14 +186,13 @@ def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, tem
     changed["padded_nonfinal"] = imagine_rows(wm, ep, rows, padded_nonfinal(ep, rows, rng), temperature, seed)
     report["counterfactual"] = {k: reward_stats(v.p_yes, truth) for k, v in changed.items()}
     other = imagine_rows(wm, ep, rows, other_time_step(ep, rows, rng), temperature, seed)
-    other_views = view_stats(ep, rows, other.head, other.wrist, size)
-    report["action_sensitivity"] = {v: {"psnr_recorded": report[v]["psnr"], "psnr_other": other_views[v]["psnr"]}
-                                    for v in ("head", "wrist")}
+    report["action_sensitivity"] = action_sensitivity(ep, rows, rec, other, np.ones(len(rows), bool), size)
     src = np.array([sources[ep.row_episode[k]] for k in rows])
     selections = {name: src == key for name, key in (("demo", "demo"), ("policy", "real")) if (src == key).any()}
     report["by_source"] = {name: {**view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size, recon),
                                   "reward": reward_stats(rec.p_yes[sel], truth[sel]),
-                                  "counterfactual": {k: reward_stats(v.p_yes[sel], truth[sel]) for k, v in changed.items()}}
+                                  "counterfactual": {k: reward_stats(v.p_yes[sel], truth[sel]) for k, v in changed.items()},
+                                  "action_sensitivity": action_sensitivity(ep, rows[sel], rec, other, sel, size)}
                            for name, sel in selections.items()}
     if rec.p_frames is not None:
         report["frame_reward"] = frame_reward_report(wm, ep, rows, changed, selections, recon)

@@ -67,6 +67,10 @@ def test_pipeline(store, tmp_path, capsys):
         assert all(c["transitions"] == 6 for c in block["counterfactual"].values())
         assert set(block["action_sensitivity"]) == {"head", "wrist"}
         assert sum(b["reward"]["transitions"] for b in block["by_source"].values()) == 6
+        for b in block["by_source"].values():
+            assert set(b["action_sensitivity"]) == {"head", "wrist"}
+            if b["reward"]["transitions"] == 6:  # one source holds every transition: the same numbers as overall
+                assert b["action_sensitivity"] == block["action_sensitivity"]
     for view in ("head", "wrist"):
         assert set(q[view]) == {"psnr", "psnr_copy_baseline", "ssim", "ssim_copy_baseline", "psnr_copy_codes",
                                 "psnr_codes_ceiling", "psnr_codes_ceiling_kept"}
