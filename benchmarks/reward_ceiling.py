@@ -2,14 +2,17 @@
 codec cost? (The ceiling of a reward read from imagined frames.)
 
     python benchmarks/reward_ceiling.py --world-model WM_CKPT --store STORE [--steps 2000] [--seed 0]
-        [--views stored resized decoded] [--label chunk|state] [--name reward_ceiling]
+        [--views stored resized decoded crop] [--crop 32] [--label chunk|state] [--name reward_ceiling]
 
 The frame reward (``mbpo_ray.world_model.frame_reward``: a small CNN on the head and wrist views after
 a chunk, labelled with that chunk's success) is trained on the world model's training episodes
 (``WM_CKPT/split.json``; a seeded share of them picks the weights and the threshold) three times, on
 the same rows seen three ways: the stored frames (128 x 128), the same frames area-resized to the
 tokenizer's resolution, and the frames encoded and decoded by the world model's tokenizer (what
-``train-frame-reward`` trains on and imagination renders at). Each is then asked about the world
+``train-frame-reward`` trains on and imagination renders at); ``crop`` gives the head view more pixels
+where the outcome is decided: the stored frame's ``--crop`` pixels around the goal's target (projected
+from the observation's restored simulator state), resized to the tokenizer's resolution, with the
+wrist view resized too. Each is then asked about the world
 model's held-out episodes, split by source (demonstrations, policy rollouts): F1, precision and recall
 of ``p_success > 0.5`` (the threshold chosen on validation), and ROC AUC. If the stored frames read
 well and the decoded ones do not, the codec is what a reward read from imagined frames cannot get
@@ -36,7 +39,22 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import provenance, save_figure, write_result  # noqa: E402
 
-VIEWS = ("stored", "resized", "decoded")
+VIEWS = ("stored", "resized", "decoded", "crop")
+
+
+def crop_around(frames: np.ndarray, centres: np.ndarray, window: int, out: int) -> np.ndarray:
+    """A ``window``-pixel square of each frame centred on ``centres[i]`` ((row, column), continuous
+    pixel coordinates), edge-padded where it leaves the frame, resized (bilinear) to ``out`` pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    half = window // 2
+    padded = np.pad(frames, ((0, 0), (half, half), (half, half), (0, 0)), mode="edge")
+    top_left = np.floor(centres).astype(int)  # the centre's pixel, shifted by the padding, minus half
+    crops = np.stack([padded[i, r : r + window, c : c + window] for i, (r, c) in enumerate(top_left)])
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(out, out), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
 def views(tokenizer, ep, view: str) -> tuple[np.ndarray, np.ndarray]:
@@ -52,12 +70,19 @@ def views(tokenizer, ep, view: str) -> tuple[np.ndarray, np.ndarray]:
     return reconstructed(tokenizer, ep)
 
 
-def labelled(tokenizer, ep, view: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def labelled(tokenizer, ep, view: str, goal=None, window: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(head, wrist, label) of every observation that follows a chunk. ``crop``: the head view is the
+    stored frame's ``window`` pixels around the goal's target (``goal``: those observations' goal
+    states), and both views are at the tokenizer's resolution."""
     from mbpo_ray.world_model.frame_reward import observation_labels
+    from mbpo_ray.world_model.tokenizer import resize_frames
 
-    head, wrist = views(tokenizer, ep, view)
+    head, wrist = views(tokenizer, ep, "stored" if view == "crop" else view)
     rows, labels = observation_labels(ep)
-    return head[rows], wrist[rows], labels
+    if view != "crop":
+        return head[rows], wrist[rows], labels
+    size = tokenizer.preset.image_size
+    return crop_around(head[rows], goal.target_px, window, size), resize_frames(wrist[rows], size), labels
 
 
 def scores(p: np.ndarray, truth: np.ndarray) -> dict:
@@ -102,6 +127,7 @@ def main() -> None:
     ap.add_argument("--label", choices=("chunk", "state"), default="chunk",
                     help="success as recorded for the chunk before the observation (what the world model learns), "
                          "or LIBERO's goal predicate at the observation itself")
+    ap.add_argument("--crop", type=int, default=32, help="the crop view's window around the target, stored pixels")
     ap.add_argument("--name", default="reward_ceiling")
     args = ap.parse_args()
     prov = provenance()  # the commit the run starts from
@@ -129,11 +155,12 @@ def main() -> None:
     source = np.array([store.episode(held.ids[e]).source for e in held.row_episode])
     row_source = source[observation_labels(held)[0]]
     goal = observation_goal_states(store, held)
-    states = [observation_goal_states(store, fit), observation_goal_states(store, val), goal] if args.label == "state" else []
+    need = args.label == "state" or "crop" in args.views
+    states = [observation_goal_states(store, fit), observation_goal_states(store, val), goal] if need else [None] * 3
     state = goal.category()
     out, plotted = {}, {}
     for view in args.views:
-        parts = [labelled(tokenizer, ep, view) for ep in (fit, val, held)]
+        parts = [labelled(tokenizer, ep, view, g, args.crop) for ep, g in zip((fit, val, held), states, strict=True)]
         if args.label == "state":  # LIBERO's goal predicate at the observation itself
             parts = [(h, w, g.satisfied) for (h, w, _), g in zip(parts, states, strict=True)]
         model = train_frame_reward(parts[0], parts[1], cfg)
@@ -148,6 +175,7 @@ def main() -> None:
     result = {"views": out, "heldout_episodes": len(held.ids), "train_episodes": len(fit.ids), "val_episodes": len(val.ids),
               "world_model": path.name, "tokenizer": {"image_size": tokenizer.preset.image_size,
                                                       "codes_per_view": tokenizer.preset.codes_per_view},
+              "crop_window": args.crop if "crop" in args.views else None,
               "goal_states": {"radius": ONTOP_RADIUS, "by_source": {s: {c: int(((row_source == s) & (state == c)).sum())
                                                                       for c in sorted(set(state))} for s in sorted(set(row_source))}},
               "label": args.label, "steps": args.steps, "seconds": round(time.time() - t0, 1),

@@ -35,6 +35,7 @@ class GoalState:
     offset_xy: float  # metres between the object's and the target's centres, horizontal plane
     height: float  # the object's centre above the target's (metres)
     object_z: float  # the object's centre above the world origin (metres)
+    target_xyz: np.ndarray  # the target's centre (body or region site), world frame (metres)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class GoalStates:
     offset_xy: np.ndarray  # (N,) float
     height: np.ndarray  # (N,) float
     lift: np.ndarray  # (N,) the object's height above its first recorded observation
+    target_px: np.ndarray  # (N, 2) float: (row, column) of the target's centre in the upright head view
 
     def category(self) -> np.ndarray:
         """(N,) one of :data:`CATEGORIES` per observation."""
@@ -88,7 +90,23 @@ def measure(env: LiberoEnv, sim_state: np.ndarray, goal: tuple[str, str, str] | 
         contact = False
     return GoalState(satisfied=bool(raw._eval_predicate([relation, obj, target])), contact=contact,
                      offset_xy=float(np.linalg.norm(pos[:2] - where[:2])), height=float(pos[2] - where[2]),
-                     object_z=float(pos[2]))
+                     object_z=float(pos[2]), target_xyz=where)
+
+
+def head_pixels(env: LiberoEnv, points: np.ndarray, size: int | None = None) -> np.ndarray:
+    """(N, 2) float (row, column) of world ``points`` (N, 3) in the upright head view of ``size``
+    pixels (the env's image size by default), continuous (pixel ``(i, j)`` spans ``[i, i + 1) x
+    [j, j + 1)``), unclipped: robosuite's camera projection as the upright frames show it (its rows
+    already run top-down there; its columns are mirrored)."""
+    from robosuite.utils.camera_utils import get_camera_transform_matrix
+
+    from mbpo_ray.envs.libero_env import HEAD_CAMERA
+
+    size = size or env.cfg.image_size
+    m = get_camera_transform_matrix(env.raw.sim, HEAD_CAMERA, size, size)
+    h = np.concatenate([np.asarray(points, np.float64).reshape(-1, 3), np.ones((len(points), 1))], axis=1) @ m.T
+    x, y = h[:, 0] / h[:, 2], h[:, 1] / h[:, 2]
+    return np.stack([y, size - x], axis=1)
 
 
 def goal_states(store, rows: list[tuple[str, int]], image_size: int = 128) -> GoalStates:
@@ -102,6 +120,7 @@ def goal_states(store, rows: list[tuple[str, int]], image_size: int = 128) -> Go
         raise EnvError(f"{len(missing)} episode(s) are not in the store, e.g. {missing[0]!r}")
     out = {k: np.zeros(len(rows), dtype=dt) for k, dt in
            (("satisfied", bool), ("contact", bool), ("offset_xy", float), ("height", float), ("lift", float))}
+    out["target_px"] = np.zeros((len(rows), 2))
     by_task: dict[tuple[str, int], list[int]] = {}
     for i, (eid, _) in enumerate(rows):
         by_task.setdefault((meta[eid].suite, meta[eid].task_id), []).append(i)
@@ -128,6 +147,7 @@ def _measure_task(env: LiberoEnv, store, rows: list[tuple[str, int]], idx: list[
         g = measure(env, recorded[row], goal)
         out["satisfied"][i], out["contact"][i] = g.satisfied, g.contact
         out["offset_xy"][i], out["height"][i], out["lift"][i] = g.offset_xy, g.height, g.object_z - first
+        out["target_px"][i] = head_pixels(env, g.target_xyz[None])[0]
 
 
 def last_observations(store, eps: list) -> tuple[np.ndarray, np.ndarray]:
@@ -165,24 +185,11 @@ def radius_in_pixels(suite: str, task_id: int, image_sizes: tuple[int, ...] = (1
                      init_state: int = 0) -> dict[int, float]:
     """How many pixels of the head camera (square, per size in ``image_sizes``) :data:`ONTOP_RADIUS`
     spans at the goal target's centre, in the task's ``init_state`` (mean of the table's x and y)."""
-    from robosuite.utils.camera_utils import get_camera_transform_matrix
-
     from mbpo_ray.config import EnvConfig
-    from mbpo_ray.envs.libero_env import HEAD_CAMERA
 
     with LiberoEnv(EnvConfig(suite=suite, task_id=task_id, image_size=max(image_sizes))) as env:
         env.reset(init_state, render=False)
-        raw = env.raw
-        _, _, target = goal_of(env)
-        if target in raw.obj_body_id:
-            centre = np.array(raw.sim.data.body_xpos[raw.obj_body_id[target]])
-        else:
-            centre = np.array(raw.sim.data.site_xpos[raw.sim.model.site_name2id(target)])
+        centre = measure(env, env.raw.sim.get_state().flatten()).target_xyz
         pts = np.stack([centre, centre + [ONTOP_RADIUS, 0, 0], centre + [0, ONTOP_RADIUS, 0]])
-        mats = {s: get_camera_transform_matrix(raw.sim, HEAD_CAMERA, s, s) for s in image_sizes}
-    out = {}
-    for size, m in mats.items():
-        h = np.concatenate([pts, np.ones((3, 1))], axis=1) @ m.T  # homogeneous pixel coordinates, unrounded
-        px = h[:, :2] / h[:, 2:3]
-        out[size] = float((np.linalg.norm(px[1] - px[0]) + np.linalg.norm(px[2] - px[0])) / 2)
-    return out
+        px = {s: head_pixels(env, pts, s) for s in image_sizes}
+    return {s: float((np.linalg.norm(p[1] - p[0]) + np.linalg.norm(p[2] - p[0])) / 2) for s, p in px.items()}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbpo_ray.envs import EnvError, LiberoEnv
-from mbpo_ray.envs.goal_state import goal_of, goal_states, measure, radius_in_pixels
+from mbpo_ray.envs.goal_state import goal_of, goal_states, head_pixels, measure, radius_in_pixels
 
 pytestmark = pytest.mark.libero
 
@@ -45,6 +45,7 @@ def test_an_expert_episode_goes_from_elsewhere_through_lifted_to_the_goal(expert
     assert cats[-1] == "goal" and g.contact[-1] and g.offset_xy[-1] < 0.03 and g.height[-1] >= 0
     assert "lifted" in cats[1:-1] and g.lift.max() > 0.05  # the expert carries the bowl over the plate
     assert not g.satisfied[:-1].any()
+    assert g.target_px.shape == (n, 2) and ((g.target_px >= 0) & (g.target_px < 32)).all()  # the plate is in view
 
 
 def test_a_bowl_on_the_plate_but_off_centre_is_not_the_goal(expert_store):
@@ -95,3 +96,22 @@ def test_the_goal_radius_is_a_few_pixels_of_the_head_camera():
     px = radius_in_pixels("libero_spatial", 0, (128, 64))
     big, small = px[128], px[64]
     assert 2 < big < 10 and big / small == pytest.approx(2, rel=0.05)
+
+
+def test_the_target_projects_onto_the_plate_in_the_upright_head_view():
+    """The plate's centre, projected, lands on the plate's bright pixels, not on the mirrored places a
+    wrong turn of the camera's image would give; the same point at half the image size is half as far."""
+    from mbpo_ray.config import EnvConfig
+
+    with LiberoEnv(EnvConfig(suite="libero_spatial", task_id=0, image_size=128)) as env:
+        head = env.reset(0).head.astype(float)
+        centre = measure(env, env.raw.sim.get_state().flatten()).target_xyz
+        (r, c), (r64, c64) = head_pixels(env, centre[None])[0], head_pixels(env, centre[None], 64)[0]
+
+    def bright(row: float, col: float) -> float:
+        i, j = int(row), int(col)
+        return float(head[i - 1 : i + 2, j - 1 : j + 2].min(axis=-1).mean())
+
+    assert bright(r, c) > 150
+    assert all(bright(r, c) > bright(a, b) + 40 for a, b in ((r, 128 - c), (128 - r, c), (128 - r, 128 - c)))
+    assert (r64, c64) == pytest.approx((r / 2, c / 2), abs=1e-6)
