@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal clean
 
 install: $(STAMP)
 
@@ -162,6 +162,13 @@ self-imitation-loop: recipe-data $(RECIPE)/sft/eval/eval.json
 # --name branch_signal_long, 8 and 14.5 min)
 branch-signal: recipe-data
 	$(BIN)/python benchmarks/branch_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --n-chunks 2 4 8 --temperatures 1.0 2.0 --sampler reverse --start-window 8 --fail-weight 1 --workers 2
+
+# How much of a branch's eventual outcome its first 2 chunks decide: the same kind of start states, 8
+# sampled 2-chunk prefixes each, every prefix continued twice to the episode's time limit; the share of
+# the outcome's variance the prefix decides, and how well the critic and the goal state at its end
+# order the prefixes (benchmarks/results/prefix_signal.json, .png; about 40 min here)
+prefix-signal: recipe-data
+	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2
 
 # VLA-MBPO's ceiling: the group-relative loop with its 2- and 4-chunk branches run in LIBERO itself
 # (a perfect world model), from the SFT demonstrations' states, against SFT (about 2.5 hours here)

@@ -78,6 +78,15 @@ class EnvRunner:
         return run_policy_branch(self._env(suite, task_id), self._policy(checkpoint, temperature), sim_state,
                                  n_chunks, seed)
 
+    def prefix_continuations(self, checkpoint: str, suite: str, task_id: int, sim_state: np.ndarray, n_prefix: int,
+                             continuations: int, budget_chunks: int, seed: int, temperature: float | None = None) -> dict:
+        """A sampled prefix and its continuations from a recorded simulator state
+        (:func:`mbpo_ray.rl.online.run_prefix_continuations`)."""
+        from mbpo_ray.rl.online import run_prefix_continuations
+
+        return run_prefix_continuations(self._env(suite, task_id), self._policy(checkpoint, temperature), sim_state,
+                                        n_prefix, continuations, budget_chunks, seed)
+
     def _policy(self, checkpoint: str, temperature: float | None = None):
         """The policy saved in ``checkpoint``, loaded once (only the newest is kept), sampling at
         ``temperature``, by default ``mbpo.policy_temperature`` (as the learner scores it)."""

@@ -114,3 +114,29 @@ def simulator_jobs(checkpoint: str, suite: str, table, seed: int, n_chunks: int)
     return [{"checkpoint": checkpoint, "suite": suite, "task_id": int(t), "sim_state": np.asarray(s, np.float64),
              "n_chunks": n_chunks, "seed": derive_seed(seed, k) % 2**31}
             for k, (t, s) in enumerate(zip(tasks, states, strict=True))]
+
+
+def run_prefix_continuations(env, policy, sim_state: np.ndarray, n_prefix: int, continuations: int,
+                             budget_chunks: int, seed: int) -> dict:
+    """How much does a branch's prefix decide? One sampled prefix of ``n_prefix`` chunks from a
+    recorded simulator state, then ``continuations`` independent sampled runs of the same policy from
+    where the prefix ended, each until success or ``budget_chunks`` chunks in all (prefix included).
+    Returns the prefix's success, the critic's value at its last observation (0 after success), the
+    goal state there (:func:`~mbpo_ray.envs.goal_state.measure`), each continuation's eventual success
+    (the prefix's own when it succeeded or used the budget) and the env steps of it all."""
+    from mbpo_ray.envs.goal_state import measure
+    from mbpo_ray.seeds import derive_seed
+
+    prefix = run_policy_branch(env, policy, sim_state, n_prefix, seed)
+    end = env.raw.sim.get_state().flatten().copy()
+    goal = measure(env, end)
+    steps, outcomes, left = prefix["steps"], [], budget_chunks - n_prefix
+    for k in range(continuations):
+        if prefix["success"] or left <= 0:
+            outcomes.append(prefix["success"])
+            continue
+        run = run_policy_branch(env, policy, end, left, derive_seed(seed, k + 1) % 2**31)
+        outcomes.append(run["success"])
+        steps += run["steps"]
+    return {"prefix_success": prefix["success"], "value": prefix["last_value"], "goal": goal,
+            "eventual": outcomes, "steps": steps, "task_id": env.cfg.task_id}

@@ -1,0 +1,193 @@
+"""How much of a branch's eventual outcome do its first n chunks decide? The ceiling of any critic or
+dense reward at the end of a short branch, measured in LIBERO itself.
+
+    python benchmarks/prefix_signal.py --policy SFT_CKPT --store STORE [--tasks 0-3] [--start-states 24]
+        [--group-size 8] [--continuations 2] [--n-prefix 2] [--sampler reverse] [--start-window 8]
+        [--fail-weight 1] [--workers 2] [--seed 0] [--name prefix_signal]
+
+Two-chunk branches of the SFT policy rarely end differently (``branch_signal.py``: 0 of 24 start
+states), so a group-relative update on them can only learn through what is read at the branch's end:
+the critic's bootstrap, or a dense reward. Either is only as good as the difference the first n chunks
+make to what happens after them. Here every start state (drawn as ``branch_signal.py`` draws them) is
+branched ``--group-size`` times in LIBERO by env-runner actors (``EnvRunner.prefix_continuations``):
+a sampled prefix of ``--n-prefix`` chunks, then ``--continuations`` independent sampled runs of the
+same policy from where that prefix ended, each to success or the start's own episode's time limit.
+
+With two or more continuations per prefix the eventual outcome's variance within a start splits
+without bias into the part the prefix decides, the variance over prefixes of P(success | prefix)
+(estimated by the covariance of two continuations of the same prefix minus that of two different
+prefixes' continuations), and the part decided later. ``decided_share``: the first part over both,
+pooled over starts (a bootstrap interval over starts). A critic or a dense reward at the branch's end
+can carry at most that share of the signal back. How well do they: the concordance with which the
+SFT policy's value head, and the goal state at the prefix's end (``mbpo_ray.envs.goal_state``: the
+object's offset from the target, its lift), order two prefixes of one start whose continuations
+succeeded at different rates (0.5: chance). Writes benchmarks/results/NAME.{json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import draw_sim_starts, provenance, save_figure, write_result  # noqa: E402
+
+
+def variance_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` (S, G, K) eventual outcomes (K >= 2 continuations of each of G prefixes of S starts) ->
+    per start (the outcome's variance, the variance over prefixes of P(success | prefix)), both
+    unbiased: two continuations of one prefix share its P, two of different prefixes do not, so with
+    ``same`` and ``cross`` their mean products, Var(Y) = mean(Y) - cross and Var(P) = same - cross
+    (it can come out below 0 by chance; the rest, mean(Y) - same, is what is decided later)."""
+    s, g, k = y.shape
+    if k < 2 or g < 2:
+        raise ValueError(f"need at least 2 prefixes and 2 continuations each, got {g} and {k}")
+    y = y.astype(np.float64)
+    sums = y.sum(2)  # (S, G)
+    same = ((sums**2 - (y**2).sum(2)) / (k * (k - 1))).mean(1)  # mean product of two continuations, one prefix
+    tot = sums.sum(1)
+    cross = (tot**2 - (sums**2).sum(1)) / (k * k * g * (g - 1))  # ... of two different prefixes
+    return y.mean((1, 2)) - cross, same - cross
+
+
+def concordance(feature: np.ndarray, p: np.ndarray) -> tuple[int, float]:
+    """Over every pair of prefixes of one start whose continuations succeeded at different rates
+    (``p`` (S, G)), how often ``feature`` (S, G) orders them the same way (ties count half):
+    (pairs, concordance); NaN with no such pair."""
+    hits, pairs = 0.0, 0
+    for f, q in zip(feature, p, strict=True):
+        i, j = np.triu_indices(len(q), 1)
+        m = q[i] != q[j]
+        agree = np.sign(f[i] - f[j])[m] * np.sign(q[i] - q[j])[m]
+        hits += float((agree > 0).sum() + 0.5 * (agree == 0).sum())
+        pairs += int(m.sum())
+    return pairs, hits / pairs if pairs else float("nan")
+
+
+def summarize(y: np.ndarray, prefix_ok: np.ndarray, features: dict[str, np.ndarray], seed: int) -> dict:
+    total, decided = variance_split(y)
+    boot = np.random.default_rng(seed).integers(0, len(total), (2000, len(total)))
+    share = lambda idx: decided[idx].sum() / max(total[idx].sum(), 1e-12)  # noqa: E731
+    p = y.mean(2)
+    prefix_k = prefix_ok.sum(1)
+    eventual_k = y.reshape(len(y), -1).sum(1)
+    out = {"eventual_success": round(float(y.mean()), 4), "prefix_success": round(float(prefix_ok.mean()), 4),
+           "starts_prefix_outcomes_differ": int(((prefix_k > 0) & (prefix_k < prefix_ok.shape[1])).sum()),
+           "starts_eventual_outcomes_differ": int(((eventual_k > 0) & (eventual_k < y[0].size)).sum()),
+           "total_variance": round(float(total.mean()), 4), "decided_variance": round(float(decided.mean()), 4),
+           "decided_share": round(float(share(np.arange(len(total)))), 4),
+           "decided_share_ci95": [round(float(x), 4) for x in np.percentile([share(b) for b in boot], [2.5, 97.5])],
+           "per_start": {"total_variance": np.round(total, 4).tolist(), "decided_variance": np.round(decided, 4).tolist()},
+           "concordance": {}}
+    for name, f in features.items():
+        pairs, c = concordance(f, p)
+        out["concordance"][name] = {"pairs": pairs, "concordance": round(c, 4)}
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--tasks", default="0-3")
+    ap.add_argument("--start-states", type=int, default=24, dest="start_states")
+    ap.add_argument("--group-size", type=int, default=8, dest="group_size")
+    ap.add_argument("--continuations", type=int, default=2)
+    ap.add_argument("--n-prefix", type=int, default=2, dest="n_prefix")
+    ap.add_argument("--sampler", default="reverse", choices=("uniform", "reverse"))
+    ap.add_argument("--start-window", type=int, default=8, dest="start_window")
+    ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="prefix_signal")
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
+    args.policy = os.path.expanduser(args.policy)
+    if args.continuations < 2 or args.group_size < 2:
+        raise SystemExit("--continuations and --group-size must be at least 2 (the variance split needs pairs)")
+    from actors.env_runner import make_env_runners, run_by_task
+    from mbpo_ray.config import build_config
+    from mbpo_ray.connect import connect_ray, kill_actor
+    from mbpo_ray.mbpo import actor_config
+    from mbpo_ray.replay.samplers import chunks_to_go
+    from mbpo_ray.seeds import derive_seed
+
+    prov = provenance()
+    cfg = build_config()
+    horizon_chunks = cfg.env.horizon // cfg.env.chunk_size
+    store, ep, chunk, _, sims = draw_sim_starts(args)
+    eps = [store.episodes[int(e)] for e in ep]
+    jobs = [{"checkpoint": args.policy, "suite": e.suite, "task_id": e.task_id, "sim_state": s,
+             "n_prefix": args.n_prefix, "continuations": args.continuations,
+             "budget_chunks": max(1, horizon_chunks - int(c)), "seed": derive_seed(args.seed, i, g) % 2**31}
+            for i, (e, s, c) in enumerate(zip(eps, sims, chunk, strict=True)) for g in range(args.group_size)]
+    connect_ray(args.workers)
+    runners = make_env_runners(actor_config(cfg, args.policy)[0], None, args.workers)
+    t0 = time.perf_counter()
+    try:
+        res = run_by_task(runners, jobs, None, "prefix_continuations")
+    finally:
+        for r in runners:
+            kill_actor(r)
+    shape = (len(eps), args.group_size)
+    y = np.array([r["eventual"] for r in res], bool).reshape(*shape, args.continuations)
+    prefix_ok = np.array([r["prefix_success"] for r in res]).reshape(shape)
+    features = {"critic value": np.array([r["value"] for r in res]).reshape(shape),
+                "object near the target (-offset)": -np.array([r["goal"].offset_xy for r in res]).reshape(shape),
+                "object's height": np.array([r["goal"].object_z for r in res]).reshape(shape)}
+    features["critic value"][prefix_ok] = 1.0  # a prefix that succeeded needs no bootstrap: its return is 1
+    result = {"start_states": len(eps), "group_size": args.group_size, "continuations": args.continuations,
+              "n_prefix": args.n_prefix, "tasks": args.tasks, "sampler": args.sampler, "start_window": args.start_window,
+              "fail_weight": args.fail_weight, "seed": args.seed, "horizon_chunks": horizon_chunks,
+              "chunks_to_go": chunks_to_go(store.episodes, ep, chunk).tolist(),
+              "start_chunk": [int(c) for c in chunk], "start_episode_succeeded": [bool(e.success) for e in eps],
+              "env_steps": int(sum(r["steps"] for r in res)), "seconds": round(time.perf_counter() - t0, 1),
+              **summarize(y, prefix_ok, features, args.seed), "eventual": y.astype(int).tolist(),
+              "prefix_outcomes": prefix_ok.astype(int).tolist()}
+    write_result(args.name, result, prov)
+    print(f"decided share {result['decided_share']} {result['decided_share_ci95']}; starts whose prefixes end "
+          f"differently {result['starts_prefix_outcomes_differ']}, eventually {result['starts_eventual_outcomes_differ']} "
+          f"of {len(eps)}; concordance {result['concordance']}", flush=True)
+    plot(result, args.name)
+
+
+def plot(r: dict, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=120)
+    order = np.argsort(r["chunks_to_go"], kind="stable")
+    x = np.arange(len(order))
+    tot, dec = (np.array(r["per_start"][k])[order] for k in ("total_variance", "decided_variance"))
+    a.bar(x - 0.2, tot, 0.4, label="eventual outcome's variance")
+    a.bar(x + 0.2, dec, 0.4, label=f"decided by the first {r['n_prefix']} chunks")
+    a.set_xticks(x, [str(r["chunks_to_go"][i]) for i in order], fontsize=6)
+    a.set_xlabel("start state (chunks to the end of its recorded episode)")
+    a.set_ylabel("variance within the start's branches")
+    a.set_title(f"decided share {r['decided_share']:.2f} (95% CI {r['decided_share_ci95'][0]:.2f}-"
+                f"{r['decided_share_ci95'][1]:.2f}); {r['group_size']} prefixes x {r['continuations']} continuations",
+                fontsize=8)
+    a.legend(fontsize=7)
+    names = list(r["concordance"])
+    b.bar(np.arange(len(names)), [r["concordance"][n]["concordance"] for n in names], color="#7f7f7f")
+    b.axhline(0.5, color="#d62728", lw=0.8, ls="--")
+    b.set_xticks(np.arange(len(names)), [f"{n}\n({r['concordance'][n]['pairs']} pairs)" for n in names], fontsize=7)
+    b.set_ylim(0, 1)
+    b.set_ylabel("orders two prefixes as their continuations")
+    b.set_title("what the end of a prefix shows of what follows (0.5: chance)", fontsize=8)
+    save_figure(fig, name)
+
+
+if __name__ == "__main__":
+    main()

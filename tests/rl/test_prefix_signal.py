@@ -1,0 +1,54 @@
+"""How much a branch's prefix decides: the variance split and the concordance of benchmarks/prefix_signal.py,
+and a prefix with its continuations run in real LIBERO."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.prefix_signal import concordance, variance_split
+
+
+def test_outcomes_fixed_by_their_prefix_are_all_decided():
+    y = np.array([[[1, 1], [0, 0], [1, 1], [0, 0]]], bool)  # each prefix's continuations agree
+    total, decided = variance_split(y)
+    assert total[0] == pytest.approx(1 / 3) and decided[0] == pytest.approx(total[0])
+
+
+def test_the_split_recovers_a_known_share_and_finds_none_in_noise():
+    rng = np.random.default_rng(0)
+    q = rng.choice([0.2, 0.8], (400, 8, 1))  # P(success | prefix): Var 0.09 of a total 0.25
+    total, decided = variance_split(rng.random((400, 8, 4)) < q)
+    assert decided.sum() / total.sum() == pytest.approx(0.36, abs=0.05)
+    total, decided = variance_split(rng.random((400, 8, 2)) < 0.5)  # the prefix changes nothing
+    assert abs(decided.sum() / total.sum()) < 0.05
+    with pytest.raises(ValueError, match="at least 2"):
+        variance_split(np.zeros((3, 8, 1), bool))
+
+
+def test_concordance_counts_only_pairs_whose_continuations_differ():
+    p = np.array([[0.0, 0.5, 1.0, 1.0]])  # 5 pairs differ (1.0 vs 1.0 does not count)
+    assert concordance(p, p) == (5, 1.0)
+    assert concordance(-p, p) == (5, 0.0)
+    assert concordance(np.zeros_like(p), p) == (5, 0.5)
+    assert np.isnan(concordance(np.zeros((1, 3)), np.ones((1, 3)))[1])
+
+
+@pytest.mark.libero
+def test_a_prefix_and_its_continuations_run_from_a_recorded_state():
+    from mbpo_ray.config import EnvConfig
+    from mbpo_ray.envs.libero_env import LiberoEnv
+    from mbpo_ray.rl.online import run_prefix_continuations
+    from tests.rl.conftest import tiny_policy
+
+    policy = tiny_policy()
+    with LiberoEnv(EnvConfig(suite="libero_spatial", task_id=0, image_size=32, chunk_size=2, max_steps=20)) as env:
+        env.reset(0, render=False)
+        start = env.raw.sim.get_state().flatten().copy()
+        a, b = (run_prefix_continuations(env, policy, start, 2, 3, 3, seed=7) for _ in range(2))
+        one = run_prefix_continuations(env, policy, start, 2, 3, 2, seed=7)  # the budget ends with the prefix
+    assert len(a["eventual"]) == 3 and not a["prefix_success"] and not any(a["eventual"])  # a random policy
+    assert a["steps"] == 2 * 2 + 3 * 2  # the prefix's 2 chunks, then 1 chunk per continuation
+    assert one["steps"] == 4 and one["eventual"] == [False] * 3
+    assert a["goal"].offset_xy == b["goal"].offset_xy and a["value"] == b["value"]  # seeded
+    assert a["goal"].offset_xy > 0.03 and a["task_id"] == 0
