@@ -156,11 +156,12 @@ def run_episodes(runners: list, jobs: list[dict], on_result=lambda r: None, make
     return results
 
 
-def run_by_task(runners: list, jobs: list[dict], make_runner=None, method: str = "policy_episode") -> list[dict]:
+def run_by_task(runners: list, jobs: list[dict], make_runner=None, method: str = "policy_episode",
+                on_result=lambda r: None) -> list[dict]:
     """:func:`run_episodes` with the jobs handed out task by task (a runner keeps only ``MAX_ENVS``
     environments, and making one costs seconds), the results returned in the order of ``jobs``."""
     order = sorted(range(len(jobs)), key=lambda i: jobs[i]["task_id"])
-    res = run_episodes(runners, [jobs[i] for i in order], make_runner=make_runner, method=method)
+    res = run_episodes(runners, [jobs[i] for i in order], on_result, make_runner=make_runner, method=method)
     out = [None] * len(jobs)
     for r in res:
         r["job_index"] = order[r["job_index"]]

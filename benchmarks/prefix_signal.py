@@ -114,6 +114,8 @@ def main() -> None:
     args.policy = os.path.expanduser(args.policy)
     if args.continuations < 2 or args.group_size < 2:
         raise SystemExit("--continuations and --group-size must be at least 2 (the variance split needs pairs)")
+    from tqdm import tqdm
+
     from actors.env_runner import make_env_runners, run_by_task
     from mbpo_ray.config import build_config
     from mbpo_ray.connect import connect_ray, kill_actor
@@ -133,9 +135,11 @@ def main() -> None:
     connect_ray(args.workers)
     runners = make_env_runners(actor_config(cfg, args.policy)[0], None, args.workers)
     t0 = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc="prefixes and their continuations", unit="prefix", dynamic_ncols=True)
     try:
-        res = run_by_task(runners, jobs, None, "prefix_continuations")
+        res = run_by_task(runners, jobs, None, "prefix_continuations", on_result=lambda r: bar.update())
     finally:
+        bar.close()
         for r in runners:
             kill_actor(r)
     shape = (len(eps), args.group_size)

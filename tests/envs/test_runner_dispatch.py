@@ -22,7 +22,9 @@ class CountingRunner:
 def test_jobs_run_task_by_task_and_come_back_in_their_order(ray_cluster):
     tasks = [2, 0, 1, 0, 2, 1, 0]
     jobs = [{"task_id": t, "k": k} for k, t in enumerate(tasks)]
-    res = run_by_task([CountingRunner.remote()], jobs, method="policy_branch")
+    seen = []
+    res = run_by_task([CountingRunner.remote()], jobs, method="policy_branch", on_result=lambda r: seen.append(r["k"]))
+    assert sorted(seen) == list(range(len(jobs)))  # each result reported once, as it came
     assert [r["k"] for r in res] == list(range(len(jobs))) and [r["job_index"] for r in res] == list(range(len(jobs)))
     by_call = [r["task_id"] for r in sorted(res, key=lambda r: r["call"])]
     assert by_call == sorted(tasks)  # one runner met each task once, in one stretch
