@@ -3,7 +3,8 @@ dense reward at the end of a short branch, measured in LIBERO itself.
 
     python benchmarks/prefix_signal.py --policy SFT_CKPT --store STORE [--tasks 0-3] [--start-states 24]
         [--group-size 8] [--continuations 2] [--n-prefix 2] [--sampler reverse] [--start-window 8]
-        [--fail-weight 1] [--workers 2] [--seed 0] [--name prefix_signal]
+        [--fail-weight 1] [--workers 2] [--seed 0] [--critic [--critic-trunk STEPS] [--critic-store STORE]]
+        [--name prefix_signal]
 
 Two-chunk branches of the SFT policy rarely end differently (``branch_signal.py``: 0 of 24 start
 states), so a group-relative update on them can only learn through what is read at the branch's end:
@@ -19,9 +20,12 @@ without bias into the part the prefix decides, the variance over prefixes of P(s
 prefixes' continuations), and the part decided later. ``decided_share``: the first part over both,
 pooled over starts (a bootstrap interval over starts). A critic or a dense reward at the branch's end
 can carry at most that share of the signal back. How well do they: the concordance with which the
-SFT policy's value head, and the goal state at the prefix's end (``mbpo_ray.envs.goal_state``: the
-object's offset from the target, its lift), order two prefixes of one start whose continuations
-succeeded at different rates (0.5: chance). Writes benchmarks/results/NAME.{json,png}.
+SFT policy's own value head, with ``--critic`` critics fitted on the real Monte-Carlo returns of
+``--critic-store`` (``mbpo_ray.rl.critic``: the value head on the frozen trunk; with
+``--critic-trunk`` a whole copy of the policy), and the goal state at the prefix's end
+(``mbpo_ray.envs.goal_state``: the object's offset from the target, its height) order two prefixes
+of one start whose continuations succeeded at different rates (0.5: chance; a bootstrap interval
+over starts). Writes benchmarks/results/NAME.{json,png}.
 """
 
 from __future__ import annotations
@@ -56,18 +60,23 @@ def variance_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y.mean((1, 2)) - cross, same - cross
 
 
-def concordance(feature: np.ndarray, p: np.ndarray) -> tuple[int, float]:
-    """Over every pair of prefixes of one start whose continuations succeeded at different rates
-    (``p`` (S, G)), how often ``feature`` (S, G) orders them the same way (ties count half):
-    (pairs, concordance); NaN with no such pair."""
-    hits, pairs = 0.0, 0
-    for f, q in zip(feature, p, strict=True):
+def concordance_by_start(feature: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per start: (agreements, pairs) over every pair of its prefixes whose continuations succeeded at
+    different rates (``p`` (S, G)): how often ``feature`` (S, G) orders the pair the same way (ties
+    count half)."""
+    hits, pairs = np.zeros(len(p)), np.zeros(len(p), np.int64)
+    for s, (f, q) in enumerate(zip(feature, p, strict=True)):
         i, j = np.triu_indices(len(q), 1)
         m = q[i] != q[j]
         agree = np.sign(f[i] - f[j])[m] * np.sign(q[i] - q[j])[m]
-        hits += float((agree > 0).sum() + 0.5 * (agree == 0).sum())
-        pairs += int(m.sum())
-    return pairs, hits / pairs if pairs else float("nan")
+        hits[s], pairs[s] = float((agree > 0).sum() + 0.5 * (agree == 0).sum()), int(m.sum())
+    return hits, pairs
+
+
+def concordance(feature: np.ndarray, p: np.ndarray) -> tuple[int, float]:
+    """(pairs, concordance) pooled over starts (:func:`concordance_by_start`); NaN with no pair."""
+    hits, pairs = concordance_by_start(feature, p)
+    return int(pairs.sum()), float(hits.sum() / pairs.sum()) if pairs.sum() else float("nan")
 
 
 def summarize(y: np.ndarray, prefix_ok: np.ndarray, features: dict[str, np.ndarray], seed: int) -> dict:
@@ -86,8 +95,58 @@ def summarize(y: np.ndarray, prefix_ok: np.ndarray, features: dict[str, np.ndarr
            "per_start": {"total_variance": np.round(total, 4).tolist(), "decided_variance": np.round(decided, 4).tolist()},
            "concordance": {}}
     for name, f in features.items():
-        pairs, c = concordance(f, p)
-        out["concordance"][name] = {"pairs": pairs, "concordance": round(c, 4)}
+        hits, pairs = concordance_by_start(f, p)
+        ok = [b for b in boot if pairs[b].sum()]
+        out["concordance"][name] = {"pairs": int(pairs.sum()), "starts": int((pairs > 0).sum()),
+                                    "concordance": round(concordance(f, p)[1], 4),
+                                    "ci95": [round(float(x), 4) for x in
+                                             np.percentile([hits[b].sum() / pairs[b].sum() for b in ok], [2.5, 97.5])]}
+    return out
+
+
+def prefix_end_features(args, res: list[dict], prefix_ok: np.ndarray, gamma: float) -> dict[str, np.ndarray]:
+    """What a bootstrap or a dense reward could read at each prefix's end, (S, G) each: the SFT
+    policy's own value head, with ``--critic`` critics fitted on real returns (a prefix that succeeded
+    needs no bootstrap: its return, 1, stands in), and the goal state's object offset and height."""
+    shape = prefix_ok.shape
+    critics = {"SFT critic (never fitted)": np.array([r["value"] for r in res]).reshape(shape)}
+    if args.critic:
+        critics.update(fitted_critics(args, res, gamma, shape))
+    for v in critics.values():
+        v[prefix_ok] = 1.0
+    return {**critics, "object near the target": -np.array([r["goal"].offset_xy for r in res]).reshape(shape),
+            "object's height": np.array([r["goal"].object_z for r in res]).reshape(shape)}
+
+
+def fitted_critics(args, res: list[dict], gamma: float, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """V(the prefix's last observation), (S, G), per critic fitted on the real Monte-Carlo returns of
+    ``--critic-store``: the policy's value head on its frozen trunk, and with ``--critic-trunk`` a copy
+    of the whole policy (``mbpo_ray.rl.critic``)."""
+    import torch
+
+    from mbpo_ray.config import parse_task_ids
+    from mbpo_ray.policy import Observations, load_policy
+    from mbpo_ray.rl.critic import (
+        fitted_value_head,
+        fitted_value_network,
+        network_values,
+        real_returns,
+        value_features,
+    )
+
+    policy = load_policy(args.policy).eval()
+    rr = real_returns(os.path.expanduser(args.critic_store or args.store), gamma, parse_task_ids(args.tasks),
+                      max_rows=10**7, seed=args.seed)
+    obs = Observations(np.stack([r["final_head"] for r in res]), np.stack([r["final_wrist"] for r in res]),
+                       np.zeros((len(res), 8), np.float32), [r["instruction"] for r in res])
+    head = fitted_value_head(policy, rr, seed=args.seed)
+    with torch.no_grad():
+        out = {"value head fitted on real returns": head(torch.from_numpy(value_features(policy, obs))).squeeze(-1)
+               .numpy().astype(np.float64).reshape(shape)}
+    if args.critic_trunk:
+        net = fitted_value_network(policy, rr, steps=args.critic_trunk, seed=args.seed)
+        with torch.no_grad():
+            out["whole-policy critic fitted on them"] = network_values(net, obs).numpy().astype(np.float64).reshape(shape)
     return out
 
 
@@ -105,6 +164,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--critic", action="store_true",
+                    help="also order the prefixes by a value head fitted on real Monte-Carlo returns (frozen trunk)")
+    ap.add_argument("--critic-trunk", type=int, default=0, dest="critic_trunk", metavar="STEPS",
+                    help="with --critic: also by a copy of the whole policy fitted on them for STEPS steps")
+    ap.add_argument("--critic-store", dest="critic_store", help="the store whose returns fit the critics (default --store)")
     ap.add_argument("--name", default="prefix_signal")
     return ap
 
@@ -145,10 +209,7 @@ def main() -> None:
     shape = (len(eps), args.group_size)
     y = np.array([r["eventual"] for r in res], bool).reshape(*shape, args.continuations)
     prefix_ok = np.array([r["prefix_success"] for r in res]).reshape(shape)
-    features = {"critic value": np.array([r["value"] for r in res]).reshape(shape),
-                "object near the target (-offset)": -np.array([r["goal"].offset_xy for r in res]).reshape(shape),
-                "object's height": np.array([r["goal"].object_z for r in res]).reshape(shape)}
-    features["critic value"][prefix_ok] = 1.0  # a prefix that succeeded needs no bootstrap: its return is 1
+    features = prefix_end_features(args, res, prefix_ok, cfg.mbpo.gamma)
     result = {"start_states": len(eps), "group_size": args.group_size, "continuations": args.continuations,
               "n_prefix": args.n_prefix, "tasks": args.tasks, "sampler": args.sampler, "start_window": args.start_window,
               "fail_weight": args.fail_weight, "seed": args.seed, "horizon_chunks": horizon_chunks,

@@ -121,9 +121,10 @@ def run_prefix_continuations(env, policy, sim_state: np.ndarray, n_prefix: int, 
     """How much does a branch's prefix decide? One sampled prefix of ``n_prefix`` chunks from a
     recorded simulator state, then ``continuations`` independent sampled runs of the same policy from
     where the prefix ended, each until success or ``budget_chunks`` chunks in all (prefix included).
-    Returns the prefix's success, the critic's value at its last observation (0 after success), the
-    goal state there (:func:`~mbpo_ray.envs.goal_state.measure`), each continuation's eventual success
-    (the prefix's own when it succeeded or used the budget) and the env steps of it all."""
+    Returns the prefix's success, its last observation's views (``final_head``, ``final_wrist``) and
+    the critic's value there (0 after success), the goal state there
+    (:func:`~mbpo_ray.envs.goal_state.measure`), each continuation's eventual success (the prefix's own
+    when it succeeded or used the budget) and the env steps of it all."""
     from mbpo_ray.envs.goal_state import measure
     from mbpo_ray.seeds import derive_seed
 
@@ -138,5 +139,7 @@ def run_prefix_continuations(env, policy, sim_state: np.ndarray, n_prefix: int, 
         run = run_policy_branch(env, policy, end, left, derive_seed(seed, k + 1) % 2**31)
         outcomes.append(run["success"])
         steps += run["steps"]
+    traj = prefix["trajectory"]
     return {"prefix_success": prefix["success"], "value": prefix["last_value"], "goal": goal,
+            "final_head": traj.final_head, "final_wrist": traj.final_wrist, "instruction": env.instruction,
             "eventual": outcomes, "steps": steps, "task_id": env.cfg.task_id}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.prefix_signal import concordance, variance_split
+from benchmarks.prefix_signal import concordance, summarize, variance_split
 
 
 def test_outcomes_fixed_by_their_prefix_are_all_decided():
@@ -34,6 +34,18 @@ def test_concordance_counts_only_pairs_whose_continuations_differ():
     assert np.isnan(concordance(np.zeros((1, 3)), np.ones((1, 3)))[1])
 
 
+def test_the_summary_splits_the_variance_and_scores_each_feature_with_an_interval():
+    rng = np.random.default_rng(1)
+    q = rng.choice([0.1, 0.9], (30, 8, 1))
+    y = rng.random((30, 8, 2)) < q
+    out = summarize(y, np.zeros((30, 8), bool), {"knows P": q[..., 0], "noise": rng.random((30, 8))}, seed=0)
+    assert 0.4 < out["decided_share"] < 1.1 and out["decided_share_ci95"][0] < out["decided_share"]
+    good, noise = out["concordance"]["knows P"], out["concordance"]["noise"]
+    assert good["concordance"] > 0.7 and good["ci95"][0] > 0.6 and good["pairs"] == noise["pairs"] > 0
+    assert 0.3 < noise["concordance"] < 0.7 and noise["ci95"][0] < noise["concordance"] < noise["ci95"][1]
+    assert good["ci95"][0] > noise["ci95"][1]
+
+
 @pytest.mark.libero
 def test_a_prefix_and_its_continuations_run_from_a_recorded_state():
     from mbpo_ray.config import EnvConfig
@@ -52,3 +64,4 @@ def test_a_prefix_and_its_continuations_run_from_a_recorded_state():
     assert one["steps"] == 4 and one["eventual"] == [False] * 3
     assert a["goal"].offset_xy == b["goal"].offset_xy and a["value"] == b["value"]  # seeded
     assert a["goal"].offset_xy > 0.03 and a["task_id"] == 0
+    assert a["final_head"].shape == a["final_wrist"].shape == (32, 32, 3) and "bowl" in a["instruction"]
