@@ -163,13 +163,6 @@ self-imitation-loop: recipe-data $(RECIPE)/sft/eval/eval.json
 branch-signal: recipe-data
 	$(BIN)/python benchmarks/branch_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --n-chunks 2 4 8 --temperatures 1.0 2.0 --sampler reverse --start-window 8 --fail-weight 1 --workers 2
 
-# How much of a branch's eventual outcome its first 2 chunks decide: the same kind of start states, 8
-# sampled 2-chunk prefixes each, every prefix continued twice to the episode's time limit; the share of
-# the outcome's variance the prefix decides, and how well the critic and the goal state at its end
-# order the prefixes (benchmarks/results/prefix_signal.json, .png; about 40 min here)
-prefix-signal: recipe-data
-	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2
-
 # VLA-MBPO's ceiling: the group-relative loop with its 2- and 4-chunk branches run in LIBERO itself
 # (a perfect world model), from the SFT demonstrations' states, against SFT (about 2.5 hours here)
 simulator-ceiling: recipe-data $(RECIPE)/sft/eval/eval.json
@@ -237,6 +230,15 @@ reward-ceiling: wm-onpolicy
 # in-loop rounds run (benchmarks/results/failure_modes.json, .png; about 3 min)
 failure-modes: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
 	$(BIN)/python benchmarks/failure_modes.py --store recipe=$(RECIPE)/demos seed-1-rounds=$(RECIPE)/sil_loop_rounds/online_seed1_store
+
+# How much of a branch's eventual outcome its first 2 chunks decide: the same kind of start states, 8
+# sampled 2-chunk prefixes each, every prefix continued twice to the episode's time limit; the share of
+# the outcome's variance the prefix decides, and how well the SFT critic, critics fitted on every real
+# return and the goal state at its end order the prefixes (benchmarks/results/prefix_signal.json,
+# .png, about 20 min here; prefix_signal_seed1: 48 more starts, about 40 min)
+prefix-signal: recipe-data $(ALL_REAL)/store.json
+	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL)
+	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 48 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --seed 1 --name prefix_signal_seed1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
