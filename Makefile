@@ -220,10 +220,13 @@ advantage-fidelity-onpolicy: wm-onpolicy
 # training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
 # judged on its held-out episodes by source and goal state (benchmarks/results/reward_ceiling.json;
 # about 25 min here); and on the stored frames with the label taken from the observation's own goal
-# state instead of the chunk's recorded success (reward_ceiling_state_label.json, about 8 min)
+# state instead of the chunk's recorded success (reward_ceiling_state_label.json, about 8 min); and
+# with the head view's 32 pixels around the target magnified to 64, next to the whole frame resized
+# (reward_ceiling_crop.json, about 11 min)
 reward-ceiling: wm-onpolicy
 	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL)
 	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --views stored --label state --name reward_ceiling_state_label
+	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --views crop resized --name reward_ceiling_crop
 
 # How the policy's sampled episodes ended (goal, on the target off centre, lifted, elsewhere: LIBERO's
 # state at each episode's last observation), the recipe's SFT rollouts and each round of the seed-1
