@@ -149,6 +149,8 @@ def main() -> None:
     if not split["heldout"]:
         raise SystemExit(f"{path} was trained with no held-out episodes (world_model.holdout_episodes=0)")
     store = ReplayStore.open(os.path.expanduser(args.store))
+    if "crop" in args.views and not 4 <= args.crop <= store.spec.image_size:
+        raise SystemExit(f"--crop {args.crop}: the window must be 4 to {store.spec.image_size} pixels (the store's frames)")
     tokenizer = ImageTokenizer.load(path / "tokenizer")
     cfg = FrameRewardConfig(steps=args.steps, seed=args.seed)
     fit, val, held = (load_episodes(store, x) for x in (*training_split(split["train"], cfg), split["heldout"]))
