@@ -30,7 +30,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import draw_sim_starts, provenance, save_figure, write_result  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_branch_start_args,
+    draw_sim_starts,
+    provenance,
+    save_figure,
+    write_result,
+)
 
 
 def starts(args):
@@ -77,18 +83,9 @@ def summarize(succ: np.ndarray, to_go: np.ndarray, start_ok: np.ndarray, seed: i
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", required=True)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--tasks", default="0-3")
-    ap.add_argument("--start-states", type=int, default=16, dest="start_states")
-    ap.add_argument("--group-size", type=int, default=8, dest="group_size")
+    add_branch_start_args(ap, start_states=16)
     ap.add_argument("--n-chunks", type=int, nargs="+", default=[2, 4, 8], dest="n_chunks")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0])
-    ap.add_argument("--sampler", default="reverse", choices=("uniform", "reverse"))
-    ap.add_argument("--start-window", type=int, default=8, dest="start_window")
-    ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="branch_signal")
     return ap
 

@@ -86,6 +86,21 @@ def draw_sim_starts(args, columns: tuple[str, ...] = ()):
     return store, ep, chunk, table, sims
 
 
+def add_branch_start_args(ap, start_states: int) -> None:
+    """The arguments of a benchmark that branches the policy in LIBERO from start states drawn by
+    :func:`draw_sim_starts` (``--group-size`` branches from each), run by ``--workers`` env runners."""
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--tasks", default="0-3")
+    ap.add_argument("--start-states", type=int, default=start_states, dest="start_states")
+    ap.add_argument("--group-size", type=int, default=8, dest="group_size")
+    ap.add_argument("--sampler", default="reverse", choices=("uniform", "reverse"))
+    ap.add_argument("--start-window", type=int, default=8, dest="start_window")
+    ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+
+
 def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
     """Exact two-sided McNemar test of paired outcomes (the same init states under two policies):
     only the discordant pairs count; p = P(a Binomial(n_discordant, 1/2) is as unbalanced)."""

@@ -40,7 +40,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import draw_sim_starts, provenance, save_figure, write_result  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_branch_start_args,
+    draw_sim_starts,
+    provenance,
+    save_figure,
+    write_result,
+)
 
 
 def variance_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,18 +158,9 @@ def fitted_critics(args, res: list[dict], gamma: float, shape: tuple[int, int]) 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", required=True)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--tasks", default="0-3")
-    ap.add_argument("--start-states", type=int, default=24, dest="start_states")
-    ap.add_argument("--group-size", type=int, default=8, dest="group_size")
+    add_branch_start_args(ap, start_states=24)
     ap.add_argument("--continuations", type=int, default=2)
     ap.add_argument("--n-prefix", type=int, default=2, dest="n_prefix")
-    ap.add_argument("--sampler", default="reverse", choices=("uniform", "reverse"))
-    ap.add_argument("--start-window", type=int, default=8, dest="start_window")
-    ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--critic", action="store_true",
                     help="also order the prefixes by a value head fitted on real Monte-Carlo returns (frozen trunk)")
     ap.add_argument("--critic-trunk", type=int, default=0, dest="critic_trunk", metavar="STEPS",
