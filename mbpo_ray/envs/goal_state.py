@@ -134,7 +134,8 @@ def goal_states(store, rows: list[tuple[str, int]], image_size: int = 128) -> Go
 def _measure_task(env: LiberoEnv, store, rows: list[tuple[str, int]], idx: list[int], out: dict) -> None:
     states: dict[str, tuple[list, float]] = {}  # per episode: recorded states, the object's first height
     goal = goal_of(env)
-    for (eid, row), i in zip(rows, idx, strict=True):
+    targets = np.zeros((len(rows), 3))
+    for k, ((eid, row), i) in enumerate(zip(rows, idx, strict=True)):
         if eid not in states:
             recorded = store.read_episode(eid, ["sim_state"]).column("sim_state").to_pylist()
             if not recorded or not recorded[0]:
@@ -147,7 +148,8 @@ def _measure_task(env: LiberoEnv, store, rows: list[tuple[str, int]], idx: list[
         g = measure(env, recorded[row], goal)
         out["satisfied"][i], out["contact"][i] = g.satisfied, g.contact
         out["offset_xy"][i], out["height"][i], out["lift"][i] = g.offset_xy, g.height, g.object_z - first
-        out["target_px"][i] = head_pixels(env, g.target_xyz[None])[0]
+        targets[k] = g.target_xyz
+    out["target_px"][idx] = head_pixels(env, targets)  # one fixed camera: projected together
 
 
 def last_observations(store, eps: list) -> tuple[np.ndarray, np.ndarray]:
