@@ -107,13 +107,13 @@ def view_stats(ep: Episodes, rows: np.ndarray, head: np.ndarray, wrist: np.ndarr
     return out
 
 
-def action_sensitivity(ep: Episodes, rows: np.ndarray, rec: ImaginedRows, other: ImaginedRows, sel: np.ndarray,
+def action_sensitivity(recorded: dict, ep: Episodes, rows: np.ndarray, other: ImaginedRows, sel: np.ndarray,
                        size: int) -> dict:
-    """PSNR per view of the imagined next frames under the recorded chunk and under another time step's
-    chunk, on the selected ``rows`` (``sel`` picks them out of the imagined arrays)."""
-    mine = view_stats(ep, rows, rec.head[sel], rec.wrist[sel], size)
+    """PSNR per view of the imagined next frames under the recorded chunk (``recorded``: their
+    :func:`view_stats`, already computed) and under another time step's chunk, on the selected
+    ``rows`` (``sel`` picks them out of ``other``'s arrays)."""
     theirs = view_stats(ep, rows, other.head[sel], other.wrist[sel], size)
-    return {v: {"psnr_recorded": mine[v]["psnr"], "psnr_other": theirs[v]["psnr"]} for v in ("head", "wrist")}
+    return {v: {"psnr_recorded": recorded[v]["psnr"], "psnr_other": theirs[v]["psnr"]} for v in ("head", "wrist")}
 
 
 def round_trip(wm, ep: Episodes) -> dict[str, np.ndarray]:
@@ -186,14 +186,16 @@ def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, tem
     changed["padded_nonfinal"] = imagine_rows(wm, ep, rows, padded_nonfinal(ep, rows, rng), temperature, seed)
     report["counterfactual"] = {k: reward_stats(v.p_yes, truth) for k, v in changed.items()}
     other = imagine_rows(wm, ep, rows, other_time_step(ep, rows, rng), temperature, seed)
-    report["action_sensitivity"] = action_sensitivity(ep, rows, rec, other, np.ones(len(rows), bool), size)
+    report["action_sensitivity"] = action_sensitivity(report, ep, rows, other, np.ones(len(rows), bool), size)
     src = np.array([sources[ep.row_episode[k]] for k in rows])
     selections = {name: src == key for name, key in (("demo", "demo"), ("policy", "real")) if (src == key).any()}
-    report["by_source"] = {name: {**view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size, recon),
-                                  "reward": reward_stats(rec.p_yes[sel], truth[sel]),
-                                  "counterfactual": {k: reward_stats(v.p_yes[sel], truth[sel]) for k, v in changed.items()},
-                                  "action_sensitivity": action_sensitivity(ep, rows[sel], rec, other, sel, size)}
-                           for name, sel in selections.items()}
+    report["by_source"] = {}
+    for name, sel in selections.items():
+        stats = view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size, recon)
+        report["by_source"][name] = {
+            **stats, "reward": reward_stats(rec.p_yes[sel], truth[sel]),
+            "counterfactual": {k: reward_stats(v.p_yes[sel], truth[sel]) for k, v in changed.items()},
+            "action_sensitivity": action_sensitivity(stats, ep, rows[sel], other, sel, size)}
     if rec.p_frames is not None:
         report["frame_reward"] = frame_reward_report(wm, ep, rows, changed, selections, recon)
     return report
