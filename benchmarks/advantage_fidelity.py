@@ -127,32 +127,17 @@ def critic_values(args, br, real_last: tuple[np.ndarray, np.ndarray]) -> dict[st
     ``bootstrapped``, the value head on the policy's frozen trunk (``rl.critic.fitted_value_head``), and
     with ``--critic-trunk STEPS`` ``bootstrapped_trunk``, a copy of the whole policy fitted for that many
     steps (``fitted_value_network``)."""
-    import torch
-
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.policy import Observations, load_policy
-    from mbpo_ray.rl.critic import (
-        fitted_value_head,
-        fitted_value_network,
-        network_values,
-        real_returns,
-        value_features,
-    )
+    from mbpo_ray.rl.critic import fitted_critic_values, real_returns
 
     policy = load_policy(os.path.expanduser(args.policy)).eval()
     rr = real_returns(os.path.expanduser(args.store), args.gamma, parse_task_ids(args.tasks), max_rows=10**7,
                       seed=args.seed)
     proprio = np.zeros((len(br.instruction), 8), np.float32)
     views = [Observations(h, w, proprio, list(br.instruction)) for h, w in ((br.final_head, br.final_wrist), real_last)]
-    head = fitted_value_head(policy, rr, seed=args.seed)
-    with torch.no_grad():
-        out = {"bootstrapped": tuple(head(torch.from_numpy(value_features(policy, obs))).squeeze(-1).numpy()
-                                     .astype(np.float64) for obs in views)}
-    if args.critic_trunk:  # a critic with a trunk of its own, trained for value
-        net = fitted_value_network(policy, rr, steps=args.critic_trunk, seed=args.seed)
-        with torch.no_grad():
-            out["bootstrapped_trunk"] = tuple(network_values(net, obs).numpy().astype(np.float64) for obs in views)
-    return out
+    names = {"value_head": "bootstrapped", "whole_policy": "bootstrapped_trunk"}
+    return {names[k]: tuple(v) for k, v in fitted_critic_values(policy, rr, views, args.critic_trunk, args.seed).items()}
 
 
 def score_bootstrapped(answers: dict, v_im: np.ndarray, success: np.ndarray, v_real: np.ndarray, group: np.ndarray,

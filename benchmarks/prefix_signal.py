@@ -128,32 +128,18 @@ def fitted_critics(args, res: list[dict], gamma: float, shape: tuple[int, int]) 
     """V(the prefix's last observation), (S, G), per critic fitted on the real Monte-Carlo returns of
     ``--critic-store``: the policy's value head on its frozen trunk, and with ``--critic-trunk`` a copy
     of the whole policy (``mbpo_ray.rl.critic``)."""
-    import torch
-
     from mbpo_ray.config import parse_task_ids
     from mbpo_ray.policy import Observations, load_policy
-    from mbpo_ray.rl.critic import (
-        fitted_value_head,
-        fitted_value_network,
-        network_values,
-        real_returns,
-        value_features,
-    )
+    from mbpo_ray.rl.critic import fitted_critic_values, real_returns
 
     policy = load_policy(args.policy).eval()
     rr = real_returns(os.path.expanduser(args.critic_store or args.store), gamma, parse_task_ids(args.tasks),
                       max_rows=10**7, seed=args.seed)
     obs = Observations(np.stack([r["final_head"] for r in res]), np.stack([r["final_wrist"] for r in res]),
                        np.zeros((len(res), 8), np.float32), [r["instruction"] for r in res])
-    head = fitted_value_head(policy, rr, seed=args.seed)
-    with torch.no_grad():
-        out = {"value head fitted on real returns": head(torch.from_numpy(value_features(policy, obs))).squeeze(-1)
-               .numpy().astype(np.float64).reshape(shape)}
-    if args.critic_trunk:
-        net = fitted_value_network(policy, rr, steps=args.critic_trunk, seed=args.seed)
-        with torch.no_grad():
-            out["whole-policy critic fitted on them"] = network_values(net, obs).numpy().astype(np.float64).reshape(shape)
-    return out
+    names = {"value_head": "value head fitted on real returns", "whole_policy": "whole-policy critic fitted on them"}
+    return {names[k]: v[0].reshape(shape) for k, v in fitted_critic_values(policy, rr, [obs], args.critic_trunk,
+                                                                          args.seed).items()}
 
 
 def parser() -> argparse.ArgumentParser:

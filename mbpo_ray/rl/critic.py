@@ -151,6 +151,25 @@ def fitted_value_network(policy, rr: RealReturns, steps: int = 2000, seed: int =
     return fit_value_network(policy, rr, ~val, val, steps, seed)[0]
 
 
+def fitted_critic_values(policy, rr: RealReturns, views: list[Observations], trunk_steps: int = 0,
+                         seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """V of every observation of each of ``views`` (float64, one array per view) per critic fitted on
+    real Monte-Carlo returns ``rr``: ``value_head``, the policy's value head on its frozen trunk
+    (:func:`fitted_value_head`), and with ``trunk_steps`` ``whole_policy``, a copy of the whole policy
+    fitted that many steps (:func:`fitted_value_network`)."""
+    import torch
+
+    head = fitted_value_head(policy, rr, seed=seed)
+    with torch.no_grad():
+        out = {"value_head": [head(torch.from_numpy(value_features(policy, obs))).squeeze(-1).numpy().astype(np.float64)
+                              for obs in views]}
+    if trunk_steps:
+        net = fitted_value_network(policy, rr, steps=trunk_steps, seed=seed)
+        with torch.no_grad():
+            out["whole_policy"] = [network_values(net, obs).numpy().astype(np.float64) for obs in views]
+    return out
+
+
 def fitted_copy(policy, feats: np.ndarray, returns: np.ndarray, train: np.ndarray, val: np.ndarray, steps: int,
                 seed: int = 0):
     """(a copy of ``policy``'s value head fitted on the ``train`` rows, early-stopped on the ``val``

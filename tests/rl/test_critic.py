@@ -18,6 +18,8 @@ from mbpo_ray.rl.critic import (
     episode_split,
     fit_value_head,
     fit_value_network,
+    fitted_critic_values,
+    fitted_value_head,
     network_values,
     real_returns,
     value_features,
@@ -107,6 +109,20 @@ def test_a_value_network_trains_its_own_trunk_and_leaves_the_policy(loop_inputs,
     trunk = [n for n, p in net.named_parameters() if not n.startswith("value_head.") and not torch.equal(p, before[n])]
     assert trunk, "the trunk was not trained"
     assert all(torch.equal(p, before[n]) for n, p in policy.named_parameters())  # a copy was fitted
+
+
+def test_fitted_critic_values_score_every_view_with_each_critic(loop_inputs, mixed_store):
+    policy = load_policy(loop_inputs[2]).eval()
+    r = real_returns(mixed_store, 0.9)
+    views = [r.observations(np.arange(3)), r.observations(np.arange(3, len(r)))]
+    vals = fitted_critic_values(policy, r, views, trunk_steps=5, seed=0)
+    assert set(vals) == {"value_head", "whole_policy"}
+    assert [len(v) for v in vals["value_head"]] == [len(v) for v in vals["whole_policy"]] == [3, len(r) - 3]
+    head = fitted_value_head(policy, r, seed=0)  # the same head fitted_value_head fits with that seed
+    with torch.no_grad():
+        expected = head(torch.from_numpy(value_features(policy, views[0]))).squeeze(-1).numpy()
+    np.testing.assert_allclose(vals["value_head"][0], expected, rtol=1e-5, atol=1e-6)
+    assert set(fitted_critic_values(policy, r, views[:1], seed=0)) == {"value_head"}  # no trunk steps, no trunk critic
 
 
 def critic_config(policy_dir: str, **kw) -> dict:
