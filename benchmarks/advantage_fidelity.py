@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, draw_sim_starts, provenance, save_figure, write_result  # noqa: E402
+from mbpo_ray.config import START_SAMPLERS  # noqa: E402
 
 
 def draw_starts(args):
@@ -204,7 +205,7 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=8, dest="group_size")
     ap.add_argument("--n-chunks", type=int, default=2, dest="n_chunks")
     ap.add_argument("--tasks", default="0-3")
-    ap.add_argument("--sampler", default="reverse", choices=["uniform", "reverse"])
+    ap.add_argument("--sampler", default="reverse", choices=START_SAMPLERS)
     ap.add_argument("--draws", type=int, default=4, help="open-loop world-model draws at --temperature")
     ap.add_argument("--temperature", type=float, default=1.0, help="the world model's sampling temperature")
     ap.add_argument("--policy-temperature", type=float, default=1.0, dest="policy_temperature",

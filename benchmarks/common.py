@@ -94,7 +94,9 @@ def add_branch_start_args(ap, start_states: int) -> None:
     ap.add_argument("--tasks", default="0-3")
     ap.add_argument("--start-states", type=int, default=start_states, dest="start_states")
     ap.add_argument("--group-size", type=int, default=8, dest="group_size")
-    ap.add_argument("--sampler", default="reverse", choices=("uniform", "reverse"))
+    from mbpo_ray.config import START_SAMPLERS
+
+    ap.add_argument("--sampler", default="reverse", choices=START_SAMPLERS)
     ap.add_argument("--start-window", type=int, default=8, dest="start_window")
     ap.add_argument("--fail-weight", type=float, default=1.0, dest="fail_weight")
     ap.add_argument("--workers", type=int, default=2)

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from benchmarks.common import draw_start_states, mcnemar_exact, write_result  # noqa: E402
+from mbpo_ray.config import START_SAMPLERS  # noqa: E402
 
 
 def measure(world_model: str, policy_dir: str, table, to_go: np.ndarray, size: int, args, starts=None) -> dict:
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--trained-policy", dest="trained_policy",
                     help="compare this policy with --policy in the --after world model, paired per start state")
     ap.add_argument("--real", action="store_true", help="also replay the sampled branches in LIBERO")
-    ap.add_argument("--sampler", default="uniform", choices=["uniform", "reverse"],
+    ap.add_argument("--sampler", default="uniform", choices=START_SAMPLERS,
                     help="how start states are drawn (mbpo.start_sampler at iteration 0, default mbpo settings)")
     ap.add_argument("--name", default="imagined_success", help="result name: benchmarks/results/NAME.json")
     args = ap.parse_args()

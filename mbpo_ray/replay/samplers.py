@@ -10,6 +10,11 @@ those rows (:meth:`ReplayStore.read_start_states`).
   starts back towards the beginning of the task. Every state of a failed episode (a policy rollout
   that did not succeed) is a state the policy fails from: those are drawn uniformly, with the
   episode's weight multiplied by ``mbpo.fail_weight``.
+* ``grasp``: starts just before the policy commits to a grasp: the ``window`` chunk boundaries up to
+  and including each episode's ``grasp_chunk`` (the first chunk whose actions close the gripper),
+  ``window`` as for ``reverse``, failed episodes weighted by ``mbpo.fail_weight``. From there a short
+  branch plays the grasp itself, which decides more of a pick-and-place episode than any other two
+  chunks do (``benchmarks/prefix_signal.py`` measures how much).
 
 :func:`chunks_to_go` gives each start's distance to its episode's end, the bucket under which the
 driver logs imagined success.
@@ -63,7 +68,24 @@ def reverse(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_
     return idx[pick], chunks[pick] - span[pick] + offset
 
 
-SAMPLERS: dict[str, Callable[..., Draw]] = {"uniform": uniform, "reverse": reverse}
+def grasp(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id: int | None = None,
+          iteration: int = 0, mc=None) -> Draw:
+    idx = np.array([i for i in _eligible(episodes, task_id) if episodes[i].grasp_chunk >= 0], dtype=np.int64)
+    if not len(idx):
+        raise ReplayError("start_sampler=grasp: no stored episode closes the gripper (the last action dimension "
+                          "never > 0); use mbpo.start_sampler=reverse")
+    window = mc.start_window + int(mc.start_window_growth * iteration)
+    last = np.array([episodes[i].grasp_chunk for i in idx], dtype=np.int64)  # the boundary before the grasp
+    span = np.minimum(last + 1, window)
+    weight = span * np.where([episodes[i].success for i in idx], 1.0, mc.fail_weight)
+    if weight.sum() <= 0:
+        raise ReplayError("mbpo.fail_weight=0 leaves no start states: the store holds only failed episodes")
+    pick = rng.choice(len(idx), size=n, p=weight / weight.sum())
+    back = (rng.random(n) * span[pick]).astype(np.int64)
+    return idx[pick], last[pick] - back
+
+
+SAMPLERS: dict[str, Callable[..., Draw]] = {"uniform": uniform, "reverse": reverse, "grasp": grasp}
 
 
 def draw_groups(episodes: list[EpisodeMeta], n: int, tasks, rng: np.random.Generator, iteration: int, mc

@@ -50,6 +50,7 @@ class EpisodeMeta:
     success: bool
     env_steps: int
     source: str
+    grasp_chunk: int = -1  # first chunk whose actions close the gripper (-1: none); see _grasp_chunk
 
 
 def _resolve(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
@@ -115,7 +116,7 @@ class ReplayStore:
     def append(self, data: pa.RecordBatch | pa.Table | list[pa.RecordBatch]) -> str:
         """Commit rows atomically as one new data file. Returns the part name."""
         table = self._as_table(data)
-        episodes = _episode_runs(table)
+        episodes = _episode_runs(table, self.spec.action_dim)
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         data_path = f"{self.root}/data/{name}.arrow"
         options = pa.ipc.IpcWriteOptions(
@@ -198,6 +199,10 @@ class ReplayStore:
         entry = dict(entry, name=name, offsets=np.cumsum([0] + entry["batches"]).tolist())
         self._parts.append(entry)
         self._part_names.add(name)
+        if any("grasp_chunk" not in ep for ep in entry["episodes"]):  # a part written before the field
+            runs = _episode_runs(self.read_part(part, list(RUN_COLUMNS)), self.spec.action_dim)
+            entry["episodes"] = [dict(ep, grasp_chunk=r["grasp_chunk"]) for ep, r in zip(entry["episodes"], runs,
+                                                                                        strict=True)]
         for ep in entry["episodes"]:
             self._episodes.append(EpisodeMeta(part=part, **ep))
 
@@ -366,13 +371,25 @@ class ReplayStore:
         return table.take(pa.array(inverse))
 
 
-def _episode_runs(table: pa.Table) -> list[dict[str, Any]]:
+RUN_COLUMNS = ("episode_id", "suite", "task_id", "success", "is_last", "num_actions", "source", "actions")
+
+
+def _grasp_chunk(actions: np.ndarray, num_actions: np.ndarray, action_dim: int) -> int:
+    """The first chunk of an episode whose executed actions close the gripper (the last action
+    dimension > 0: LIBERO's and robosuite's -1 open / +1 close), -1 when none does. That is where a
+    pick-and-place policy commits to a grasp, the decision a short branch from just before it sees."""
+    for i, (chunk, k) in enumerate(zip(actions, num_actions, strict=True)):
+        if k and (chunk.reshape(-1, action_dim)[: int(k), -1] > 0).any():
+            return i
+    return -1
+
+
+def _episode_runs(table: pa.Table, action_dim: int) -> list[dict[str, Any]]:
     """Episode metadata of contiguous runs of episode_id; checks terminal rows come last."""
-    cols = table.select(
-        ["episode_id", "suite", "task_id", "success", "is_last", "num_actions", "source"]
-    ).to_pydict()
-    runs, start = [], 0
+    cols = table.select([c for c in RUN_COLUMNS if c != "actions"]).to_pydict()
     n = table.num_rows
+    actions = table.column("actions").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
+    runs, start = [], 0
     for i in range(1, n + 1):
         if i == n or cols["episode_id"][i] != cols["episode_id"][start]:
             last = cols["is_last"][start:i]
@@ -389,6 +406,7 @@ def _episode_runs(table: pa.Table) -> list[dict[str, Any]]:
                     "success": bool(any(cols["success"][start:i])),
                     "env_steps": int(sum(cols["num_actions"][start:i])),
                     "source": cols["source"][start],
+                    "grasp_chunk": _grasp_chunk(actions[start:i], cols["num_actions"][start:i], action_dim),
                 }
             )
             start = i

@@ -11,12 +11,14 @@ from mbpo_ray.replay import EpisodeMeta, ReplayError
 from mbpo_ray.replay.samplers import SAMPLERS, chunks_to_go
 
 
-def meta(i: int, chunks: int, success: bool, task: int = 0) -> EpisodeMeta:
+def meta(i: int, chunks: int, success: bool, task: int = 0, grasp: int = -1) -> EpisodeMeta:
     return EpisodeMeta(episode_id=f"e{i}", part=0, first_row=0, rows=chunks + 1, chunks=chunks, suite="libero_spatial",
-                       task_id=task, success=success, env_steps=10 * chunks, source="demo" if success else "real")
+                       task_id=task, success=success, env_steps=10 * chunks, source="demo" if success else "real",
+                       grasp_chunk=grasp)
 
 
-EPISODES = [meta(0, 20, True), meta(1, 12, True), meta(2, 22, False), meta(3, 15, True, task=1)]
+EPISODES = [meta(0, 20, True, grasp=5), meta(1, 12, True, grasp=1), meta(2, 22, False, grasp=8),
+            meta(3, 15, True, task=1)]
 
 
 def mc(**kw):
@@ -50,6 +52,17 @@ def test_uniform_covers_every_boundary_and_bad_draws_fail_clearly():
         SAMPLERS["uniform"](EPISODES, 1, rng, 7)
     with pytest.raises(ReplayError, match="fail_weight=0"):
         SAMPLERS["reverse"]([EPISODES[2]], 1, rng, 0, 0, mc(fail_weight=0.0))
+
+
+def test_grasp_starts_just_before_the_first_gripper_close_and_widens():
+    rng = np.random.default_rng(0)
+    ep, chunk = SAMPLERS["grasp"](EPISODES, 20000, rng, 0, 0, mc(fail_weight=2.0))
+    assert {e: set(chunk[ep == e]) for e in (0, 1, 2)} == {0: {4, 5}, 1: {0, 1}, 2: {7, 8}}
+    assert (ep == 2).mean() == pytest.approx(4 / 8, abs=0.015)  # 2 boundaries each, the failure x 2
+    ep, chunk = SAMPLERS["grasp"](EPISODES, 4000, rng, 0, 4, mc(fail_weight=1.0))  # window 2 + 2
+    assert set(chunk[ep == 0]) == {2, 3, 4, 5} and set(chunk[ep == 1]) == {0, 1}  # not before chunk 0
+    with pytest.raises(ReplayError, match="no stored episode closes the gripper"):
+        SAMPLERS["grasp"](EPISODES, 1, rng, 1, 0, mc())  # task 1's episode never closes it
 
 
 def test_groups_take_an_equal_share_per_task_and_repeat_each_start():

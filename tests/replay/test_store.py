@@ -336,3 +336,28 @@ def test_merge_copies_every_episode_once_and_refuses_bad_input(tmp_path):
         [m.episode_id for m in b.episodes[:3]]
     with pytest.raises(ReplayError, match="max_episodes=0"):
         merge_stores(str(tmp_path / "none"), {"a": a}, max_episodes=0)
+
+
+def _gripper_episode(closes_at: int | None, chunks: int = 4):
+    """An episode whose gripper stays open (-1) except from action 2 of chunk ``closes_at`` on."""
+    b = EpisodeBuilder(TINY, suite="libero_spatial", task_id=0, instruction="task 0", source="real")
+    rng = np.random.default_rng(0)
+    for c in range(chunks):
+        a = rng.uniform(-1, 1, (TINY.chunk_size, TINY.action_dim)).astype(np.float32)
+        a[:, -1] = -1.0
+        if closes_at is not None and c >= closes_at:
+            a[2 if c == closes_at else 0:, -1] = 1.0
+        b.add_chunk(random_obs(rng, TINY), a, reward=0.0, success=False, done=c == chunks - 1)
+    return b.finish(random_obs(rng, TINY))
+
+
+def test_grasp_chunk_is_the_first_chunk_that_closes_the_gripper_and_old_manifests_get_it(tmp_path):
+    store = ReplayStore.create(str(tmp_path / "s"), TINY)
+    for closes_at in (2, 0, None):
+        store.append(_gripper_episode(closes_at))
+    assert [e.grasp_chunk for e in store.episodes] == [2, 0, -1]
+    for entry in (tmp_path / "s" / "manifest").glob("*.json"):  # as a store written before the field
+        manifest = json.loads(entry.read_text())
+        manifest["episodes"] = [{k: v for k, v in ep.items() if k != "grasp_chunk"} for ep in manifest["episodes"]]
+        entry.write_text(json.dumps(manifest))
+    assert [e.grasp_chunk for e in ReplayStore.open(str(tmp_path / "s")).episodes] == [2, 0, -1]
