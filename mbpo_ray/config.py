@@ -119,7 +119,7 @@ OBJECTIVES = ("ppo", "grpo", "bc")  # mbpo.objective (mbpo_ray.rl.objectives)
 ADV_NORMS = ("mean", "std", "none")  # mbpo.adv_norm
 MODES = ("mbpo", "online", "simulator")  # mbpo.mode: where the branches come from (mbpo_ray/rl/online.py)
 REWARD_MODES = ("hard", "soft")  # mbpo.reward_mode (mbpo_ray.rl.objectives.branch_returns)
-START_SAMPLERS = ("uniform", "reverse", "grasp")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
+START_SAMPLERS = ("uniform", "reverse", "grasp", "initial")  # mbpo.start_sampler (mbpo_ray.replay.samplers)
 PLACEMENTS = tuple(STRATEGIES)  # mbpo.learner_placement (Ray's placement strategies)
 LEARNER_BACKENDS = ("ddp", "fsdp")  # mbpo.learner_backend (learners/sharding.py)
 
@@ -267,7 +267,8 @@ class MBPOConfig:
     # where branches start: uniform over every stored chunk boundary, or reverse: a window of the last
     # start_window chunks of each successful episode, widening by start_window_growth chunks per
     # iteration (a reverse curriculum); states of failed episodes are drawn fail_weight times as often;
-    # or grasp: the start_window chunk boundaries up to each episode's first gripper close
+    # or grasp: the start_window chunk boundaries up to each episode's first gripper close; or initial:
+    # every episode's first state
     start_sampler: str = "uniform"
     start_window: int = 3
     start_window_growth: float = 0.5

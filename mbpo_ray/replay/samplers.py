@@ -15,6 +15,8 @@ those rows (:meth:`ReplayStore.read_start_states`).
   ``window`` as for ``reverse``, failed episodes weighted by ``mbpo.fail_weight``. From there a short
   branch plays the grasp itself, which decides more of a pick-and-place episode than any other two
   chunks do (``benchmarks/prefix_signal.py`` measures how much).
+* ``initial``: the first state of every episode (the task's init state after LIBERO's settle steps),
+  episodes equally likely: with ``n_chunks`` as long as an episode, whole episodes are imagined.
 
 :func:`chunks_to_go` gives each start's distance to its episode's end, the bucket under which the
 driver logs imagined success.
@@ -85,7 +87,14 @@ def grasp(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id
     return idx[pick], last[pick] - back
 
 
-SAMPLERS: dict[str, Callable[..., Draw]] = {"uniform": uniform, "reverse": reverse, "grasp": grasp}
+def initial(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id: int | None = None,
+            iteration: int = 0, mc=None) -> Draw:
+    idx = _eligible(episodes, task_id)
+    return idx[rng.choice(len(idx), size=n)], np.zeros(n, dtype=np.int64)
+
+
+SAMPLERS: dict[str, Callable[..., Draw]] = {"uniform": uniform, "reverse": reverse, "grasp": grasp,
+                                            "initial": initial}
 
 
 def draw_groups(episodes: list[EpisodeMeta], n: int, tasks, rng: np.random.Generator, iteration: int, mc

@@ -65,6 +65,12 @@ def test_grasp_starts_just_before_the_first_gripper_close_and_widens():
         SAMPLERS["grasp"](EPISODES, 1, rng, 1, 0, mc())  # task 1's episode never closes it
 
 
+def test_initial_draws_the_first_state_of_every_episode_of_the_task():
+    ep, chunk = SAMPLERS["initial"](EPISODES, 3000, np.random.default_rng(0), 0, 5, mc())
+    assert set(chunk) == {0} and set(ep) == {0, 1, 2}
+    assert np.bincount(ep).min() > 900  # episodes equally likely, whatever their length
+
+
 def test_groups_take_an_equal_share_per_task_and_repeat_each_start():
     from mbpo_ray.replay.samplers import draw_groups
 
