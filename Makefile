@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long clean
 
 install: $(STAMP)
 
@@ -215,6 +215,16 @@ wm-onpolicy-long: wm-onpolicy
 # ones (benchmarks/results/advantage_fidelity_onpolicy.json; about 20 min here)
 advantage-fidelity-onpolicy: wm-onpolicy
 	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 4 --fail-weight 4 --critic --critic-trunk 2000 --name advantage_fidelity_onpolicy --arrays $(RECIPE)/advantage_fidelity_onpolicy.npz
+
+# The longer-trained world model (wm-onpolicy-long) imagining whole episodes of the SFT policy from 128
+# recorded init states (22 chunks, LIBERO's time limit), every episode's actions replayed in LIBERO:
+# are its imagined successes real ones? (benchmarks/results/imagined_whole_episodes.json; 22 min here)
+# And 4-chunk branches, with both critics, as advantage-fidelity-onpolicy does for 2
+# (benchmarks/results/advantage_fidelity_n4.json; about 25 min here)
+imagined-long: wm-onpolicy
+	@test -f $(RECIPE)/wm_all_long/wm/best.json || $(MAKE) --no-print-directory wm-onpolicy-long
+	$(BIN)/python benchmarks/imagined_success.py --policy $(RECIPE)/sft/policy --store $(ALL_REAL) --after $(RECIPE)/wm_all_long/wm --start-states 128 --n-chunks 22 --tasks 0-3 --sampler initial --real --name imagined_whole_episodes
+	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all_long/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --n-chunks 4 --draws 3 --tasks 0-3 --sampler reverse --start-window 8 --fail-weight 1 --critic --critic-trunk 2000 --name advantage_fidelity_n4
 
 # How well success reads from one real observation: the frame reward trained on that world model's
 # training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
