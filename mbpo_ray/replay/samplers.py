@@ -13,8 +13,9 @@ those rows (:meth:`ReplayStore.read_start_states`).
 * ``grasp``: starts just before the policy commits to a grasp: the ``window`` chunk boundaries up to
   and including each episode's ``grasp_chunk`` (the first chunk whose actions close the gripper),
   ``window`` as for ``reverse``, failed episodes weighted by ``mbpo.fail_weight``. From there a short
-  branch plays the grasp itself, which decides more of a pick-and-place episode than any other two
-  chunks do (``benchmarks/prefix_signal.py`` measures how much).
+  branch plays the first grasp attempt (``benchmarks/prefix_signal.py --sampler grasp`` measures how
+  much of the episode's outcome that decides: for the recipe's SFT policy, which grasps again after
+  a miss, 7%).
 * ``initial``: the first state of every episode (the task's init state after LIBERO's settle steps),
   episodes equally likely: with ``n_chunks`` as long as an episode, whole episodes are imagined.
 

@@ -376,8 +376,8 @@ RUN_COLUMNS = ("episode_id", "suite", "task_id", "success", "is_last", "num_acti
 
 def _grasp_chunk(actions: np.ndarray, num_actions: np.ndarray, action_dim: int) -> int:
     """The first chunk of an episode whose executed actions close the gripper (the last action
-    dimension > 0: LIBERO's and robosuite's -1 open / +1 close), -1 when none does. That is where a
-    pick-and-place policy commits to a grasp, the decision a short branch from just before it sees."""
+    dimension > 0: LIBERO's and robosuite's -1 open / +1 close), -1 when none does: where a
+    pick-and-place episode's first grasp attempt begins (``mbpo.start_sampler=grasp``)."""
     for i, (chunk, k) in enumerate(zip(actions, num_actions, strict=True)):
         if k and (chunk.reshape(-1, action_dim)[: int(k), -1] > 0).any():
             return i
