@@ -254,6 +254,7 @@ prefix-signal: recipe-data $(ALL_REAL)/store.json
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL)
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 48 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --seed 1 --name prefix_signal_seed1
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 4 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n4
+	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 8 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n8
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler grasp --start-window 2 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_grasp
 
 clean:
