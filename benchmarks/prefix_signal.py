@@ -31,6 +31,7 @@ over starts). Writes benchmarks/results/NAME.{json,png}.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -41,6 +42,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
+    RESULTS,
     add_branch_start_args,
     draw_sim_starts,
     provenance,
@@ -153,10 +155,18 @@ def parser() -> argparse.ArgumentParser:
                     help="with --critic: also by a copy of the whole policy fitted on them for STEPS steps")
     ap.add_argument("--critic-store", dest="critic_store", help="the store whose returns fit the critics (default --store)")
     ap.add_argument("--name", default="prefix_signal")
+    ap.add_argument("--plot-only", action="store_true", dest="plot_only", help="redraw NAME's PNG from its JSON")
     return ap
 
 
 def main() -> None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plot-only", action="store_true", dest="plot_only")
+    pre.add_argument("--name", default="prefix_signal")
+    only, _ = pre.parse_known_args()
+    if only.plot_only:  # redraw the PNG from the JSON
+        plot(json.loads((RESULTS / f"{only.name}.json").read_text()), only.name)
+        return
     args = parser().parse_args()
     args.policy = os.path.expanduser(args.policy)
     if args.continuations < 2 or args.group_size < 2:
@@ -220,19 +230,22 @@ def plot(r: dict, name: str) -> None:
     tot, dec = (np.array(r["per_start"][k])[order] for k in ("total_variance", "decided_variance"))
     a.bar(x - 0.2, tot, 0.4, label="eventual outcome's variance")
     a.bar(x + 0.2, dec, 0.4, label=f"decided by the first {r['n_prefix']} chunks")
-    a.set_xticks(x, [str(r["chunks_to_go"][i]) for i in order], fontsize=6)
+    a.set_xticks(x, [str(r["chunks_to_go"][i]) for i in order], fontsize=6 if len(x) <= 30 else 4)
     a.set_xlabel("start state (chunks to the end of its recorded episode)")
     a.set_ylabel("variance within the start's branches")
-    a.set_title(f"decided share {r['decided_share']:.2f} (95% CI {r['decided_share_ci95'][0]:.2f}-"
-                f"{r['decided_share_ci95'][1]:.2f}); {r['group_size']} prefixes x {r['continuations']} continuations",
-                fontsize=8)
+    lo, hi = r["decided_share_ci95"]
+    a.set_title(f"decided share {r['decided_share']:.2f} [{lo:.2f}, {hi:.2f}]; {r['group_size']} prefixes x "
+                f"{r['continuations']} continuations", fontsize=8)
     a.legend(fontsize=7)
     names = list(r["concordance"])
-    b.bar(np.arange(len(names)), [r["concordance"][n]["concordance"] for n in names], color="#7f7f7f")
-    b.axhline(0.5, color="#d62728", lw=0.8, ls="--")
-    b.set_xticks(np.arange(len(names)), [f"{n}\n({r['concordance'][n]['pairs']} pairs)" for n in names], fontsize=7)
-    b.set_ylim(0, 1)
-    b.set_ylabel("orders two prefixes as their continuations")
+    y = np.arange(len(names))[::-1]
+    c = np.array([r["concordance"][n]["concordance"] for n in names])
+    ci = np.array([r["concordance"][n].get("ci95", [np.nan, np.nan]) for n in names], float)
+    b.barh(y, c, color="#7f7f7f", xerr=np.abs(ci.T - c), capsize=3, error_kw={"lw": 0.8})
+    b.axvline(0.5, color="#d62728", lw=0.8, ls="--")
+    b.set_yticks(y, [f"{n} ({r['concordance'][n]['pairs']} pairs)" for n in names], fontsize=7)
+    b.set_xlim(0, 1)
+    b.set_xlabel("pairs ordered as their continuations (95% CI over starts)")
     b.set_title("what the end of a prefix shows of what follows (0.5: chance)", fontsize=8)
     save_figure(fig, name)
 
