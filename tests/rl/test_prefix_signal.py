@@ -46,6 +46,25 @@ def test_the_summary_splits_the_variance_and_scores_each_feature_with_an_interva
     assert good["ci95"][0] > noise["ci95"][1]
 
 
+def test_plot_only_redraws_the_png_from_the_json(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    y = rng.random((6, 4, 2)) < 0.4
+    out = summarize(y, np.zeros((6, 4), bool), {"feature": rng.random((6, 4))}, seed=0)
+    out["concordance"]["no interval"] = {"pairs": 3, "concordance": 0.5}  # as results written before intervals
+    result = {**out, "chunks_to_go": list(range(1, 7)), "n_prefix": 2, "group_size": 4, "continuations": 2}
+    (tmp_path / "ps.json").write_text(json.dumps(result))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run = subprocess.run([sys.executable, "benchmarks/prefix_signal.py", "--plot-only", "--name", "ps"], cwd=root,
+                         env={**os.environ, "MBPO_RESULTS_DIR": str(tmp_path)}, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "ps.png").stat().st_size > 10_000
+
+
 @pytest.mark.libero
 def test_a_prefix_and_its_continuations_run_from_a_recorded_state():
     from mbpo_ray.config import EnvConfig
