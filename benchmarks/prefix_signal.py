@@ -68,14 +68,16 @@ def variance_split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y.mean((1, 2)) - cross, same - cross
 
 
-def concordance_by_start(feature: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def concordance_by_start(feature: np.ndarray, p: np.ndarray, keep: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Per start: (agreements, pairs) over every pair of its prefixes whose continuations succeeded at
-    different rates (``p`` (S, G)): how often ``feature`` (S, G) orders the pair the same way (ties
-    count half)."""
+    different rates (``p`` (S, G)), both kept by ``keep`` (S, G; default all): how often ``feature``
+    (S, G) orders the pair the same way (ties count half)."""
     hits, pairs = np.zeros(len(p)), np.zeros(len(p), np.int64)
-    for s, (f, q) in enumerate(zip(feature, p, strict=True)):
+    keep = np.ones(p.shape, bool) if keep is None else keep
+    for s, (f, q, k) in enumerate(zip(feature, p, keep, strict=True)):
         i, j = np.triu_indices(len(q), 1)
-        m = q[i] != q[j]
+        m = (q[i] != q[j]) & k[i] & k[j]
         agree = np.sign(f[i] - f[j])[m] * np.sign(q[i] - q[j])[m]
         hits[s], pairs[s] = float((agree > 0).sum() + 0.5 * (agree == 0).sum()), int(m.sum())
     return hits, pairs
@@ -103,13 +105,20 @@ def summarize(y: np.ndarray, prefix_ok: np.ndarray, features: dict[str, np.ndarr
            "per_start": {"total_variance": np.round(total, 4).tolist(), "decided_variance": np.round(decided, 4).tolist()},
            "concordance": {}}
     for name, f in features.items():
-        hits, pairs = concordance_by_start(f, p)
-        ok = [b for b in boot if pairs[b].sum()]
-        out["concordance"][name] = {"pairs": int(pairs.sum()), "starts": int((pairs > 0).sum()),
-                                    "concordance": round(concordance(f, p)[1], 4),
-                                    "ci95": [round(float(x), 4) for x in
-                                             np.percentile([hits[b].sum() / pairs[b].sum() for b in ok], [2.5, 97.5])]}
+        out["concordance"][name] = _concordance_summary(f, p, None, boot)
+        # pairs where neither prefix has succeeded yet: what only a bootstrap can order
+        out.setdefault("concordance_unfinished", {})[name] = _concordance_summary(f, p, ~prefix_ok, boot)
+    out["features"] = {name: np.round(f, 4).tolist() for name, f in features.items()}
     return out
+
+
+def _concordance_summary(f: np.ndarray, p: np.ndarray, keep: np.ndarray | None, boot: np.ndarray) -> dict:
+    hits, pairs = concordance_by_start(f, p, keep)
+    ok = [b for b in boot if pairs[b].sum()]
+    return {"pairs": int(pairs.sum()), "starts": int((pairs > 0).sum()),
+            "concordance": round(float(hits.sum() / pairs.sum()), 4) if pairs.sum() else None,
+            "ci95": [round(float(x), 4) for x in np.percentile([hits[b].sum() / pairs[b].sum() for b in ok], [2.5, 97.5])]
+            if ok else None}
 
 
 def prefix_end_features(args, res: list[dict], prefix_ok: np.ndarray, gamma: float) -> dict[str, np.ndarray]:
@@ -239,8 +248,8 @@ def plot(r: dict, name: str) -> None:
     a.legend(fontsize=7)
     names = list(r["concordance"])
     y = np.arange(len(names))[::-1]
-    c = np.array([r["concordance"][n]["concordance"] for n in names])
-    ci = np.array([r["concordance"][n].get("ci95", [np.nan, np.nan]) for n in names], float)
+    c = np.array([r["concordance"][n]["concordance"] for n in names], float)  # None (no pair): NaN
+    ci = np.array([r["concordance"][n].get("ci95") or [np.nan, np.nan] for n in names], float)
     b.barh(y, c, color="#7f7f7f", xerr=np.abs(ci.T - c), capsize=3, error_kw={"lw": 0.8})
     b.axvline(0.5, color="#d62728", lw=0.8, ls="--")
     b.set_yticks(y, [f"{n} ({r['concordance'][n]['pairs']} pairs)" for n in names], fontsize=7)

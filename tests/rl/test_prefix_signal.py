@@ -46,6 +46,15 @@ def test_the_summary_splits_the_variance_and_scores_each_feature_with_an_interva
     assert good["ci95"][0] > noise["ci95"][1]
 
 
+def test_pairs_a_finished_prefix_orders_are_also_scored_without_it():
+    y = np.array([[[1, 1], [1, 1], [0, 0], [0, 0]]], bool)  # prefix 0 succeeded itself, prefix 1 later
+    prefix_ok = np.array([[True, False, False, False]])
+    out = summarize(y, prefix_ok, {"f": np.array([[1.0, 0.2, 0.5, 0.5]])}, seed=0)
+    assert out["concordance"]["f"]["pairs"] == 4 and out["concordance"]["f"]["concordance"] == 0.5
+    assert out["concordance_unfinished"]["f"] == {"pairs": 2, "starts": 1, "concordance": 0.0, "ci95": [0.0, 0.0]}
+    assert out["features"]["f"] == [[1.0, 0.2, 0.5, 0.5]]
+
+
 def test_plot_only_redraws_the_png_from_the_json(tmp_path):
     import json
     import os
