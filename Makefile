@@ -250,13 +250,15 @@ failure-modes: $(RECIPE)/sil_loop_rounds/online_seed1/made_by.json
 # return and the goal state at its end order the prefixes (benchmarks/results/prefix_signal.json,
 # .png, about 20 min here; prefix_signal_seed1: 48 more starts, about 40 min; prefix_signal_n4: the
 # first 24 starts with 4-chunk prefixes; prefix_signal_grasp: starts at the first grasp;
-# prefix_signal_n8: the first 24 starts with 8-chunk prefixes; prefix_signal_n4_seed1: another 24 with 4)
+# prefix_signal_n8: the first 24 starts with 8-chunk prefixes; prefix_signal_n4_seed1 and _n8_seed1:
+# another 24 with 4 and with 8)
 prefix-signal: recipe-data $(ALL_REAL)/store.json
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL)
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 48 --group-size 8 --continuations 2 --n-prefix 2 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --seed 1 --name prefix_signal_seed1
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 4 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n4
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 4 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --seed 1 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n4_seed1
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 8 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n8
+	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 8 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --seed 1 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n8_seed1
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler grasp --start-window 2 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_grasp
 
 clean:
