@@ -56,18 +56,28 @@ def uniform(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_
     return ep, (rng.random(n) * sizes).astype(np.int64)
 
 
-def reverse(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id: int | None = None,
-            iteration: int = 0, mc=None) -> Draw:
-    idx = _eligible(episodes, task_id)
-    window = mc.start_window + int(mc.start_window_growth * iteration)
-    chunks = np.array([episodes[i].chunks for i in idx], dtype=np.int64)
-    success = np.array([episodes[i].success for i in idx], dtype=bool)
-    span = np.where(success, np.minimum(chunks, window), chunks)  # boundaries each episode offers
+def _window(mc, iteration: int) -> int:
+    return mc.start_window + int(mc.start_window_growth * iteration)
+
+
+def _draw_in_spans(span: np.ndarray, success: np.ndarray, n: int, rng: np.random.Generator, mc
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, offsets): ``n`` episodes drawn in proportion to the ``span`` of boundaries each
+    offers (failed ones ``mc.fail_weight`` times as often), and a uniform offset within each span."""
     weight = span * np.where(success, 1.0, mc.fail_weight)
     if weight.sum() <= 0:
         raise ReplayError("mbpo.fail_weight=0 leaves no start states: the store holds only failed episodes")
-    pick = rng.choice(len(idx), size=n, p=weight / weight.sum())
-    offset = (rng.random(n) * span[pick]).astype(np.int64)  # from the first boundary the episode offers
+    pick = rng.choice(len(span), size=n, p=weight / weight.sum())
+    return pick, (rng.random(n) * span[pick]).astype(np.int64)
+
+
+def reverse(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id: int | None = None,
+            iteration: int = 0, mc=None) -> Draw:
+    idx = _eligible(episodes, task_id)
+    chunks = np.array([episodes[i].chunks for i in idx], dtype=np.int64)
+    success = np.array([episodes[i].success for i in idx], dtype=bool)
+    span = np.where(success, np.minimum(chunks, _window(mc, iteration)), chunks)  # boundaries each episode offers
+    pick, offset = _draw_in_spans(span, success, n, rng, mc)  # offset from the first boundary offered
     return idx[pick], chunks[pick] - span[pick] + offset
 
 
@@ -77,14 +87,10 @@ def grasp(episodes: list[EpisodeMeta], n: int, rng: np.random.Generator, task_id
     if not len(idx):
         raise ReplayError("start_sampler=grasp: no stored episode closes the gripper (the last action dimension "
                           "never > 0); use mbpo.start_sampler=reverse")
-    window = mc.start_window + int(mc.start_window_growth * iteration)
     last = np.array([episodes[i].grasp_chunk for i in idx], dtype=np.int64)  # the boundary before the grasp
-    span = np.minimum(last + 1, window)
-    weight = span * np.where([episodes[i].success for i in idx], 1.0, mc.fail_weight)
-    if weight.sum() <= 0:
-        raise ReplayError("mbpo.fail_weight=0 leaves no start states: the store holds only failed episodes")
-    pick = rng.choice(len(idx), size=n, p=weight / weight.sum())
-    back = (rng.random(n) * span[pick]).astype(np.int64)
+    success = np.array([episodes[i].success for i in idx], dtype=bool)
+    span = np.minimum(last + 1, _window(mc, iteration))
+    pick, back = _draw_in_spans(span, success, n, rng, mc)  # back from the grasp's boundary
     return idx[pick], last[pick] - back
 
 
