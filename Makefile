@@ -220,11 +220,13 @@ advantage-fidelity-onpolicy: wm-onpolicy
 # recorded init states (22 chunks, LIBERO's time limit), every episode's actions replayed in LIBERO:
 # are its imagined successes real ones? (benchmarks/results/imagined_whole_episodes.json; 22 min here)
 # And 4-chunk branches, with both critics, as advantage-fidelity-onpolicy does for 2
-# (benchmarks/results/advantage_fidelity_n4.json; about 25 min here)
+# (benchmarks/results/advantage_fidelity_n4.json; about 25 min here), and 8-chunk ones
+# (benchmarks/results/advantage_fidelity_n8.json; about 30 min here)
 imagined-long: wm-onpolicy
 	@test -f $(RECIPE)/wm_all_long/wm/best.json || $(MAKE) --no-print-directory wm-onpolicy-long
 	$(BIN)/python benchmarks/imagined_success.py --policy $(RECIPE)/sft/policy --store $(ALL_REAL) --after $(RECIPE)/wm_all_long/wm --start-states 128 --n-chunks 22 --tasks 0-3 --sampler initial --real --name imagined_whole_episodes
 	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all_long/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --n-chunks 4 --draws 3 --tasks 0-3 --sampler reverse --start-window 8 --fail-weight 1 --critic --critic-trunk 2000 --name advantage_fidelity_n4
+	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all_long/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --n-chunks 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 8 --fail-weight 1 --critic --critic-trunk 2000 --name advantage_fidelity_n8
 
 # How well success reads from one real observation: the frame reward trained on that world model's
 # training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
