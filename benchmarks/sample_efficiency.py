@@ -5,7 +5,7 @@ the same few-shot SFT checkpoint, with the project's own loop (`mbpo-ray train`)
         --store DEMO_STORE --work DIR [--tasks 0-3] [--iterations 12] [--eval-every 4] [--episodes 50]
         [--online-episodes 16] [--real-every 2] [--real-episodes 8] [--branches 128] [--group-size 8]
         [--seed 0] [--objective grpo] [--name sample_efficiency] [--set mbpo.FIELD=VALUE ...]
-        [--run-only online mbpo] [--extend]
+        [--run-only online mbpo] [--extend] [--starts-store STORE]
 
 Every run starts from a store holding only the SFT policy's demonstrations (its own copy: both
 methods append what they roll out). ``online``: ``mbpo.mode=online``, each iteration the env runners
@@ -19,7 +19,10 @@ VLA-MBPO in the world model, with ``--real-episodes`` real rollouts of the curre
 demonstrations' plus the run's rollouts (evaluation episodes are not training data). Reported: each
 method's curve, its last point's exact McNemar test against SFT on the same init states, and the real
 env steps online RL needed to reach VLA-MBPO's last success (or that it did not, and how far past
-VLA-MBPO's budget it ran). An interrupted run starts over; with ``--extend`` a complete run of fewer
+VLA-MBPO's budget it ran). ``--starts-store`` (with ``--real-every 0``) gives the ``mbpo`` run a
+recorded store instead, read in place, demonstrations and the policy's rollouts alike (the episodes
+its world model trained on, say): its branches start from those, and every episode of ``--tasks`` in
+it counts in its real-data budget. An interrupted run starts over; with ``--extend`` a complete run of fewer
 iterations continues from its last checkpoint (``mbpo-ray train --resume``). Writes
 benchmarks/results/NAME.{json,png} (``--name``, default sample_efficiency).
 """
@@ -59,6 +62,13 @@ def run_argv(args, method: str, store: Path, out: Path) -> list[str]:
             "--mbpo.worker_cpus=0.5", "--mbpo.wm_learner_cpus=0.25", *(f"--{x}" for x in args.set)]
 
 
+def store_steps(uri: str, tasks: list[int]) -> int:
+    """The env steps of every episode of ``tasks`` in the store ``uri`` (a --starts-store's budget)."""
+    from mbpo_ray.replay import ReplayStore
+
+    return sum(e.env_steps for e in ReplayStore.open(uri).episodes if e.task_id in tasks)
+
+
 def metrics(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -83,9 +93,12 @@ def run(args, method: str, prov: dict) -> Path | None:
         return None
     if args.extend and done and done[-1]["iteration"] < args.iterations and (out / "checkpoint" / "state.json").exists():
         return extend(args, out, prov)
-    for p in (out, store):  # an interrupted run starts over, from a fresh copy of the demonstrations
-        shutil.rmtree(p, ignore_errors=True)
-    budget_store(args.store, args.policy, store)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts over
+    if method == "mbpo" and args.starts_store:
+        store = Path(args.starts_store)  # read in place: with --real-every 0 nothing is appended
+    else:  # from a fresh copy of the demonstrations
+        shutil.rmtree(store, ignore_errors=True)
+        budget_store(args.store, args.policy, store)
     argv = run_argv(args, method, store, out)
     if main(argv):
         raise SystemExit(f"mbpo-ray {' '.join(argv)} failed")
@@ -154,6 +167,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", default="sample_efficiency", help="result file name")
     ap.add_argument("--set", nargs="*", default=[], metavar="mbpo.FIELD=VALUE", help="overrides for both runs")
     ap.add_argument("--run-only", nargs="+", choices=METHODS, dest="run_only")
+    ap.add_argument("--starts-store", dest="starts_store", metavar="STORE",
+                    help="the mbpo run's store, read in place (needs --real-every 0): branch starts from its episodes")
     ap.add_argument("--extend", action="store_true",
                     help="continue a complete run with fewer iterations from its checkpoint instead of starting over")
     return ap
@@ -162,8 +177,11 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     prov = provenance()  # the commit the runs start from (the tree may change while they run)
-    for name in ("policy", "world_model", "store", "work", "sft_eval"):
-        setattr(args, name, os.path.expanduser(getattr(args, name)))
+    for name in ("policy", "world_model", "store", "work", "sft_eval", "starts_store"):
+        if getattr(args, name) is not None:
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
+    if args.starts_store and args.real_every:
+        raise SystemExit("--starts-store is read in place: run it with --real-every 0 (no rollouts appended)")
     if args.iterations % args.eval_every:
         raise SystemExit(f"--iterations {args.iterations} is not a multiple of --eval-every {args.eval_every}: "
                          "the last iteration would not be evaluated")
@@ -181,13 +199,14 @@ def main() -> None:
     for m in METHODS:
         out = run(args, m, prov)
         if out is not None:
-            methods[m] = curve(sft, out, start)
+            methods[m] = curve(sft, out, start if m != "mbpo" or not args.starts_store
+                               else start | {"real_env_steps": store_steps(args.starts_store, tasks)})
     result = {"tasks": tasks, "demonstrations": len(ids), "seed": args.seed,
               "methods": {m: v["points"] for m, v in methods.items()},
               "detail": {m: {k: v for k, v in d.items() if k != "points"} for m, d in methods.items() if m != "sft"},
               "settings": {k: getattr(args, k) for k in ("iterations", "eval_every", "episodes", "online_episodes",
                                                          "real_every", "real_episodes", "branches", "group_size", "objective")}
-              | {"overrides": [f"--{x}" for x in args.set]}}
+              | {"overrides": [f"--{x}" for x in args.set], "starts_store": args.starts_store and Path(args.starts_store).name}}
     if {"online", "mbpo"} <= methods.keys():
         final = methods["mbpo"]["points"][-1]
         result["online_to_reach_mbpo"] = reach(methods["online"]["points"], final["success_rate"],
