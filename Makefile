@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil clean
 
 install: $(STAMP)
 
@@ -227,6 +227,17 @@ imagined-long: wm-onpolicy
 	$(BIN)/python benchmarks/imagined_success.py --policy $(RECIPE)/sft/policy --store $(ALL_REAL) --after $(RECIPE)/wm_all_long/wm --start-states 128 --n-chunks 22 --tasks 0-3 --sampler initial --real --name imagined_whole_episodes
 	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all_long/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --n-chunks 4 --draws 3 --tasks 0-3 --sampler reverse --start-window 8 --fail-weight 1 --critic --critic-trunk 2000 --name advantage_fidelity_n4
 	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all_long/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --n-chunks 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 8 --fail-weight 1 --critic --critic-trunk 2000 --name advantage_fidelity_n8
+
+# Self-imitation on that world model's imagined 8-chunk successes, branched from the states of every
+# recorded episode (recoveries from the policy's own failures included), two seeds and the null
+# control (benchmarks/results/self_imitation_imagined_n8*.json; about 35 min each here)
+SIL8 = --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm_all_long/wm --store $(RECIPE)/demos --starts-store $(ALL_REAL) --tasks 0-3 --iterations 1 --eval-every 1 --episodes 50 --group-size 1 --objective bc --real-every 0 --branches 1024 --run-only mbpo
+SIL8_SET = mbpo.bc_buffer=100000 mbpo.bc_demo_coef=1.0 mbpo.actor_lr=1e-4 mbpo.minibatch_size=16 mbpo.updates_per_batch=1000 mbpo.n_chunks=8 mbpo.start_sampler=reverse mbpo.start_window=8 mbpo.fail_weight=1 mbpo.wm_finetune_every=0 mbpo.max_staleness=0
+imagined-sil: wm-onpolicy
+	@test -f $(RECIPE)/wm_all_long/wm/best.json || $(MAKE) --no-print-directory wm-onpolicy-long
+	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8 --name self_imitation_imagined_n8 --set $(SIL8_SET) mbpo.null_control=false
+	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8_null --name self_imitation_imagined_n8_null --set $(SIL8_SET) mbpo.null_control=true
+	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8 --seed 1 --name self_imitation_imagined_n8_seed1 --set $(SIL8_SET) mbpo.null_control=false
 
 # How well success reads from one real observation: the frame reward trained on that world model's
 # training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
