@@ -238,6 +238,7 @@ imagined-sil: wm-onpolicy
 	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8 --name self_imitation_imagined_n8 --set $(SIL8_SET) mbpo.null_control=false
 	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8_null --name self_imitation_imagined_n8_null --set $(SIL8_SET) mbpo.null_control=true
 	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8 --seed 1 --name self_imitation_imagined_n8_seed1 --set $(SIL8_SET) mbpo.null_control=false
+	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8_null --seed 1 --name self_imitation_imagined_n8_null_seed1 --set $(SIL8_SET) mbpo.null_control=true
 
 # How well success reads from one real observation: the frame reward trained on that world model's
 # training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
