@@ -196,11 +196,12 @@ def main() -> None:
     sft_rate = round(sum(r["success_rate"] for r in sft["tasks"].values()) / len(sft["tasks"]), 4)
     start = {"iteration": 0, "real_env_steps": demo_steps, "success_rate": sft_rate}
     methods = {"sft": {"points": [start]}}
+    starts = {"online": start, "mbpo": start if not args.starts_store  # a recorded store is the run's budget
+              else start | {"real_env_steps": store_steps(args.starts_store, tasks)}}
     for m in METHODS:
         out = run(args, m, prov)
         if out is not None:
-            methods[m] = curve(sft, out, start if m != "mbpo" or not args.starts_store
-                               else start | {"real_env_steps": store_steps(args.starts_store, tasks)})
+            methods[m] = curve(sft, out, starts[m])
     result = {"tasks": tasks, "demonstrations": len(ids), "seed": args.seed,
               "methods": {m: v["points"] for m, v in methods.items()},
               "detail": {m: {k: v for k, v in d.items() if k != "points"} for m, d in methods.items() if m != "sft"},
