@@ -229,9 +229,11 @@ imagined-long: wm-onpolicy
 	$(BIN)/python benchmarks/advantage_fidelity.py --policy $(RECIPE)/sft/policy --world-model $(RECIPE)/wm_all_long/wm --store $(ALL_REAL) --start-states 32 --group-size 8 --n-chunks 8 --draws 3 --tasks 0-3 --sampler reverse --start-window 8 --fail-weight 1 --critic --critic-trunk 2000 --name advantage_fidelity_n8
 
 # Self-imitation on that world model's imagined 8-chunk successes, branched from the states of every
-# recorded episode (recoveries from the policy's own failures included), two seeds and the null
-# control (benchmarks/results/self_imitation_imagined_n8*.json; about 35 min each here)
+# recorded episode (recoveries from the policy's own failures included), three seeds and their null
+# controls (benchmarks/results/self_imitation_imagined_n8*.json; about 35 min each here), then the
+# seeds pooled: against blind choice and against SFT (benchmarks/seed_pool.py)
 SIL8 = --policy $(RECIPE)/sft/policy --sft-eval $(RECIPE)/sft/eval/eval.json --world-model $(RECIPE)/wm_all_long/wm --store $(RECIPE)/demos --starts-store $(ALL_REAL) --tasks 0-3 --iterations 1 --eval-every 1 --episodes 50 --group-size 1 --objective bc --real-every 0 --branches 1024 --run-only mbpo
+SIL8_RUNS = mbpo_seed0 mbpo_seed1 mbpo_seed2
 SIL8_SET = mbpo.bc_buffer=100000 mbpo.bc_demo_coef=1.0 mbpo.actor_lr=1e-4 mbpo.minibatch_size=16 mbpo.updates_per_batch=1000 mbpo.n_chunks=8 mbpo.start_sampler=reverse mbpo.start_window=8 mbpo.fail_weight=1 mbpo.wm_finetune_every=0 mbpo.max_staleness=0
 imagined-sil: wm-onpolicy
 	@test -f $(RECIPE)/wm_all_long/wm/best.json || $(MAKE) --no-print-directory wm-onpolicy-long
@@ -239,6 +241,11 @@ imagined-sil: wm-onpolicy
 	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8_null --name self_imitation_imagined_n8_null --set $(SIL8_SET) mbpo.null_control=true
 	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8 --seed 1 --name self_imitation_imagined_n8_seed1 --set $(SIL8_SET) mbpo.null_control=false
 	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8_null --seed 1 --name self_imitation_imagined_n8_null_seed1 --set $(SIL8_SET) mbpo.null_control=true
+	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8 --seed 2 --name self_imitation_imagined_n8_seed2 --set $(SIL8_SET) mbpo.null_control=false
+	$(BIN)/python benchmarks/sample_efficiency.py $(SIL8) --work $(RECIPE)/sil_imagined_n8_null --seed 2 --name self_imitation_imagined_n8_null_seed2 --set $(SIL8_SET) mbpo.null_control=true
+	$(BIN)/python benchmarks/seed_pool.py --a $(SIL8_RUNS:%=$(RECIPE)/sil_imagined_n8_null/%) --b $(SIL8_RUNS:%=$(RECIPE)/sil_imagined_n8/%) --label-a blind --label-b imagined --name self_imitation_imagined_n8_pooled
+	$(BIN)/python benchmarks/seed_pool.py --a $(RECIPE)/sft/eval/eval.json --b $(SIL8_RUNS:%=$(RECIPE)/sil_imagined_n8/%) --label-a sft --label-b imagined --name self_imitation_imagined_n8_pooled_vs_sft
+	$(BIN)/python benchmarks/seed_pool.py --a $(RECIPE)/sft/eval/eval.json --b $(SIL8_RUNS:%=$(RECIPE)/sil_imagined_n8_null/%) --label-a sft --label-b blind --name self_imitation_imagined_n8_null_pooled_vs_sft
 
 # How well success reads from one real observation: the frame reward trained on that world model's
 # training episodes as stored (128 px), resized to the tokenizer's resolution and through its codec,
