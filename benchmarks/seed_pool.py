@@ -9,6 +9,7 @@ evaluation report (``mbpo-ray eval``'s ``eval.json``); ``--a``'s i-th run is pai
 only one (e.g. the SFT evaluation all seeds started from). Writes benchmarks/results/NAME.json (and .png):
 
 - per seed: both success rates and the exact McNemar test on the (task, init state) both evaluated;
+- per task: each side's success, averaged over the seeds;
 - pooled: the discordant pairs of all seeds summed and tested the same way (a stratified sign test:
   under "no difference" each discordant pair leans either way with probability 1/2, in every seed);
 - the mean difference over seeds with a 95% interval from a paired bootstrap that resamples
@@ -70,6 +71,16 @@ def bootstrap_interval(pairs: list[tuple[Outcomes, Outcomes]], keys: list, resam
     return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
+def per_task(pairs: list[tuple[Outcomes, Outcomes]], keys: list) -> dict[int, dict[str, float]]:
+    """Each side's success per task, averaged over the seeds."""
+    out = {}
+    for t in sorted({k[0] for k in keys}):
+        mine = [k for k in keys if k[0] == t]
+        out[t] = {side: sum(pair[i][k] for pair in pairs for k in mine) / (len(pairs) * len(mine))
+                  for i, side in enumerate(("a", "b"))}
+    return out
+
+
 def compare(a_runs: list[str], b_runs: list[str], resamples: int) -> dict:
     n = max(len(a_runs), len(b_runs))
     if {len(a_runs), len(b_runs)} - {1, n}:
@@ -86,7 +97,7 @@ def compare(a_runs: list[str], b_runs: list[str], resamples: int) -> dict:
     mean_a = sum(s["a"] for s in per_seed) / len(per_seed)
     mean_b = sum(s["b"] for s in per_seed) / len(per_seed)
     return {"pairs": len(keys), "tasks": sorted({k[0] for k in keys}), "seeds": len(pairs),
-            "per_seed": per_seed, "pooled": pooled_test(per_seed),
+            "per_seed": per_seed, "per_task": per_task(pairs, keys), "pooled": pooled_test(per_seed),
             "mean": {"a": mean_a, "b": mean_b, "difference": mean_b - mean_a,
                      "difference_95": bootstrap_interval(pairs, keys, resamples)},
             "runs": {"a": [m for _, m in a_loaded], "b": [m for _, m in b_loaded]}}

@@ -35,6 +35,7 @@ def test_seeds_are_paired_by_position_and_pooled(tmp_path):
     b = [run_folder(tmp_path / "b0", b0), run_folder(tmp_path / "b1", b1)]
     r = seed_pool.compare(a, b, resamples=500)
     assert r["pairs"] == 20 and r["seeds"] == 2
+    assert r["per_task"][0] == {"a": 0.25, "b": pytest.approx(0.4)}
     assert [(s["only_first"], s["only_second"]) for s in r["per_seed"]] == [(1, 3), (0, 2)]
     assert r["per_seed"][0]["a"] == 0.5 and r["per_seed"][0]["b"] == 0.6  # the last evaluation, not the first
     assert (r["pooled"]["only_first"], r["pooled"]["only_second"]) == (1, 5)
