@@ -31,6 +31,13 @@ from benchmarks.common import eval_outcomes, grouped_bars, mcnemar_exact, no_hom
 Outcomes = dict[tuple[int, int], bool]
 
 
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{path}: not readable JSON ({e}); rerun what wrote it") from None
+
+
 def load_outcomes(path: str) -> tuple[Outcomes, dict]:
     """(task, init state) -> success of a run folder's last evaluation or of an eval report, and what
     made it (the run's ``made_by.json``, or the report's checkpoint)."""
@@ -39,14 +46,14 @@ def load_outcomes(path: str) -> tuple[Outcomes, dict]:
         evals = sorted((p / "eval").glob("iter_*.json"), key=lambda f: int(f.stem.split("_")[1]))
         if not evals:
             raise SystemExit(f"{path}: a run folder with no evaluation (eval/iter_*.json); finish the run first")
-        episodes = json.loads(evals[-1].read_text())["episodes"]
+        episodes = read_json(evals[-1])["episodes"]
         made = p / "made_by.json"
-        source = json.loads(made.read_text()) if made.exists() else {}
+        source = read_json(made) if made.exists() else {}
         return {(int(e["task_id"]), int(e["init_state"])): bool(e["success"]) for e in episodes}, \
             {"path": no_home(str(p)), "evaluation": evals[-1].name, **source}
     if not p.is_file():
         raise SystemExit(f"{path}: neither a run folder nor an evaluation report")
-    report = json.loads(p.read_text())
+    report = read_json(p)
     if "tasks" not in report:
         raise SystemExit(f"{path}: not an `mbpo-ray eval` report (no 'tasks')")
     return eval_outcomes(report), {"path": no_home(str(p)), "checkpoint": no_home(str(report.get("checkpoint")))}

@@ -64,3 +64,6 @@ def test_mismatched_or_unfinished_runs_are_refused(tmp_path):
         seed_pool.compare([str(tmp_path / "empty")], runs[:1], resamples=200)
     with pytest.raises(SystemExit, match="neither a run folder"):
         seed_pool.compare([str(tmp_path / "missing.json")], runs[:1], resamples=200)
+    (tmp_path / "r0" / "eval" / "iter_2.json").write_text('{"iteration": 2, "epis')  # cut short
+    with pytest.raises(SystemExit, match="not readable JSON"):
+        seed_pool.compare(runs[:1], runs[1:2], resamples=200)
