@@ -105,16 +105,20 @@ def add_branch_start_args(ap, start_states: int) -> None:
 
 def mcnemar_exact(a: list[bool], b: list[bool]) -> dict:
     """Exact two-sided McNemar test of paired outcomes (the same init states under two policies):
-    only the discordant pairs count; p = P(a Binomial(n_discordant, 1/2) is as unbalanced)."""
-    from math import comb
-
+    only the discordant pairs count (:func:`sign_test_p`)."""
     if len(a) != len(b):
         raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
     only_b = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
     only_a = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    return {"p_value": sign_test_p(only_a, only_b), "only_first": only_a, "only_second": only_b, "pairs": len(a)}
+
+
+def sign_test_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact sign test of discordant pair counts: P(a Binomial(n, 1/2) is as unbalanced)."""
+    from math import comb
+
     n, k = only_a + only_b, min(only_a, only_b)
-    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
-    return {"p_value": p, "only_first": only_a, "only_second": only_b, "pairs": len(a)}
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 
 def eval_outcomes(report: dict) -> dict[tuple[int, int], bool]:
@@ -124,6 +128,24 @@ def eval_outcomes(report: dict) -> dict[tuple[int, int], bool]:
         won = set(r["successes"])
         out.update({(int(t), i): i in won for i in range(r["episodes"])})
     return out
+
+
+def last_evaluation(run: Path) -> int:
+    """The iteration of an ``mbpo-ray train`` run's last evaluation (``OUT/eval/iter_N.json``)."""
+    done = [int(f.stem.split("_")[1]) for f in (run / "eval").glob("iter_*.json")]
+    if not done:
+        raise SystemExit(f"{run}: a run folder with no evaluation (eval/iter_*.json); finish the run first")
+    return max(done)
+
+
+def run_outcomes(run: Path, iteration: int) -> dict[tuple[int, int], bool]:
+    """(task, init state) -> success of an ``mbpo-ray train`` run's evaluation at ``iteration``."""
+    path = run / "eval" / f"iter_{iteration}.json"
+    try:
+        episodes = json.loads(path.read_text())["episodes"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{path}: not readable JSON ({e}); rerun what wrote it") from None
+    return {(int(e["task_id"]), int(e["init_state"])): bool(e["success"]) for e in episodes}
 
 
 def mcnemar_on(a: dict, b: dict, keys: list) -> dict:

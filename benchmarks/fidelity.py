@@ -41,7 +41,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import RESULTS, eval_outcomes, mcnemar_exact, read_result, write_result  # noqa: E402
+from benchmarks.common import RESULTS, eval_outcomes, mcnemar_exact, read_result, run_outcomes, write_result  # noqa: E402
 
 PAPER_LIBERO_LONG = {"mbpo_n1": 63.9, "mbpo_n2": 66.8, "mbpo_n4": 62.9, "mbpo_full": 52.8}
 
@@ -163,12 +163,10 @@ def run_mbpo(args, store: str, m: Method, seed: int) -> Path | None:
 
 def paired_outcomes(sft: dict, run: Path, iteration: int) -> tuple[list[bool], list[bool], list[int]]:
     """SFT's and the run's outcome on each (task, init state) both evaluated; the init states used."""
-    mine = json.loads((run / "eval" / f"iter_{iteration}.json").read_text())["episodes"]
-    base = eval_outcomes(sft)
-    pairs = [(base[(e["task_id"], e["init_state"])], e["success"]) for e in mine if (e["task_id"], e["init_state"]) in base]
-    if len(pairs) != len(mine):
+    mine, base = run_outcomes(run, iteration), eval_outcomes(sft)
+    if set(mine) - set(base):
         raise SystemExit(f"{run}: evaluated init states that the SFT evaluation did not: no paired test")
-    return [a for a, _ in pairs], [b for _, b in pairs], sorted({e["init_state"] for e in mine})
+    return [base[k] for k in mine], list(mine.values()), sorted({i for _, i in mine})
 
 
 def near_goal_thirds(logs: list[dict], third: int) -> dict:

@@ -26,16 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import eval_outcomes, grouped_bars, mcnemar_exact, no_home, write_result  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    eval_outcomes,
+    grouped_bars,
+    last_evaluation,
+    mcnemar_exact,
+    no_home,
+    run_outcomes,
+    sign_test_p,
+    write_result,
+)
+from benchmarks.self_imitation import made_by  # noqa: E402
 
 Outcomes = dict[tuple[int, int], bool]
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SystemExit(f"{path}: not readable JSON ({e}); rerun what wrote it") from None
 
 
 def load_outcomes(path: str) -> tuple[Outcomes, dict]:
@@ -43,17 +46,14 @@ def load_outcomes(path: str) -> tuple[Outcomes, dict]:
     made it (the run's ``made_by.json``, or the report's checkpoint)."""
     p = Path(os.path.expanduser(path))
     if p.is_dir():
-        evals = sorted((p / "eval").glob("iter_*.json"), key=lambda f: int(f.stem.split("_")[1]))
-        if not evals:
-            raise SystemExit(f"{path}: a run folder with no evaluation (eval/iter_*.json); finish the run first")
-        episodes = read_json(evals[-1])["episodes"]
-        made = p / "made_by.json"
-        source = read_json(made) if made.exists() else {}
-        return {(int(e["task_id"]), int(e["init_state"])): bool(e["success"]) for e in episodes}, \
-            {"path": no_home(str(p)), "evaluation": evals[-1].name, **source}
+        it = last_evaluation(p)
+        return run_outcomes(p, it), {"path": no_home(str(p)), "evaluation": f"iter_{it}.json", **made_by(p)}
     if not p.is_file():
         raise SystemExit(f"{path}: neither a run folder nor an evaluation report")
-    report = read_json(p)
+    try:
+        report = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{p}: not readable JSON ({e}); rerun what wrote it") from None
     if "tasks" not in report:
         raise SystemExit(f"{path}: not an `mbpo-ray eval` report (no 'tasks')")
     return eval_outcomes(report), {"path": no_home(str(p)), "checkpoint": no_home(str(report.get("checkpoint")))}
@@ -63,8 +63,7 @@ def pooled_test(per_seed: list[dict]) -> dict:
     """The discordant pairs of every seed summed, tested as one exact sign test."""
     first = sum(s["only_first"] for s in per_seed)
     second = sum(s["only_second"] for s in per_seed)
-    test = mcnemar_exact([True] * first + [False] * second, [False] * first + [True] * second)
-    return {"p_value": test["p_value"], "only_first": first, "only_second": second,
+    return {"p_value": sign_test_p(first, second), "only_first": first, "only_second": second,
             "pairs": sum(s["pairs"] for s in per_seed)}
 
 
