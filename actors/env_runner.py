@@ -70,13 +70,15 @@ class EnvRunner:
                                   episode_id)
 
     def policy_branch(self, checkpoint: str, suite: str, task_id: int, sim_state: np.ndarray, n_chunks: int,
-                      seed: int, temperature: float | None = None) -> dict:
+                      seed: int, temperature: float | None = None, to_store: bool = False,
+                      episode_id: str | None = None, policy_version: int = -1) -> dict:
         """``n_chunks`` sampled chunks from a recorded simulator state (``mbpo.mode=simulator``), at
-        ``temperature`` when given (else ``mbpo.policy_temperature``)."""
+        ``temperature`` when given (else ``mbpo.policy_temperature``); ``to_store``: appended to the
+        actor's store as a ``branch`` episode named ``episode_id``."""
         from mbpo_ray.rl.online import run_policy_branch
 
         return run_policy_branch(self._env(suite, task_id), self._policy(checkpoint, temperature), sim_state,
-                                 n_chunks, seed)
+                                 n_chunks, seed, self.store if to_store else None, episode_id, policy_version)
 
     def prefix_continuations(self, checkpoint: str, suite: str, task_id: int, sim_state: np.ndarray, n_prefix: int,
                              continuations: int, budget_chunks: int, seed: int, temperature: float | None = None) -> dict:

@@ -1,5 +1,6 @@
 """``mbpo-ray import-lerobot`` and ``mbpo-ray export-lerobot``: LeRobot datasets in and out of a
-replay store; ``mbpo-ray replay merge`` (the rest of the command line is ``mbpo_ray/cli.py``)."""
+replay store; ``mbpo-ray replay merge``; ``mbpo-ray branches``: sibling branches run in LIBERO into a
+store (the rest of the command line is ``mbpo_ray/cli.py``)."""
 
 from __future__ import annotations
 
@@ -126,6 +127,48 @@ def add_replay_outcomes(rsub: argparse._SubParsersAction) -> None:
     o.set_defaults(func=cmd_replay_outcomes)
 
 
+def cmd_branches(args, extra) -> int:
+    """``mbpo.group_size`` sampled branches of a policy from each of ``mbpo.branches / group_size``
+    stored start states, run in LIBERO and appended to the store (:mod:`mbpo_ray.rl.siblings`)."""
+    from mbpo_ray.cli import _config, _progress
+    from mbpo_ray.connect import connect_ray
+    from mbpo_ray.policy import read_policy_meta
+    from mbpo_ray.replay import ReplayStore
+    from mbpo_ray.rl.siblings import sibling_jobs, summarize
+
+    cfg = _config(args, extra)
+    read_policy_meta(args.policy)  # a clear error before Ray starts
+    store = ReplayStore.open(args.store)
+    jobs = sibling_jobs(store, str(Path(args.policy).resolve()), args.seed, cfg.mbpo)
+    mc = cfg.mbpo
+    print(f"{mc.branches // mc.group_size} start states ({mc.start_sampler}) x {mc.group_size} branches of "
+          f"{mc.n_chunks} chunks; {mc.branches - len(jobs)} already in the store, {len(jobs)} to run")
+    if jobs:
+        import os
+
+        from actors.env_runner import make_env_runners, run_by_task
+
+        connect_ray(max(args.workers, os.cpu_count() or 1))
+        bar = _progress(len(jobs), "branches")
+        wins = [0]
+
+        def on_result(r) -> None:
+            wins[0] += r["success"]
+            bar.update(1)
+            bar.set_postfix(success=f"{wins[0]}/{bar.n}")
+
+        d = cfg.to_dict()  # the env renders as the store holds frames
+        d["env"] = {**d["env"], "image_size": store.spec.image_size, "chunk_size": store.spec.chunk_size}
+        runners = make_env_runners(d, args.store, args.workers, mc.runner_cpus)
+        remake = lambda: make_env_runners(d, args.store, 1, mc.runner_cpus)[0]  # noqa: E731
+        try:
+            run_by_task(runners, jobs, remake, "policy_branch", on_result)
+        finally:
+            bar.close()
+    print(summarize(store, args.seed).line())
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("import-lerobot", help="a LeRobot dataset (v2.1 or v3.0) -> replay store")
     i.add_argument("dataset", help="the dataset's folder (meta/info.json, data/, videos/)")
@@ -150,3 +193,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--images", choices=["mp4", "png"], default="mp4", help="camera frames as MP4 or PNG in parquet")
     e.add_argument("--episodes-per-file", type=int, default=1000, dest="episodes_per_file")
     e.set_defaults(func=cmd_export_lerobot)
+
+    b = sub.add_parser("branches", help="sibling branches of a policy from stored states, run in LIBERO, "
+                       "appended to the store (source branch)")
+    b.add_argument("store", help="the store to draw start states from and append the branches to")
+    b.add_argument("--policy", required=True, help="the policy checkpoint that samples the branches")
+    b.add_argument("--workers", type=int, default=2, help="env-runner Ray actors")
+    b.add_argument("--seed", type=int, default=0, help="draws the start states and the sampling seeds")
+    b.add_argument("--config", help="YAML config; mbpo.branches, group_size, n_chunks, tasks, start_sampler, "
+                   "start_window, fail_weight, policy_temperature as dotted overrides")
+    b.set_defaults(func=cmd_branches, shorthands={})

@@ -44,7 +44,7 @@ SUITE_MAX_STEPS = {
     "libero_10": 520,
     "libero_90": 400,
 }
-SOURCES = ("demo", "real", "imagined")
+SOURCES = ("demo", "real", "imagined", "branch")  # branch: a policy branch run in LIBERO from a stored state
 RENDERERS = ("egl", "osmesa")
 
 

@@ -39,8 +39,10 @@ Draw = tuple[np.ndarray, np.ndarray]
 
 
 def _eligible(episodes: list[EpisodeMeta], task_id: int | None) -> np.ndarray:
-    idx = np.array([i for i, e in enumerate(episodes) if e.chunks > 0 and (task_id is None or e.task_id == task_id)],
-                   dtype=np.int64)
+    """Episodes whose states can start a branch: any with a chunk, of ``task_id`` when given, except
+    sibling branches (source ``branch``: they end where the branch ended, not where the task did)."""
+    idx = np.array([i for i, e in enumerate(episodes) if e.chunks > 0 and e.source != "branch"
+                    and (task_id is None or e.task_id == task_id)], dtype=np.int64)
     if not len(idx):
         where = "" if task_id is None else f" for task {task_id}"
         raise ReplayError(f"no start states{where} in the store: collect data first")

@@ -121,15 +121,19 @@ class OpenLoop:
     p_yes: np.ndarray  # (B, n) the answer token's
     p_yes_frames: np.ndarray | None  # (B, n) the frame reward's on the imagined views, where loaded
     uncertainty: np.ndarray  # (B, n)
+    head: np.ndarray | None = None  # (B, n, S, S, 3) the imagined views after each step, when kept
+    wrist: np.ndarray | None = None
 
 
 def open_loop(world_model, head: np.ndarray, wrist: np.ndarray, instructions: list[str], actions: np.ndarray,
-              temperature: float, seed: int) -> OpenLoop:
-    """Imagine every step of ``actions`` (B, n, H, 7) from real frames, whatever the answers say."""
+              temperature: float, seed: int, keep_frames: bool = False) -> OpenLoop:
+    """Imagine every step of ``actions`` (B, n, H, 7) from real frames, whatever the answers say;
+    ``keep_frames``: also return the imagined views (at the tokenizer's size)."""
     b, n = actions.shape[:2]
     head_codes, wrist_codes, head_img, wrist_img = world_model.start(head, wrist)
     p, unc = np.zeros((b, n)), np.zeros((b, n))
     pf = None if world_model.frame_reward is None else np.zeros((b, n))
+    views: list[tuple[np.ndarray, np.ndarray]] = []
     for j in range(n):
         r = world_model.imagine_step(instructions, head_codes, wrist_codes, list(actions[:, j]), temperature=temperature,
                                      seed=derive_seed(seed, j + 1), head_frames=head_img, wrist_frames=wrist_img)
@@ -137,4 +141,8 @@ def open_loop(world_model, head: np.ndarray, wrist: np.ndarray, instructions: li
         if pf is not None:
             pf[:, j] = r.p_yes_frames
         head_codes, wrist_codes, head_img, wrist_img = r.head, r.wrist, r.head_frames, r.wrist_frames
-    return OpenLoop(p, pf, unc)
+        if keep_frames:
+            views.append((head_img, wrist_img))
+    if not keep_frames:
+        return OpenLoop(p, pf, unc)
+    return OpenLoop(p, pf, unc, np.stack([v[0] for v in views], 1), np.stack([v[1] for v in views], 1))

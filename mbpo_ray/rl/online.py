@@ -80,22 +80,34 @@ def rollout_jobs(checkpoint: str, suite: str, task_ids: list[int], branches: int
     return jobs, np.array(group)
 
 
-def run_policy_branch(env, policy, sim_state: np.ndarray, n_chunks: int, seed: int) -> dict:
+def run_policy_branch(env, policy, sim_state: np.ndarray, n_chunks: int, seed: int, store=None,
+                      episode_id: str | None = None, policy_version: int = -1) -> dict:
     """``n_chunks`` sampled chunks of ``policy`` from a recorded simulator state, acting on the real
     frames after each chunk; stops early at success (or if the env's time runs out). The result holds
     the :class:`Trajectory`, the env steps, and the critic's value at the last observation (0 when the
-    branch succeeded or its episode is over: nothing left to bootstrap)."""
+    branch succeeded or its episode is over: nothing left to bootstrap). With ``store`` the branch is
+    also appended to it as an episode of its own (``source="branch"``, ``episode_id``), with every
+    chunk's proprio and simulator state: data in which one state's siblings differ only in their actions."""
     import torch
 
     from mbpo_ray.policy.base import Observations
+    from mbpo_ray.replay.episode import EpisodeBuilder
 
     gen = torch.Generator().manual_seed(seed)
     obs, steps, done = env.restore(sim_state), [], False
+    builder = None if store is None else EpisodeBuilder(
+        store.spec, suite=env.cfg.suite, task_id=env.cfg.task_id, instruction=env.instruction, source="branch",
+        policy_version=policy_version, episode_id=episode_id)
     while len(steps) < n_chunks and not done:
         out = policy.act(Observations.single(obs, env.instruction), greedy=False, generator=gen)
         steps.append((obs.head, obs.wrist, out.actions[0].numpy(), out.token_log_prob[0].numpy(), float(out.value[0])))
+        state = None if builder is None else env.sim_state()
         result = env.step_chunk(out.actions[0].numpy())
+        if builder is not None:
+            builder.add_chunk(obs, result.actions, result.reward, result.success, result.done, state)
         obs, done = result.obs, result.done
+    if builder is not None:
+        store.append(builder.finish(obs, env.sim_state()))
     last_value = 0.0
     if not done:
         last_value = float(policy.act(Observations.single(obs, env.instruction), greedy=True).value[0])

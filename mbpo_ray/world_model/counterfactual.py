@@ -32,6 +32,9 @@ from mbpo_ray.world_model.data import Episodes
 from mbpo_ray.world_model.evaluate import f1, ssim
 from mbpo_ray.world_model.tokenizer import paste_kept, psnr, resize_frames
 
+# the report's names of the store's episode sources (sibling branches, `mbpo-ray branches`, apart)
+REPORT_SOURCES = (("demo", "demo"), ("policy", "real"), ("branch", "branch"))
+
 
 def reward_stats(p_yes: np.ndarray, truth: np.ndarray) -> dict:
     pred = p_yes > 0.5
@@ -188,7 +191,7 @@ def counterfactual_report(wm, ep: Episodes, sources: list[str], policy=None, tem
     other = imagine_rows(wm, ep, rows, other_time_step(ep, rows, rng), temperature, seed)
     report["action_sensitivity"] = action_sensitivity(report, ep, rows, other, np.ones(len(rows), bool), size)
     src = np.array([sources[ep.row_episode[k]] for k in rows])
-    selections = {name: src == key for name, key in (("demo", "demo"), ("policy", "real")) if (src == key).any()}
+    selections = {name: src == key for name, key in REPORT_SOURCES if (src == key).any()}
     report["by_source"] = {}
     for name, sel in selections.items():
         stats = view_stats(ep, rows[sel], rec.head[sel], rec.wrist[sel], size, recon)

@@ -64,8 +64,10 @@ def test_open_loop_repeats_the_branches_answers(tiny_world_model):
     instr = [INSTRUCTIONS[i % 2] for i in range(6)]
     br = imagine(wm, tiny_policy(), head, wrist, instr, n_chunks=3, temperature=1.0, seed=9, stop_at_success=False)
     assert br.valid.all()  # every step taken, whatever the answers
-    again = open_loop(wm, head, wrist, instr, br.actions, temperature=1.0, seed=9)
+    again = open_loop(wm, head, wrist, instr, br.actions, temperature=1.0, seed=9, keep_frames=True)
     np.testing.assert_allclose(again.p_yes, br.p_yes, atol=1e-6)
+    assert again.head.shape == again.wrist.shape == (6, 3, 16, 16, 3)  # the views after each step, kept
+    np.testing.assert_array_equal(again.head[:, -1], br.final_head)
     np.testing.assert_allclose(again.uncertainty, br.uncertainty, atol=1e-5)
     other = open_loop(wm, head, wrist, instr, br.actions[::-1].copy(), temperature=0.0, seed=9)
     assert other.p_yes.shape == (6, 3) and not np.allclose(other.p_yes, br.p_yes)

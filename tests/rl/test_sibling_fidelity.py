@@ -1,0 +1,86 @@
+"""benchmarks/sibling_fidelity.py: sibling branches read back by group, the own-vs-sibling PSNR margin,
+and the reward's ordering, on hand-made arrays and a tiny world model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.sibling_fidelity import (
+    group_mean_ci,
+    imagine,
+    load_siblings,
+    reward_report,
+    sibling_psnr,
+    view_report,
+)
+from mbpo_ray.replay import EpisodeBuilder, ReplayStore
+from tests.conftest import random_obs
+from tests.rl.conftest import INSTRUCTIONS, SPEC
+
+
+def _branch_store(path) -> ReplayStore:
+    """Collection 0: groups from starts e0:1 and e1:2 (3 branches each, e1:2's second succeeds at its
+    first step); collection 1: one group from e0:1 (its start is collection 0's too) and one from e2:0."""
+    store = ReplayStore.create(str(path), SPEC)
+    rng = np.random.default_rng(0)
+    plan = [(0, "e0:1", 0, [2, 2, 2]), (0, "e1:2", 1, [2, 1, 2]), (1, "e0:1", 0, [2, 2]), (1, "e2:0", 1, [2, 2])]
+    for seed, start, g, lengths in plan:
+        first = random_obs(rng, SPEC)
+        for k, n in enumerate(lengths):
+            b = EpisodeBuilder(SPEC, suite="libero_spatial", task_id=0, instruction=INSTRUCTIONS[0], source="branch",
+                               episode_id=f"{start}~s{seed}g{g}b{k}")
+            for c in range(n):
+                done = n == 1
+                b.add_chunk(first if c == 0 else random_obs(rng, SPEC), rng.uniform(-0.5, 0.5, (2, 7)), float(done),
+                            done, done, rng.standard_normal(5))
+            store.append(b.finish(random_obs(rng, SPEC)))
+    return store
+
+
+def test_siblings_are_read_by_group_and_a_training_collection_s_starts_left_out(tmp_path):
+    store = _branch_store(tmp_path / "s")
+    sb = load_siblings(store, 0)
+    assert sb.group.tolist() == [0, 0, 0, 1, 1, 1] and sb.start_ids == ["e0:1", "e1:2"]
+    assert sb.valid.tolist() == [[True, True]] * 4 + [[True, False], [True, True]]
+    assert sb.success[4].tolist() == [True, False] and sb.success.sum() == 1
+    assert (sb.start["head"][0] == sb.start["head"][1]).all()  # siblings share their start view
+    assert sb.actions.shape == (6, 2, 2, 7) and sb.real["wrist"].shape == (6, 2, 32, 32, 3)
+    held_out = load_siblings(store, 1, exclude_seed=0)
+    assert held_out.start_ids == ["e2:0"] and len(held_out.group) == 2
+    with pytest.raises(SystemExit, match="no sibling groups of collection seed 3"):
+        load_siblings(store, 3)
+
+
+def test_the_margin_is_positive_when_frames_follow_the_actions_and_negative_when_swapped():
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 256, (4, 2, 8, 8, 3), dtype=np.uint8)
+    group, valid = np.array([0, 0, 1, 1]), np.ones((4, 2), bool)
+    own, sib = sibling_psnr(real, real, group, valid)
+    assert (own - sib > 20).all()  # the branch's own frame exactly
+    swapped = real[[1, 0, 3, 2]]
+    own, sib = sibling_psnr(swapped, real, group, valid)
+    assert (own - sib < -20).all()
+    valid[3, 1] = False
+    own, sib = sibling_psnr(real, real, group, valid)
+    assert np.isnan(own[3, 1]) and np.isnan(sib[2, 1]) and np.isfinite(sib[2, 0])  # no sibling ran that step
+    m, ci = group_mean_ci(np.full((4, 2), 1.5), group, boot=200, seed=0)
+    assert m == 1.5 and ci == [1.5, 1.5]
+
+
+def test_a_reward_that_knows_the_outcome_orders_the_siblings(tmp_path):
+    sb = load_siblings(_branch_store(tmp_path / "s"), 0)
+    right = reward_report(sb.success.astype(float), sb, gamma=0.99)
+    assert right["auc"] == 1.0 and right["hard"]["pair_accuracy"] == 1.0 and right["hard"]["pairs"] == 2
+    wrong = reward_report(1.0 - sb.success, sb, gamma=0.99)
+    assert wrong["auc"] == 0.0 and wrong["hard"]["pair_accuracy"] == 0.0
+
+
+def test_a_world_model_imagines_every_sibling_open_loop(tmp_path, tiny_world_model):
+    sb = load_siblings(_branch_store(tmp_path / "s"), 0)
+    runs, size = imagine(tiny_world_model, sb, [0.0, 1.0], seed=3, engine="hf")
+    assert set(runs) == {"greedy", "T1"} and size == 16
+    assert runs["greedy"].head.shape == (6, 2, 16, 16, 3) and runs["T1"].p_yes.shape == (6, 2)
+    row, margin = view_report(runs["greedy"].head, sb, "head", size, boot=100, seed=0)
+    assert margin.shape == (6, 2) and np.isnan(margin[4, 1]) and len(row["margin_by_step"]) == 2
+    assert row["margin_ci95"][0] <= row["margin"] <= row["margin_ci95"][1]
