@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity clean
 
 install: $(STAMP)
 
@@ -281,6 +281,29 @@ prefix-signal: recipe-data $(ALL_REAL)/store.json
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 8 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n8
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 8 --sampler reverse --start-window 8 --fail-weight 1 --workers 2 --seed 1 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_n8_seed1
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler grasp --start-window 2 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_grasp
+
+# Sibling branches: does data in which one state's continuations differ only in their actions teach the
+# world model to follow them? 64 reverse-curriculum starts x 8 sampled 4-chunk branches of the SFT
+# policy run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
+# on it as the recipe's was (same tokenizer, settings and minutes; report:
+# world_model_quality_siblings.json); 32 more starts' branches in a second copy, held out; both world
+# models judged on them (sibling_fidelity.json, .png). About 100 min here; each step is skipped once
+# done, and an interrupted collection continues where it stopped.
+SIB := $(RECIPE)/siblings
+SIB_SET := --mbpo.group_size=8 --mbpo.n_chunks=4 --mbpo.tasks=0-3 --mbpo.start_sampler=reverse --mbpo.start_window=8 --mbpo.fail_weight=1
+$(SIB)/train/.done: $(RECIPE)/wm/wm/best.json
+	@test -d $(SIB)/train || (mkdir -p $(SIB) && cp -r $(RECIPE)/demos $(SIB)/.train_copy && mv $(SIB)/.train_copy $(SIB)/train)
+	$(BIN)/mbpo-ray branches $(SIB)/train --policy $(RECIPE)/sft/policy --seed 0 --mbpo.branches=512 $(SIB_SET)
+	touch $@
+$(SIB)/heldout/.done: $(SIB)/train/.done
+	@test -d $(SIB)/heldout || (cp -r $(SIB)/train $(SIB)/.heldout_copy && mv $(SIB)/.heldout_copy $(SIB)/heldout)
+	$(BIN)/mbpo-ray branches $(SIB)/heldout --policy $(RECIPE)/sft/policy --seed 1 --mbpo.branches=256 $(SIB_SET)
+	touch $@
+$(SIB)/wm/wm/best.json: $(SIB)/train/.done
+	rm -rf $(SIB)/wm
+	$(BIN)/python benchmarks/world_model_quality.py --store $(SIB)/train --work $(SIB)/wm --tokenizer $(RECIPE)/wm/tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_siblings --world_model.steps=2000 --world_model.max_minutes=30 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
+sibling-fidelity: install $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
+	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
