@@ -283,21 +283,21 @@ prefix-signal: recipe-data $(ALL_REAL)/store.json
 	$(BIN)/python benchmarks/prefix_signal.py --policy $(RECIPE)/sft/policy --store $(RECIPE)/demos --tasks 0-3 --start-states 24 --group-size 8 --continuations 2 --n-prefix 2 --sampler grasp --start-window 2 --fail-weight 1 --workers 2 --critic --critic-trunk 2000 --critic-store $(ALL_REAL) --name prefix_signal_grasp
 
 # Sibling branches: does data in which one state's continuations differ only in their actions teach the
-# world model to follow them? 64 reverse-curriculum starts x 8 sampled 4-chunk branches of the SFT
+# world model to follow them? 48 reverse-curriculum starts x 8 sampled 4-chunk branches of the SFT
 # policy run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
 # on it as the recipe's was (same tokenizer, settings and minutes; report:
-# world_model_quality_siblings.json); 32 more starts' branches in a second copy, held out; both world
+# world_model_quality_siblings.json); 24 more starts' branches in a second copy, held out; both world
 # models judged on them (sibling_fidelity.json, .png). About 100 min here; each step is skipped once
 # done, and an interrupted collection continues where it stopped.
 SIB := $(RECIPE)/siblings
 SIB_SET := --mbpo.group_size=8 --mbpo.n_chunks=4 --mbpo.tasks=0-3 --mbpo.start_sampler=reverse --mbpo.start_window=8 --mbpo.fail_weight=1
 $(SIB)/train/.done: $(RECIPE)/wm/wm/best.json
 	@test -d $(SIB)/train || (mkdir -p $(SIB) && cp -r $(RECIPE)/demos $(SIB)/.train_copy && mv $(SIB)/.train_copy $(SIB)/train)
-	$(BIN)/mbpo-ray branches $(SIB)/train --policy $(RECIPE)/sft/policy --seed 0 --mbpo.branches=512 $(SIB_SET)
+	$(BIN)/mbpo-ray branches $(SIB)/train --policy $(RECIPE)/sft/policy --seed 0 --mbpo.branches=384 $(SIB_SET)
 	touch $@
 $(SIB)/heldout/.done: $(SIB)/train/.done
 	@test -d $(SIB)/heldout || (cp -r $(SIB)/train $(SIB)/.heldout_copy && mv $(SIB)/.heldout_copy $(SIB)/heldout)
-	$(BIN)/mbpo-ray branches $(SIB)/heldout --policy $(RECIPE)/sft/policy --seed 1 --mbpo.branches=256 $(SIB_SET)
+	$(BIN)/mbpo-ray branches $(SIB)/heldout --policy $(RECIPE)/sft/policy --seed 1 --mbpo.branches=192 $(SIB_SET)
 	touch $@
 $(SIB)/wm/wm/best.json: $(SIB)/train/.done
 	rm -rf $(SIB)/wm
