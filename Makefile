@@ -284,13 +284,14 @@ prefix-signal: recipe-data $(ALL_REAL)/store.json
 
 # Sibling branches: does data in which one state's continuations differ only in their actions teach the
 # world model to follow them? 48 reverse-curriculum starts x 8 sampled 4-chunk branches of the SFT
-# policy run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
+# policy (at policy temperature 2: at 1 its sampled chunks move the gripper about 6 mm apart, at 2
+# about 2.5 cm, a few pixels at the tokenizer's 64 px) run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
 # on it as the recipe's was (same tokenizer, settings and minutes; report:
 # world_model_quality_siblings.json); 24 more starts' branches in a second copy, held out; both world
 # models judged on them (sibling_fidelity.json, .png). About 100 min here; each step is skipped once
 # done, and an interrupted collection continues where it stopped.
 SIB := $(RECIPE)/siblings
-SIB_SET := --mbpo.group_size=8 --mbpo.n_chunks=4 --mbpo.tasks=0-3 --mbpo.start_sampler=reverse --mbpo.start_window=8 --mbpo.fail_weight=1
+SIB_SET := --mbpo.group_size=8 --mbpo.n_chunks=4 --mbpo.tasks=0-3 --mbpo.start_sampler=reverse --mbpo.start_window=8 --mbpo.fail_weight=1 --mbpo.policy_temperature=2.0
 $(SIB)/train/.done: $(RECIPE)/wm/wm/best.json
 	@test -d $(SIB)/train || (mkdir -p $(SIB) && cp -r $(RECIPE)/demos $(SIB)/.train_copy && mv $(SIB)/.train_copy $(SIB)/train)
 	$(BIN)/mbpo-ray branches $(SIB)/train --policy $(RECIPE)/sft/policy --seed 0 --mbpo.branches=384 $(SIB_SET)
