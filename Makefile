@@ -284,8 +284,8 @@ prefix-signal: recipe-data $(ALL_REAL)/store.json
 
 # Sibling branches: does data in which one state's continuations differ only in their actions teach the
 # world model to follow them? 48 reverse-curriculum starts x 8 sampled 4-chunk branches of the SFT
-# policy (at policy temperature 2: at 1 its sampled chunks move the gripper about 6 mm apart, at 2
-# about 2.5 cm, a few pixels at the tokenizer's 64 px) run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
+# policy (at policy temperature 2: a chunk's commanded displacement then spreads about 2.5 cm per
+# axis across siblings, 6 mm at temperature 1) run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
 # on it as the recipe's was (same tokenizer, settings and minutes; report:
 # world_model_quality_siblings.json); 24 more starts' branches in a second copy, held out; both world
 # models judged on them (sibling_fidelity.json, .png). About 100 min here; each step is skipped once
