@@ -284,11 +284,10 @@ prefix-signal: recipe-data $(ALL_REAL)/store.json
 
 # Sibling branches: does data in which one state's continuations differ only in their actions teach the
 # world model to follow them? 48 reverse-curriculum starts x 8 sampled 4-chunk branches of the SFT
-# policy (at policy temperature 2: a chunk's commanded displacement then spreads about 2.5 cm per
-# axis across siblings, 6 mm at temperature 1) run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
+# policy (at policy temperature 2, where siblings' chunks spread further than at 1) run in LIBERO (`mbpo-ray branches`) into a copy of the recipe's store; a world model trained
 # on it as the recipe's was (same tokenizer, settings and minutes; report:
 # world_model_quality_siblings.json); 24 more starts' branches in a second copy, held out; both world
-# models judged on them (sibling_fidelity.json, .png). About 100 min here; each step is skipped once
+# models judged on them (sibling_fidelity.json, .png). About 65 min here; each step is skipped once
 # done, and an interrupted collection continues where it stopped.
 SIB := $(RECIPE)/siblings
 SIB_SET := --mbpo.group_size=8 --mbpo.n_chunks=4 --mbpo.tasks=0-3 --mbpo.start_sampler=reverse --mbpo.start_window=8 --mbpo.fail_weight=1 --mbpo.policy_temperature=2.0
