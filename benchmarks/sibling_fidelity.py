@@ -29,7 +29,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,21 +52,29 @@ class Siblings:
     actions: np.ndarray  # (B, n, H, 7)
     valid: np.ndarray  # (B, n) steps LIBERO ran
     success: np.ndarray  # (B, n) the step that ended in success
+    _resized: dict = field(default_factory=dict, repr=False)
+
+    def real_at(self, view: str, size: int) -> np.ndarray:
+        """The real views after each step at ``size`` px (what imagined views are compared to), made once."""
+        from mbpo_ray.world_model.tokenizer import resize_frames
+
+        if (view, size) not in self._resized:
+            b, n = self.valid.shape
+            flat = self.real[view].reshape(b * n, *self.real[view].shape[2:])
+            self._resized[view, size] = resize_frames(flat, size).reshape(b, n, size, size, 3)
+        return self._resized[view, size]
 
 
 def load_siblings(store, seed: int, exclude_seed: int | None = None) -> Siblings:
     """Every group of collection ``seed`` with at least two branches, in store order; groups whose
     start state collection ``exclude_seed`` also branched from left out."""
     from mbpo_ray.replay import frames
-    from mbpo_ray.rl.siblings import sibling_group
+    from mbpo_ray.rl.siblings import collection, sibling_group, start_of
 
-    def of(s: int) -> list:
-        return [e for e in store.episodes if e.source == "branch" and f"~s{s}g" in e.episode_id]
-
-    seen = set() if exclude_seed is None else {e.episode_id.split("~")[0] for e in of(exclude_seed)}
+    seen = set() if exclude_seed is None else {start_of(e.episode_id) for e in collection(store.episodes, exclude_seed)}
     groups: dict[str, list] = {}
-    for e in of(seed):
-        if e.episode_id.split("~")[0] not in seen:
+    for e in collection(store.episodes, seed):
+        if start_of(e.episode_id) not in seen:
             groups.setdefault(sibling_group(e.episode_id), []).append(e)
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
@@ -76,7 +84,7 @@ def load_siblings(store, seed: int, exclude_seed: int | None = None) -> Siblings
     eps = [(g, e) for g, members in enumerate(groups.values()) for e in members]
     n, s, h = max(e.chunks for _, e in eps), store.spec.image_size, store.spec.chunk_size
     b = len(eps)
-    out = Siblings(np.array([g for g, _ in eps]), [k.split("~")[0] for k in groups], [],
+    out = Siblings(np.array([g for g, _ in eps]), [start_of(k) for k in groups], [],
                    {v: np.zeros((b, s, s, 3), np.uint8) for v in VIEWS},
                    {v: np.zeros((b, n, s, s, 3), np.uint8) for v in VIEWS}, np.zeros((b, n, h, 7), np.float32),
                    np.zeros((b, n), bool), np.zeros((b, n), bool))
@@ -125,11 +133,8 @@ def group_mean_ci(x: np.ndarray, group: np.ndarray, boot: int, seed: int) -> tup
 
 def view_report(im: np.ndarray, sb: Siblings, view: str, size: int, boot: int, seed: int) -> tuple[dict, np.ndarray]:
     """One view's own / sibling PSNR, margin with its interval, by step; and the margins (B, n)."""
-    from mbpo_ray.world_model.tokenizer import resize_frames
-
-    b, n = sb.valid.shape
-    real = resize_frames(sb.real[view].reshape(b * n, *sb.real[view].shape[2:]), size).reshape(b, n, size, size, 3)
-    own, sib = sibling_psnr(im, real, sb.group, sb.valid)
+    n = sb.valid.shape[1]
+    own, sib = sibling_psnr(im, sb.real_at(view, size), sb.group, sb.valid)
     margin = own - sib
     m, ci = group_mean_ci(margin, sb.group, boot, seed)
     return {"own": round(float(np.nanmean(own)), 3), "sibling": round(float(np.nanmean(sib)), 3), "margin": m,
@@ -143,7 +148,7 @@ def real_report(sb: Siblings, size: int) -> dict:
     b, n = sb.valid.shape
     out = {}
     for v in VIEWS:
-        real = resize_frames(sb.real[v].reshape(b * n, *sb.real[v].shape[2:]), size).reshape(b, n, size, size, 3)
+        real = sb.real_at(v, size)
         _, between = sibling_psnr(real, real, sb.group, sb.valid)
         start = resize_frames(sb.start[v], size)
         copy = np.array([[psnr(start[i][None], real[i, t][None])[0] if sb.valid[i, t] else np.nan for t in range(n)]
@@ -176,9 +181,8 @@ def imagine(path: str, sb: Siblings, temperatures: list[float], seed: int, engin
         t0 = time.time()
         parts = [open_loop(wm, sb.start["head"][i:i + b], sb.start["wrist"][i:i + b], sb.instruction[i:i + b],
                            sb.actions[i:i + b], temp, seed + i, keep_frames=True) for i in range(0, len(sb.group), b)]
-        out["greedy" if temp == 0 else f"T{temp:g}"] = OpenLoop(
-            *(np.concatenate([getattr(p, f) for p in parts]) if f else None
-              for f in ("p_yes", None, "uncertainty", "head", "wrist")))
+        cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("p_yes", "uncertainty", "head", "wrist")}
+        out["greedy" if temp == 0 else f"T{temp:g}"] = OpenLoop(p_yes_frames=None, **cat)
         print(f"  {path}: {len(sb.group)} branches imagined at T={temp:g} in {time.time() - t0:.0f} s", flush=True)
     size = wm.tokenizer.preset.image_size
     del wm

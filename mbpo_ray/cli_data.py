@@ -5,6 +5,7 @@ store (the rest of the command line is ``mbpo_ray/cli.py``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -144,8 +145,6 @@ def cmd_branches(args, extra) -> int:
     print(f"{mc.branches // mc.group_size} start states ({mc.start_sampler}) x {mc.group_size} branches of "
           f"{mc.n_chunks} chunks; {mc.branches - len(jobs)} already in the store, {len(jobs)} to run")
     if jobs:
-        import os
-
         from actors.env_runner import make_env_runners, run_by_task
 
         connect_ray(max(args.workers, os.cpu_count() or 1))

@@ -21,9 +21,24 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def branch_id(start_id: str, seed: int, group: int, k: int) -> str:
+    """The episode id of branch ``k`` of ``group`` in collection ``seed``, from start ``start_id``."""
+    return f"{start_id}~s{seed}g{group}b{k}"
+
+
 def sibling_group(episode_id: str) -> str:
     """The group a branch episode belongs to (its id without the trailing ``b{k}``)."""
     return episode_id[: episode_id.rindex("b")]
+
+
+def start_of(episode_id: str) -> str:
+    """The start state a branch episode began at (``episode id:chunk`` of the recorded episode)."""
+    return episode_id.split("~")[0]
+
+
+def collection(episodes, seed: int | None = None) -> list:
+    """The branch episodes of ``episodes`` (a store's index), of collection ``seed`` when given."""
+    return [e for e in episodes if e.source == "branch" and (seed is None or f"~s{seed}g" in e.episode_id)]
 
 
 def sibling_jobs(store, checkpoint: str, seed: int, mc, policy_version: int = -1) -> list[dict]:
@@ -43,7 +58,7 @@ def sibling_jobs(store, checkpoint: str, seed: int, mc, policy_version: int = -1
     have = {e.episode_id for e in store.episodes}
     jobs = []
     for k, (start, g) in enumerate(zip(start_ids(store.episodes, ep, chunk), group, strict=True)):
-        eid = f"{start}~s{seed}g{int(g)}b{k % mc.group_size}"
+        eid = branch_id(start, seed, int(g), k % mc.group_size)
         if eid in have:
             continue
         jobs.append({"checkpoint": checkpoint, "suite": table.column("suite")[k].as_py(),
@@ -72,7 +87,7 @@ class SiblingSummary:
 def summarize(store, seed: int | None = None) -> SiblingSummary:
     """Every ``branch`` episode in ``store`` (of one collection's ``seed`` when given), by group."""
     store.refresh()
-    eps = [e for e in store.episodes if e.source == "branch" and (seed is None or f"~s{seed}g" in e.episode_id)]
+    eps = collection(store.episodes, seed)
     groups: dict[str, list[bool]] = {}
     for e in eps:
         groups.setdefault(sibling_group(e.episode_id), []).append(bool(e.success))
