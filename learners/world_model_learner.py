@@ -45,7 +45,9 @@ class WorldModelLearner(ChannelSender):  # sends its versions with mbpo.weight_s
         self.weights = WeightStore(weights_uri)
         self.batch_size = batch_size
         trained = path / "train_config.json"  # the checkpoint's own loss weighting, kept when finetuning
-        self.reward_weight = json.loads(trained.read_text()).get("reward_weight", 1.0) if trained.exists() else 1.0
+        trained_cfg = json.loads(trained.read_text()) if trained.exists() else {}
+        self.reward_weight = trained_cfg.get("reward_weight", 1.0)
+        self.change_weight = trained_cfg.get("change_weight", 1.0)
         self.rng = np.random.default_rng(seed)
         self.prompts: list[list[int]] = []  # token sequences of every training transition seen so far
         self.targets: list[list[int]] = []
@@ -83,7 +85,8 @@ class WorldModelLearner(ChannelSender):  # sends its versions with mbpo.weight_s
         for _ in range(steps):
             idx = self.rng.integers(0, n, self.batch_size)
             ids, labels, seg = collate([self.prompts[i] for i in idx], [self.targets[i] for i in idx], self.layout)
-            out = segment_losses(self.model, ids, labels, seg, self.reward_weight, self.layout.sp.pad)
+            out = segment_losses(self.model, ids, labels, seg, self.reward_weight, self.layout.sp.pad,
+                                 self.change_weight, self.layout.sp.keep)
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

@@ -50,6 +50,7 @@ class WorldModelConfig:
     keep_codes: bool = True  # <keep> for a code equal to the current view's at its position
     keep_pixels: bool = True  # imagination: a patch whose code is kept shows the current frame's pixels
     reward_weight: float = 1.0  # the yes/no answer counts this many times in the training loss
+    change_weight: float = 1.0  # a view code that is not <keep> (a patch that changes) counts this many times
     reward_source: str = "token"  # imagination's P(yes): token | frames (CKPT/reward) | mean of both
     engine: str = "vllm"
     temperature: float = 0.0  # imagination sampling temperature (0 = greedy)
@@ -67,6 +68,10 @@ class WorldModelConfig:
         check_range("world_model.max_minutes", self.max_minutes, 0.1, 100_000)
         check_range("world_model.holdout_episodes", self.holdout_episodes, 0.0, 0.9)
         check_range("world_model.reward_weight", self.reward_weight, 0.0, 1e4)
+        check_range("world_model.change_weight", self.change_weight, 0.0, 1e4)
+        if self.change_weight != 1.0 and not self.keep_codes:
+            fail("world_model.change_weight", self.change_weight,
+                 "weights the codes that are not <keep>; it needs world_model.keep_codes=true")
         check_range("world_model.patience", self.patience, 0, 1_000_000)
         check_choice("world_model.engine", self.engine, ENGINES)
         check_choice("world_model.reward_source", self.reward_source, REWARD_SOURCES)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from mbpo_ray.config import ConfigError, WorldModelConfig
 from mbpo_ray.replay import ReplayStore
 from mbpo_ray.world_model.data import Episodes, load_episodes, sequences, split_episodes
-from mbpo_ray.world_model.layout import BOS, EOS, PAD, TokenLayout
+from mbpo_ray.world_model.layout import BOS, EOS, KEEP, PAD, TokenLayout
 from mbpo_ray.world_model.pretrained import base_vocab_size, load_pretrained_backbone
 from mbpo_ray.world_model.tokenizer import ImageTokenizer
 
@@ -72,15 +72,19 @@ def collate(prompts: list[list[int]], targets: list[list[int]], layout: TokenLay
     return ids, labels, segment
 
 
-def segment_losses(model, ids, labels, segment, reward_weight: float = 1.0, pad: int = PAD) -> dict[str, torch.Tensor]:
+def segment_losses(model, ids, labels, segment, reward_weight: float = 1.0, pad: int = PAD,
+                   change_weight: float = 1.0, keep: int = KEEP) -> dict[str, torch.Tensor]:
     """Cross-entropy per segment; ``loss`` is the mean over generated tokens with the reward answer
     counted ``reward_weight`` times (one token among ~130 image codes otherwise carries almost none of
-    the gradient, and the answer is what MBPO learns from). ``pad``: the layout's ``sp.pad``."""
+    the gradient, and the answer is what MBPO learns from) and every view code that is not ``<keep>``
+    (with keep codes: a patch that changes over the chunk, mostly where the arm moves, which is where
+    the actions show) counted ``change_weight`` times. ``pad``, ``keep``: the layout's ``sp`` ids."""
     logits = model(input_ids=ids, attention_mask=(ids != pad) | (labels != IGNORE)).logits[:, :-1]
     tgt, seg = labels[:, 1:], segment[:, 1:]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), reduction="none",
                          ignore_index=IGNORE).reshape(tgt.shape)
-    weight = torch.where(seg == 2, reward_weight, 1.0)[tgt != IGNORE]
+    changed = ((seg == 0) | (seg == 1)) & (tgt != keep)
+    weight = torch.where(seg == 2, reward_weight, torch.where(changed, change_weight, 1.0))[tgt != IGNORE]
     out = {"loss": (ce[tgt != IGNORE] * weight).sum() / weight.sum()}
     for j, name in enumerate(("head", "wrist", "reward")):
         out[name] = ce[seg == j].mean()
@@ -169,7 +173,7 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
     while step < cfg.steps and minutes < cfg.max_minutes:
         ids, labels, seg = train.batch(rng.integers(0, len(train.rows), cfg.batch_size), layout)
         losses = segment_losses(model, ids.to(acc.device), labels.to(acc.device), seg.to(acc.device),
-                                cfg.reward_weight, layout.sp.pad)
+                                cfg.reward_weight, layout.sp.pad, cfg.change_weight, layout.sp.keep)
         acc.backward(losses["loss"])
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -186,7 +190,7 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
             # the served weights (OUT/model) are those with the lowest held-out loss seen so far
             loss = float("-inf")
             if held is not None:
-                h = heldout_losses(acc.unwrap_model(model), held, layout, reward_weight=cfg.reward_weight)
+                h = heldout_losses(acc.unwrap_model(model), held, layout, cfg.reward_weight, cfg.change_weight)
                 for k, v in h.items():
                     tb.add_scalar(f"heldout/{k}", v, step)
                 loss = h["loss"]
@@ -208,13 +212,14 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
 
 
 @torch.no_grad()
-def heldout_losses(model, data: TokenData, layout: TokenLayout, batch: int = 32,
-                   reward_weight: float = 1.0) -> dict[str, float]:
+def heldout_losses(model, data: TokenData, layout: TokenLayout, reward_weight: float = 1.0,
+                   change_weight: float = 1.0, batch: int = 32) -> dict[str, float]:
     model.eval()
     sums: dict[str, list[float]] = {}
     for i in range(0, len(data.rows), batch):
         ids, labels, seg = data.batch(range(i, min(i + batch, len(data.rows))), layout)
-        for k, v in segment_losses(model, ids, labels, seg, reward_weight, layout.sp.pad).items():
+        for k, v in segment_losses(model, ids, labels, seg, reward_weight, layout.sp.pad, change_weight,
+                                   layout.sp.keep).items():
             sums.setdefault(k, []).append(float(v))
     model.train()
     return {k: float(np.mean(v)) for k, v in sums.items()}

@@ -107,3 +107,18 @@ def test_reward_weight_counts_the_answer_more():
     assert torch.isclose(out["loss"], (ce[:3].sum() + 5 * ce[3]) / 8)
     assert torch.isclose(segment_losses(Fixed(), ids, labels, seg)["loss"], ce.mean())
     assert torch.isclose(out["reward"], ce[3])
+    # with keep codes, view codes that are not <keep> (here the wrist's token 3 stands for <keep>) count
+    # change_weight times; <keep> targets and the answer keep their weights
+    out = segment_losses(Fixed(), ids, labels, seg, reward_weight=5.0, change_weight=4.0, keep=3)
+    assert torch.isclose(out["loss"], (4 * ce[0] + 4 * ce[1] + ce[2] + 5 * ce[3]) / 14)
+    assert not torch.isclose(out["loss"], segment_losses(Fixed(), ids, labels, seg, reward_weight=5.0)["loss"])
+
+
+def test_change_weight_needs_keep_codes():
+    from mbpo_ray.config import ConfigError, WorldModelConfig
+
+    assert WorldModelConfig(change_weight=4.0).change_weight == 4.0
+    with pytest.raises(ConfigError, match="world_model.change_weight.*keep_codes"):
+        WorldModelConfig(change_weight=4.0, keep_codes=False)
+    with pytest.raises(ConfigError, match="world_model.change_weight"):
+        WorldModelConfig(change_weight=-1.0)
