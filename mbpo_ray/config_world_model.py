@@ -48,6 +48,7 @@ class WorldModelConfig:
     patience: int = 0  # stop after this many held-out evaluations without a new best (0 = never)
     holdout_episodes: float = 0.2  # fraction of episodes held out for the quality report
     keep_codes: bool = True  # <keep> for a code equal to the current view's at its position
+    action_sums: bool = False  # the prompt also holds the chunk's per-dimension action sums (its net motion)
     keep_pixels: bool = True  # imagination: a patch whose code is kept shows the current frame's pixels
     reward_weight: float = 1.0  # the yes/no answer counts this many times in the training loss
     change_weight: float = 1.0  # a view code that is not <keep> (a patch that changes) counts this many times

@@ -2,7 +2,7 @@
 
 One transition (frame-skip: the next observation is the one after the whole action chunk)::
 
-    <bos> instr... <head> h_t(K) <wrist> w_t(K) <act> a_t..a_{t+H-1} (H*7 bins)
+    <bos> instr... <head> h_t(K) <wrist> w_t(K) <act> a_t..a_{t+H-1} (H*7 bins) [sum_t (7 bins)]
     <head> h_{t+H}(K) <wrist> w_{t+H}(K) <rew> <yes>|<no> <eos>
 
 Everything up to and including the second ``<head>`` is the prompt; the model generates the next
@@ -12,6 +12,11 @@ Keep tokens (``keep_codes``, the default): a generated code position whose code 
 the same position of the current view is written ``<keep>``. Most of a LIBERO head view is static
 over a chunk (about 70% of its codes), so the model learns "copy here, redraw the arm there" instead
 of re-deriving every background code; decoding puts the current code back at each ``<keep>``.
+
+Action sums (``action_sums``, off by default): the chunk's actions summed per dimension, binned on
+ranges fitted to the training chunks' sums, follow the per-step bins. They add no information (the
+model could add the 70 bins up itself) but hand it the chunk's net motion, which is what moves the arm
+in the frame after the chunk, in 7 tokens.
 
 Token id ranges: specials | instruction words | image codes (one codebook for both views) |
 action bins (``n_bins`` per dimension, shared ids; the dimension is given by position). With a
@@ -71,6 +76,9 @@ class TokenLayout:
     action_high: tuple[float, ...] = field(default_factory=lambda: (1.0,) * 7)
     keep_codes: bool = True
     base_vocab: int = 0  # ids of a pretrained LM's own vocabulary come first (0: from scratch)
+    action_sums: bool = False  # the chunk's per-dimension action sums follow its per-step bins
+    sum_low: tuple[float, ...] = ()  # their bin ranges (fitted with action_sums)
+    sum_high: tuple[float, ...] = ()
 
     # ------------------------------------------------------------------ ranges
     @cached_property
@@ -108,23 +116,32 @@ class TokenLayout:
         """Generated tokens per transition: head K, <wrist>, wrist K, <rew>, answer."""
         return 2 * self.codes_per_view + 3
 
+    @property
+    def action_tokens(self) -> int:
+        """Tokens between ``<act>`` and the next ``<head>``: the per-step bins and, with
+        ``action_sums``, the chunk's sums."""
+        return (self.chunk_size + int(self.action_sums)) * self.action_dim
+
     def max_len(self, max_words: int = 32) -> int:
-        k, a = self.codes_per_view, self.chunk_size * self.action_dim
+        k, a = self.codes_per_view, self.action_tokens
         return 1 + max_words + (1 + k) * 2 + 1 + a + (1 + k) * 2 + 2 + 1
 
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, instructions, actions: np.ndarray, codebook_size: int, codes_per_view: int,
-            chunk_size: int, n_bins: int = 256, keep_codes: bool = True, base_vocab: int = 0) -> TokenLayout:
-        """Vocabulary from the instructions seen; bin ranges from the actions (N, action_dim)."""
+            chunk_size: int, n_bins: int = 256, keep_codes: bool = True, base_vocab: int = 0,
+            chunk_sums: np.ndarray | None = None) -> TokenLayout:
+        """Vocabulary from the instructions seen; bin ranges from the actions (N, action_dim), and with
+        ``chunk_sums`` ((M, action_dim), :func:`chunk_sum` of the training chunks) the sums' ranges
+        (``action_sums``)."""
         vocab = sorted({w for text in instructions for w in words_of(text)})
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, actions.shape[-1])
-        lo, hi = np.percentile(actions, 1, axis=0), np.percentile(actions, 99, axis=0)
-        hi = np.where(hi - lo < 1e-6, lo + 1e-3, hi)
+        lo, hi = _ranges(actions)
+        slo, shi = _ranges(np.asarray(chunk_sums, np.float64)) if chunk_sums is not None else ((), ())
         return cls(words=tuple(vocab), codebook_size=codebook_size, codes_per_view=codes_per_view,
                    chunk_size=chunk_size, action_dim=actions.shape[1], n_bins=n_bins,
-                   action_low=tuple(map(float, lo)), action_high=tuple(map(float, hi)), keep_codes=keep_codes,
-                   base_vocab=base_vocab)
+                   action_low=lo, action_high=hi, keep_codes=keep_codes, base_vocab=base_vocab,
+                   action_sums=chunk_sums is not None, sum_low=slo, sum_high=shi)
 
     # ------------------------------------------------------------------ encode / decode
     @cached_property
@@ -135,9 +152,7 @@ class TokenLayout:
         return [self._word_ids.get(w, self.sp.unk) for w in words_of(text)]
 
     def action_bins(self, actions: np.ndarray) -> np.ndarray:
-        lo, hi = np.asarray(self.action_low), np.asarray(self.action_high)
-        x = (np.asarray(actions, dtype=np.float64) - lo) / (hi - lo)
-        return np.clip(np.floor(x * self.n_bins), 0, self.n_bins - 1).astype(np.int64)
+        return _bins(actions, self.action_low, self.action_high, self.n_bins)
 
     def bins_to_actions(self, bins: np.ndarray) -> np.ndarray:
         lo, hi = np.asarray(self.action_low), np.asarray(self.action_high)
@@ -151,11 +166,11 @@ class TokenLayout:
 
     def prompt(self, instruction: str, head: np.ndarray, wrist: np.ndarray, actions: np.ndarray) -> list[int]:
         """Context of one transition, ending with the ``<head>`` that opens the next observation."""
-        actions = np.asarray(actions).reshape(-1, self.action_dim)
-        if len(actions) < self.chunk_size:  # a chunk cut short by the episode's end: hold still
-            pad = np.repeat(actions[-1:], self.chunk_size - len(actions), axis=0)
-            actions = np.concatenate([actions, pad]) if len(actions) else np.zeros((self.chunk_size, self.action_dim))
-        bins = (self.action_bins(actions[: self.chunk_size]) + self.bin_offset).reshape(-1).tolist()
+        actions = full_chunk(actions, self.chunk_size, self.action_dim)
+        bins = self.action_bins(actions).reshape(-1)
+        if self.action_sums:
+            bins = np.concatenate([bins, _bins(actions.sum(0), self.sum_low, self.sum_high, self.n_bins)])
+        bins = (bins + self.bin_offset).tolist()
         sp = self.sp
         return ([sp.bos, *self.encode_instruction(instruction), sp.head, *self._codes(head), sp.wrist,
                  *self._codes(wrist), sp.act, *bins, sp.head])
@@ -184,7 +199,7 @@ class TokenLayout:
 
     def current_codes(self, prompt) -> tuple[np.ndarray, np.ndarray]:
         """(head, wrist) codes of the current observation, read back from a :meth:`prompt`."""
-        k, a = self.codes_per_view, self.chunk_size * self.action_dim
+        k, a = self.codes_per_view, self.action_tokens
         tail = np.asarray(prompt[-(2 * k + a + 4) :])  # <head> h <wrist> w <act> bins <head>
         sp = self.sp
         if len(tail) != 2 * k + a + 4 or tail[0] != sp.head or tail[k + 1] != sp.wrist or tail[2 * k + 2] != sp.act:
@@ -212,6 +227,35 @@ class TokenLayout:
     @classmethod
     def load(cls, path: str | Path) -> TokenLayout:
         data = json.loads(Path(path).read_text())
-        for key in ("words", "action_low", "action_high"):
-            data[key] = tuple(data[key])
+        for key in ("words", "action_low", "action_high", "sum_low", "sum_high"):
+            data[key] = tuple(data.get(key, ()))
         return cls(**data)
+
+
+def full_chunk(actions: np.ndarray, chunk_size: int, action_dim: int) -> np.ndarray:
+    """A chunk's actions as ``(chunk_size, action_dim)``; one cut short by the episode's end holds
+    still (its last action repeated)."""
+    actions = np.asarray(actions).reshape(-1, action_dim)
+    if len(actions) < chunk_size:
+        if not len(actions):
+            return np.zeros((chunk_size, action_dim))
+        actions = np.concatenate([actions, np.repeat(actions[-1:], chunk_size - len(actions), axis=0)])
+    return actions[:chunk_size]
+
+
+def chunk_sum(actions: np.ndarray, chunk_size: int, action_dim: int) -> np.ndarray:
+    """The per-dimension sum of a chunk's actions as the prompt writes them (``action_sums``)."""
+    return full_chunk(actions, chunk_size, action_dim).sum(0)
+
+
+def _ranges(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Bin range per dimension: the 1st to the 99th percentile (widened where they meet)."""
+    lo, hi = np.percentile(x, 1, axis=0), np.percentile(x, 99, axis=0)
+    hi = np.where(hi - lo < 1e-6, lo + 1e-3, hi)
+    return tuple(map(float, lo)), tuple(map(float, hi))
+
+
+def _bins(x: np.ndarray, low, high, n_bins: int) -> np.ndarray:
+    lo, hi = np.asarray(low), np.asarray(high)
+    u = (np.asarray(x, dtype=np.float64) - lo) / (hi - lo)
+    return np.clip(np.floor(u * n_bins), 0, n_bins - 1).astype(np.int64)

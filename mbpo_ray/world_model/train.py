@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from mbpo_ray.config import ConfigError, WorldModelConfig
 from mbpo_ray.replay import ReplayStore
 from mbpo_ray.world_model.data import Episodes, load_episodes, sequences, split_episodes
-from mbpo_ray.world_model.layout import BOS, EOS, KEEP, PAD, TokenLayout
+from mbpo_ray.world_model.layout import BOS, EOS, KEEP, PAD, TokenLayout, chunk_sum
 from mbpo_ray.world_model.pretrained import base_vocab_size, load_pretrained_backbone
 from mbpo_ray.world_model.tokenizer import ImageTokenizer
 
@@ -113,19 +113,25 @@ def prepare(store: ReplayStore, tokenizer: ImageTokenizer, cfg: WorldModelConfig
         if cfg.pretrained and layout.base_vocab != base_vocab_size(cfg.pretrained):
             raise ConfigError(f"{out} was trained with another backbone vocabulary ({layout.base_vocab} tokens) "
                              f"than world_model.pretrained={cfg.pretrained!r}")
+        if layout.action_sums != cfg.action_sums:
+            raise ConfigError(f"{out} was trained with world_model.action_sums={str(layout.action_sums).lower()}: "
+                              "continue it with the same value, or train into another --out")
     else:
         base = base_vocab_size(cfg.pretrained) if cfg.pretrained else 0  # checks the folder before any work
         train_ids, test_ids = split_episodes(store, cfg.holdout_episodes, seed)
         split = {"train": train_ids, "heldout": test_ids}
         ep = load_episodes(store, train_ids)
         acts = np.concatenate([ep.actions[k, : ep.num_actions[k]] for k in ep.transitions()])
+        h, a = store.spec.chunk_size, store.spec.action_dim
+        sums = (np.stack([chunk_sum(ep.actions[k, : ep.num_actions[k]], h, a) for k in ep.transitions()])
+                if cfg.action_sums else None)
         from libero.libero import benchmark  # the full LIBERO instruction vocabulary
 
         texts = list(ep.instruction)
         for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"):
             texts += [t.language for t in benchmark.get_benchmark_dict()[suite]().tasks]
         layout = TokenLayout.fit(texts, acts, tokenizer.preset.codebook_size, tokenizer.preset.codes_per_view,
-                                 store.spec.chunk_size, keep_codes=cfg.keep_codes, base_vocab=base)
+                                 h, keep_codes=cfg.keep_codes, base_vocab=base, chunk_sums=sums)
         out.mkdir(parents=True, exist_ok=True)
         layout.save(out / "layout.json")
         (out / "split.json").write_text(json.dumps(split, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from mbpo_ray.world_model.layout import (
     WRIST,
     YES,
     TokenLayout,
+    chunk_sum,
 )
 from tests.world_model.conftest import tiny_layout
 
@@ -87,3 +89,32 @@ def test_bins_fitted_per_dimension():
     for d in range(2):  # uniform data fills the bins about evenly; the 1% tails land in the end bins
         counts = np.bincount(b[:, d], minlength=256)
         assert counts.min() > 0 and counts[1:-1].max() < 50 and 40 < counts[0] < 100 and 40 < counts[-1] < 100
+
+
+def test_action_sums_follow_the_bins(tmp_path):
+    rng = np.random.default_rng(2)
+    chunks = rng.uniform(-0.5, 0.5, (400, 2, 7))
+    sums = np.stack([chunk_sum(c, 2, 7) for c in chunks])
+    lay = TokenLayout.fit(["pick", "up"], chunks.reshape(-1, 7), 64, 4, 2, chunk_sums=sums)
+    plain = TokenLayout.fit(["pick", "up"], chunks.reshape(-1, 7), 64, 4, 2)
+    assert lay.action_sums and not plain.action_sums and lay.action_tokens == plain.action_tokens + 7
+    assert lay.sum_high[0] > plain.action_high[0]  # the sums' own ranges, wider than one action's
+    head, wrist = rng.integers(0, 64, 4), rng.integers(0, 64, 4)
+    p, q = lay.prompt("pick up", head, wrist, chunks[0]), plain.prompt("pick up", head, wrist, chunks[0])
+    assert p[:-8] == q[:-1] and p[-1] == HEAD and len(p) == len(q) + 7
+    extra = np.array(p[-8:-1]) - lay.bin_offset
+    np.testing.assert_array_equal(extra, np.clip(np.floor((chunks[0].sum(0) - np.array(lay.sum_low))
+                                                          / (np.array(lay.sum_high) - np.array(lay.sum_low)) * 256), 0, 255))
+    # another chunk, other sums
+    assert lay.prompt("pick up", head, wrist, chunks[1])[-8:-1] != p[-8:-1]
+    np.testing.assert_array_equal(lay.current_codes(p)[1], wrist)
+    t = lay.target(head, wrist, success=False, head=head, wrist=wrist)
+    assert len(p) + len(t) <= lay.max_len() and lay.max_len() == plain.max_len() + 7
+    lay.save(tmp_path / "layout.json")
+    assert TokenLayout.load(tmp_path / "layout.json") == lay
+    # a layout saved before action sums existed loads as one without them
+    old = {k: v for k, v in dataclasses.asdict(plain).items() if k not in ("action_sums", "sum_low", "sum_high")}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert TokenLayout.load(tmp_path / "old.json") == plain
+    # a short chunk is summed as the prompt writes it: its last action held
+    np.testing.assert_allclose(chunk_sum(chunks[0][:1], 2, 7), 2 * chunks[0][0])

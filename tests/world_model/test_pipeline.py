@@ -122,3 +122,20 @@ def test_change_weight_needs_keep_codes():
         WorldModelConfig(change_weight=4.0, keep_codes=False)
     with pytest.raises(ConfigError, match="world_model.change_weight"):
         WorldModelConfig(change_weight=-1.0)
+
+
+def test_action_sums_train_and_imagine(store, tmp_path, capsys):
+    tok, ckpt, report = tmp_path / "tok", tmp_path / "wm", tmp_path / "report"
+    assert main(["train-tokenizer", store, "--out", str(tok), *TOK]) == 0
+    assert main(["train-world-model", store, "--tokenizer", str(tok), "--out", str(ckpt), *WM,
+                 "--world_model.steps=3", "--world_model.action_sums=true", "--world_model.change_weight=4"]) == 0
+    layout = json.loads((ckpt / "layout.json").read_text())
+    assert layout["action_sums"] and len(layout["sum_low"]) == len(layout["sum_high"]) == 7
+    capsys.readouterr()
+    # a resume may not change the layout under the trained model
+    assert main(["train-world-model", store, "--tokenizer", str(tok), "--out", str(ckpt), "--resume",
+                 "--world_model.steps=4", "--world_model.action_sums=false"]) == 2
+    assert "was trained with world_model.action_sums=true" in capsys.readouterr().err
+    assert main(["eval-world-model", str(ckpt), store, "--out", str(report), "--engine", "hf"]) == 0
+    q = json.loads((report / "world_model_quality.json").read_text())
+    assert q["reward"]["transitions"] == 6 and 0 < q["head"]["psnr"] < 100
