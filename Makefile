@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity change-weight clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity wm-levers clean
 
 install: $(STAMP)
 
@@ -305,17 +305,22 @@ $(SIB)/wm/wm/best.json: $(SIB)/train/.done
 sibling-fidelity: install $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
 	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm
 
-# Does a loss that counts the changing patches more make the world model follow the actions? The
-# recipe's world model trained again with every view code that is not <keep> (a patch that changes over
-# the chunk, mostly the arm) counted 4 times in the loss (same store, tokenizer and settings; report:
-# world_model_quality_change.json), judged on the held-out siblings beside the recipe's and the
-# sibling-trained one (sibling_fidelity_change.json, .png). About 45 min here after sibling-fidelity.
+# Two levers on whether the world model follows the actions, each trained as the recipe's was (same
+# store, tokenizer and settings; stopped by patience): every view code that is not <keep> (a patch that
+# changes over the chunk, mostly the arm) counted 4 times in the loss (world_model_quality_change.json),
+# and the prompt holding each chunk's summed actions, its net motion (world_model_quality_sums.json);
+# both judged on the held-out siblings beside the recipe's and the sibling-trained world model
+# (sibling_fidelity_levers.json, .png). About 80 min here after sibling-fidelity.
 WMC := $(RECIPE)/wm_change
+WMS := $(RECIPE)/wm_sums
 $(WMC)/wm/best.json: $(RECIPE)/wm/wm/best.json
 	rm -rf $(WMC)
 	$(BIN)/python benchmarks/world_model_quality.py --store $(RECIPE)/demos --work $(WMC) --tokenizer $(RECIPE)/wm/tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_change --world_model.steps=2000 --world_model.max_minutes=45 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20 --world_model.change_weight=4
-change-weight: install $(WMC)/wm/best.json $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
-	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm change=$(WMC)/wm --name sibling_fidelity_change
+$(WMS)/wm/best.json: $(RECIPE)/wm/wm/best.json
+	rm -rf $(WMS)
+	$(BIN)/python benchmarks/world_model_quality.py --store $(RECIPE)/demos --work $(WMS) --tokenizer $(RECIPE)/wm/tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_sums --world_model.steps=2000 --world_model.max_minutes=45 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20 --world_model.action_sums=true
+wm-levers: install $(WMC)/wm/best.json $(WMS)/wm/best.json $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
+	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm change=$(WMC)/wm sums=$(WMS)/wm --name sibling_fidelity_levers
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
