@@ -264,6 +264,9 @@ class MBPOConfig:
     kl_coef: float = 0.0  # weight of the KL to the starting (SFT) policy, per action token
     target_kl: float = 0.0  # stop a batch's updates once the chunk-level approx KL passes this (0 = never)
     null_control: bool = False  # shuffle imagined returns across branches: the no-signal control
+    # a folder of imagined batches (rl/batch_cache.py): a run on the starting weights reads a batch an
+    # earlier run with the same inputs imagined there (its null control: the same branches), or keeps its own
+    batch_cache: str = ""
     # where branches start: uniform over every stored chunk boundary, or reverse: a window of the last
     # start_window chunks of each successful episode, widening by start_window_growth chunks per
     # iteration (a reverse curriculum); states of failed episodes are drawn fail_weight times as often;

@@ -120,7 +120,7 @@ class _Loop:
             start_policy = str(run / "start_policy")
         elif not resume and mc.critic_init == "zero":
             start_policy = _critic_at_zero(policy_dir, run / "start_policy")
-        self.replica_world_model = world_model_dir
+        self.policy_dir, self.replica_world_model = policy_dir, world_model_dir  # the run's inputs
         if resume and world_model_dir:
             world_model_dir = str(run / "checkpoint" / "world_model")
         self.world_model_dir = world_model_dir
@@ -207,10 +207,15 @@ class _Loop:
             return self._rollouts(state["imagine_seed"])
         if mc.mode == "simulator":
             return self._simulated(state["imagine_seed"], iteration, tuple(state["imagine_parts"]))
+        from mbpo_ray.rl.batch_cache import batch_key, imagine_cached
+
         # the weights and store parts are named, not "the newest": the batch is the same whenever it runs
-        versions = Versions(*state["imagine_versions"])
-        return self.pool.imagine(mc.branches, seed=state["imagine_seed"], task_ids=mc.task_ids, iteration=iteration,
-                                 group_size=mc.group_size, versions=versions, parts=tuple(state["imagine_parts"]))
+        versions, parts, seed = Versions(*state["imagine_versions"]), tuple(state["imagine_parts"]), state["imagine_seed"]
+        key = mc.batch_cache and batch_key(self.cfg.to_dict(), self.policy_dir, self.replica_world_model, self.store,
+                                           parts, seed, versions)
+        return imagine_cached(lambda: self.pool.imagine(mc.branches, seed=seed, task_ids=mc.task_ids, iteration=iteration,
+                                                        group_size=mc.group_size, versions=versions, parts=parts),
+                              os.path.expanduser(mc.batch_cache), key, versions, os.getpid())
 
     def _rollouts(self, seed: int):
         """Online RL: the current policy rolled out in real LIBERO, one branch per episode."""
@@ -280,7 +285,7 @@ class _Loop:
         update_s = m["seconds"]
         log = {"iteration": it + 1, "policy_version": state["version"], "staleness": staleness,
                "imagine/world_model_version": br.world_model_version, "imagine/chunk_transitions": br.steps,
-               "imagine/chunk_transitions_per_s": br.steps / im["seconds"],
+               "imagine/chunk_transitions_per_s": br.steps / max(im["seconds"], 1e-9), "imagine/cached": im.get("cached", 0),
                "imagine/reward_mean": float(br.reward.sum(1).mean()), "imagine/p_yes_mean": float(br.p_yes[br.valid].mean()),
                "imagine/uncertainty_mean": float(br.uncertainty[br.valid].mean()),
                "imagine/redone_shares": im["redone_shares"], "pool/workers": im["workers"], **success_by_bucket(br),
