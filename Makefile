@@ -310,7 +310,7 @@ sibling-fidelity: install $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
 # changes over the chunk, mostly the arm) counted 4 times in the loss (world_model_quality_change.json),
 # and the prompt holding each chunk's summed actions, its net motion (world_model_quality_sums.json);
 # both judged on the held-out siblings beside the recipe's and the sibling-trained world model
-# (sibling_fidelity_levers.json, .png). About 80 min here after sibling-fidelity.
+# (sibling_fidelity_levers.json, .png). About 75 min here after sibling-fidelity.
 WMC := $(RECIPE)/wm_change
 WMS := $(RECIPE)/wm_sums
 $(WMC)/wm/best.json: $(RECIPE)/wm/wm/best.json
