@@ -310,7 +310,9 @@ sibling-fidelity: install $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
 # changes over the chunk, mostly the arm) counted 4 times in the loss (world_model_quality_change.json),
 # and the prompt holding each chunk's summed actions, its net motion (world_model_quality_sums.json);
 # both judged on the held-out siblings beside the recipe's and the sibling-trained world model
-# (sibling_fidelity_levers.json, .png). About 75 min here after sibling-fidelity.
+# (sibling_fidelity_levers.json, .png); then the change-weighted one trained again on another split and
+# seed (world_model_quality_change_seed1.json) beside the first (sibling_fidelity_change_seeds.json).
+# About 75 min here after sibling-fidelity, and 40 more for the second seed.
 WMC := $(RECIPE)/wm_change
 WMS := $(RECIPE)/wm_sums
 $(WMC)/wm/best.json: $(RECIPE)/wm/wm/best.json
@@ -319,8 +321,13 @@ $(WMC)/wm/best.json: $(RECIPE)/wm/wm/best.json
 $(WMS)/wm/best.json: $(RECIPE)/wm/wm/best.json
 	rm -rf $(WMS)
 	$(BIN)/python benchmarks/world_model_quality.py --store $(RECIPE)/demos --work $(WMS) --tokenizer $(RECIPE)/wm/tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_sums --world_model.steps=2000 --world_model.max_minutes=45 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20 --world_model.action_sums=true
-wm-levers: install $(WMC)/wm/best.json $(WMS)/wm/best.json $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
+WMC1 := $(RECIPE)/wm_change_seed1
+$(WMC1)/wm/best.json: $(RECIPE)/wm/wm/best.json
+	rm -rf $(WMC1)
+	$(BIN)/python benchmarks/world_model_quality.py --store $(RECIPE)/demos --work $(WMC1) --tokenizer $(RECIPE)/wm/tokenizer --policy $(RECIPE)/sft/policy --name world_model_quality_change_seed1 --world_model.steps=2000 --world_model.max_minutes=45 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20 --world_model.change_weight=4 --collect.seed=1
+wm-levers: install $(WMC)/wm/best.json $(WMS)/wm/best.json $(WMC1)/wm/best.json $(SIB)/wm/wm/best.json $(SIB)/heldout/.done
 	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm change=$(WMC)/wm sums=$(WMS)/wm --name sibling_fidelity_levers
+	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm change=$(WMC)/wm change_seed1=$(WMC1)/wm --name sibling_fidelity_change_seeds
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
