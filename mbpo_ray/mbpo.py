@@ -211,11 +211,9 @@ class _Loop:
 
         # the weights and store parts are named, not "the newest": the batch is the same whenever it runs
         versions, parts, seed = Versions(*state["imagine_versions"]), tuple(state["imagine_parts"]), state["imagine_seed"]
-        key = mc.batch_cache and batch_key(self.cfg.to_dict(), self.policy_dir, self.replica_world_model, self.store,
-                                           parts, seed, versions)
+        path = batch_key(self.cfg.to_dict(), self.policy_dir, self.replica_world_model, self.store, parts, seed, versions)
         return imagine_cached(lambda: self.pool.imagine(mc.branches, seed=seed, task_ids=mc.task_ids, iteration=iteration,
-                                                        group_size=mc.group_size, versions=versions, parts=parts),
-                              os.path.expanduser(mc.batch_cache), key, versions, os.getpid())
+                                                        group_size=mc.group_size, versions=versions, parts=parts), path, versions)
 
     def _rollouts(self, seed: int):
         """Online RL: the current policy rolled out in real LIBERO, one branch per episode."""

@@ -36,10 +36,11 @@ def _digest_files(h, folder: str) -> None:
 
 
 def batch_key(config: dict, policy_dir: str, world_model_dir: str, store, parts, seed: int,
-              versions: Versions) -> str | None:
-    """The name of a batch (None where it is not kept: weights past the starting ones). ``config``:
-    the run's configuration as a dict; ``store``, ``parts``: the replay store and its parts drawn from."""
-    if (versions.policy, versions.world_model) != (0, 0):
+              versions: Versions) -> Path | None:
+    """Where a batch is kept: ``mbpo.batch_cache``/NAME.npz (None without a cache, or past the starting
+    weights). ``config``: the run's configuration as a dict; ``store``, ``parts``: the replay store and
+    its parts drawn from."""
+    if not config["mbpo"]["batch_cache"] or (versions.policy, versions.world_model) != (0, 0):
         return None
     episodes = [store.episodes[i] for i in store.episodes_in(parts)]
     cfg = {**config, "mbpo": {k: v for k, v in config["mbpo"].items() if k not in LEARNER_ONLY}}
@@ -48,26 +49,24 @@ def batch_key(config: dict, policy_dir: str, world_model_dir: str, store, parts,
     h.update(f"seed={seed}".encode())
     for folder in (policy_dir, world_model_dir):
         _digest_files(h, folder)
-    return h.hexdigest()[:32]
+    return Path(os.path.expanduser(config["mbpo"]["batch_cache"])) / f"{h.hexdigest()[:32]}.npz"
 
 
-def save_batch(folder: str, key: str, br: Branches) -> Path:
-    """``br`` as FOLDER/KEY.npz (written under another name, then renamed: never half a file)."""
-    out = Path(folder) / f"{key}.npz"
+def save_batch(path: Path, br: Branches) -> None:
+    """``br`` as ``path`` (written under another name, then renamed: never half a file)."""
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for f in dataclasses.fields(Branches):
         v = getattr(br, f.name)
         arrays[f.name] = np.array(v, dtype=str) if isinstance(v, list) else np.asarray(v)
-    tmp = out.with_name(f".{key}.{os.getpid()}.npz")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, out)
-    return out
 
 
-def load_batch(folder: str, key: str) -> Branches | None:
-    path = Path(folder) / f"{key}.npz"
-    if not path.is_file():
+def load_batch(path: Path) -> Branches | None:
+    if not Path(path).is_file():
         return None
     with np.load(path) as z:
         fields = {}
@@ -78,16 +77,15 @@ def load_batch(folder: str, key: str) -> Branches | None:
     return Branches(**fields)
 
 
-def imagine_cached(imagine: Callable[[], tuple[list, dict]], folder: str, key: str | None, versions: Versions,
-                   pid: int):
-    """``imagine()``'s (results, stats), or the batch ``key`` names read from ``folder`` as one result
-    (stats ``cached``: 1); a batch imagined under a key is kept there."""
-    if folder and key:
-        br = load_batch(folder, key)
+def imagine_cached(imagine: Callable[[], tuple[list, dict]], path: Path | None, versions: Versions):
+    """``imagine()``'s (results, stats), or the batch kept at ``path`` (:func:`batch_key`) as one result
+    (stats ``cached``: 1); a batch imagined with a path is kept there."""
+    if path is not None:
+        br = load_batch(path)
         if br is not None:
-            return [ImagineResult(br, 0.0, 0.0, pid, versions)], {"seconds": 0.0, "redone_shares": 0, "workers": 0,
+            return [ImagineResult(br, 0.0, 0.0, os.getpid(), versions)], {"seconds": 0.0, "redone_shares": 0, "workers": 0,
                                                                   "sync_seconds": 0.0, "cached": 1}
     results, stats = imagine()
-    if folder and key:
-        save_batch(folder, key, Branches.concat([r.branches for r in results]))
+    if path is not None:
+        save_batch(path, Branches.concat([r.branches for r in results]))
     return results, {**stats, "cached": 0}

@@ -33,8 +33,8 @@ def test_a_kept_batch_reads_back_as_it_was(loop_inputs, tmp_path):
     _, _, policy, _ = loop_inputs
     br = acted_branches(policy, {0: 1, 2: 0})
     br.start_ids, br.to_go, br.world_model_version = [f"ep{i}:0" for i in range(4)], np.arange(4), 3
-    save_batch(str(tmp_path), "k", br)
-    assert _same(load_batch(str(tmp_path), "k"), br) and load_batch(str(tmp_path), "other") is None
+    save_batch(tmp_path / "k.npz", br)
+    assert _same(load_batch(tmp_path / "k.npz"), br) and load_batch(tmp_path / "other.npz") is None
     assert [p.name for p in tmp_path.iterdir()] == ["k.npz"]  # no half-written file left beside it
 
     calls = []
@@ -44,12 +44,12 @@ def test_a_kept_batch_reads_back_as_it_was(loop_inputs, tmp_path):
         return [type("R", (), {"branches": br})()], {"seconds": 5.0, "redone_shares": 0, "workers": 2,
                                                        "sync_seconds": 0.0}
 
-    first = imagine_cached(imagine, str(tmp_path / "c"), "key", Versions(), 1)
-    again = imagine_cached(imagine, str(tmp_path / "c"), "key", Versions(), 1)
+    first = imagine_cached(imagine, tmp_path / "c" / "key.npz", Versions())
+    again = imagine_cached(imagine, tmp_path / "c" / "key.npz", Versions())
     assert len(calls) == 1 and (first[1]["cached"], again[1]["cached"]) == (0, 1)
     assert _same(again[0][0].branches, br)
-    imagine_cached(imagine, "", "key", Versions(), 1)  # no folder: imagined every time, nothing kept
-    imagine_cached(imagine, str(tmp_path / "c"), None, Versions(), 1)
+    imagine_cached(imagine, None, Versions())  # no path: imagined every time, nothing kept
+    imagine_cached(imagine, None, Versions())
     assert len(calls) == 3 and len(list((tmp_path / "c").iterdir())) == 1
 
 
@@ -59,10 +59,12 @@ def test_a_batch_is_named_by_everything_it_depends_on(loop_inputs, tmp_path):
     parts = tuple(store.part_names)
 
     def key(overrides=None, policy_dir=policy, seed=7, versions=None, parts=parts):
-        cfg = build_config(overrides={"mbpo": {"objective": "bc", **(overrides or {})}}).to_dict()
-        return batch_key(cfg, policy_dir, wm, store, parts, seed, versions or Versions())
+        cfg = build_config(overrides={"mbpo": {"objective": "bc", "batch_cache": "cache", **(overrides or {})}})
+        path = batch_key(cfg.to_dict(), policy_dir, wm, store, parts, seed, versions or Versions())
+        return path and path.name
 
     base = key()
+    assert key({"batch_cache": ""}) is None  # no cache: nothing named
     assert base == key({"null_control": True, "batch_cache": "elsewhere"})  # what only the learner reads
     assert base != key({"branches": 16}) and base != key({"n_chunks": 4}) and base != key(seed=8)
     assert base != key(parts=parts[:-1])
