@@ -1,6 +1,6 @@
 """Does the world model follow the actions that tell sibling branches apart?
 
-    python benchmarks/sibling_fidelity.py --store STORE --branches-seed 1 --world-model NAME=WM_CKPT ...
+    python benchmarks/sibling_fidelity.py --store STORE --branches-seed 1 [2 ...] --world-model NAME=WM_CKPT ...
         [--exclude-seed 0] [--temperature 1.0] [--seed 0] [--boot 1000] [--name sibling_fidelity]
 
 Sibling branches (``mbpo-ray branches``, collection ``--branches-seed``) start from one recorded state
@@ -18,7 +18,8 @@ recorded actions, greedily and at ``--temperature``. Per step taken in LIBERO:
   within each group (:func:`mbpo_ray.rl.advantage_fidelity.fidelity`), ROC AUC of P(yes) per step
   against real success.
 
-Groups whose start state a world model trained on (collection ``--exclude-seed``) are left out. With
+Groups whose start state a world model trained on (collection ``--exclude-seed``) are left out; with
+several ``--branches-seed`` collections, a start state is judged once (its first collection's group). With
 several world models, each later one's margin is compared with the first's on the same (branch,
 step), with a 95% bootstrap interval over start states. Writes benchmarks/results/NAME.json, .png.
 """
@@ -65,17 +66,20 @@ class Siblings:
         return self._resized[view, size]
 
 
-def load_siblings(store, seed: int, exclude_seed: int | None = None) -> Siblings:
-    """Every group of collection ``seed`` with at least two branches, in store order; groups whose
-    start state collection ``exclude_seed`` also branched from left out."""
+def load_siblings(store, seed: int | list[int], exclude_seed: int | None = None) -> Siblings:
+    """Every group of collection ``seed`` (or of each of several, in that order) with at least two
+    branches, in store order; groups whose start state collection ``exclude_seed`` also branched from
+    left out, and a start state an earlier collection of the list already branched from too."""
     from mbpo_ray.replay import frames
     from mbpo_ray.rl.siblings import collection, sibling_group, start_of
 
     seen = set() if exclude_seed is None else {start_of(e.episode_id) for e in collection(store.episodes, exclude_seed)}
     groups: dict[str, list] = {}
-    for e in collection(store.episodes, seed):
-        if start_of(e.episode_id) not in seen:
+    for s in [seed] if isinstance(seed, int) else seed:
+        mine = [e for e in collection(store.episodes, s) if start_of(e.episode_id) not in seen]
+        for e in mine:
             groups.setdefault(sibling_group(e.episode_id), []).append(e)
+        seen |= {start_of(e.episode_id) for e in mine}
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
         raise SystemExit(f"no sibling groups of collection seed {seed} in the store"
@@ -223,8 +227,8 @@ def plot(name: str, rows: dict, real: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", required=True)
-    ap.add_argument("--branches-seed", type=int, required=True, dest="branches_seed",
-                    help="the `mbpo-ray branches --seed` collection to judge on")
+    ap.add_argument("--branches-seed", type=int, nargs="+", required=True, dest="branches_seed",
+                    help="the `mbpo-ray branches --seed` collection(s) to judge on")
     ap.add_argument("--exclude-seed", type=int, dest="exclude_seed",
                     help="leave out groups from a start state this collection (the training one) also used")
     ap.add_argument("--world-model", nargs="+", required=True, dest="world_model", metavar="NAME=CKPT")
@@ -256,7 +260,8 @@ def main() -> None:
                                        args.seed) for t in rows[first] for v in VIEWS}
     succ = sb.success.any(1)
     spread = sum(0 < succ[sb.group == g].sum() < (sb.group == g).sum() for g in np.unique(sb.group))
-    result = {"branches_seed": args.branches_seed, "exclude_seed": args.exclude_seed, "start_states": len(sb.start_ids),
+    seeds = args.branches_seed[0] if len(args.branches_seed) == 1 else args.branches_seed
+    result = {"branches_seed": seeds, "exclude_seed": args.exclude_seed, "start_states": len(sb.start_ids),
               "branches": int(len(sb.group)), "steps": int(sb.valid.sum()), "n_chunks": int(sb.valid.shape[1]),
               "success_per_branch": round(float(succ.mean()), 4), "groups_with_spread": int(spread),
               "world_models": {k: os.path.basename(os.path.normpath(v)) for k, v in models.items()},
