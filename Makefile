@@ -332,12 +332,15 @@ wm-levers: install $(WMC)/wm/best.json $(WMS)/wm/best.json $(WMC1)/wm/best.json 
 # More held-out sibling groups, to settle the change-weighted world model's lead on the wrist view: four
 # more collections of 24 starts x 8 branches (seeds 2-5; a start an earlier collection judged is judged
 # once), and the five world models above judged on all 120 held-out starts together
-# (sibling_fidelity_levers_wide.json, .png). About 20 min of LIBERO and 45 of judging here.
+# (sibling_fidelity_levers_wide.json, .png); then the ceiling, the same branches rendered from their real
+# views' own codes through the recipe's tokenizer (sibling_fidelity_codec.json). About 20 min of LIBERO
+# and 45 of judging here.
 $(SIB)/heldout/.more.done: $(SIB)/heldout/.done
 	for s in 2 3 4 5; do $(BIN)/mbpo-ray branches $(SIB)/heldout --policy $(RECIPE)/sft/policy --seed $$s --mbpo.branches=192 $(SIB_SET) || exit 1; done
 	touch $@
 wm-levers-wide: install $(WMC)/wm/best.json $(WMS)/wm/best.json $(WMC1)/wm/best.json $(SIB)/wm/wm/best.json $(SIB)/heldout/.more.done
 	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm change=$(WMC)/wm sums=$(WMS)/wm change_seed1=$(WMC1)/wm --name sibling_fidelity_levers_wide
+	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --codec $(RECIPE)/wm/tokenizer --name sibling_fidelity_codec
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Does the world model follow the actions that tell sibling branches apart?
 
     python benchmarks/sibling_fidelity.py --store STORE --branches-seed 1 [2 ...] --world-model NAME=WM_CKPT ...
-        [--exclude-seed 0] [--temperature 1.0] [--seed 0] [--boot 1000] [--name sibling_fidelity]
+        [--codec TOKENIZER] [--exclude-seed 0] [--temperature 1.0] [--seed 0] [--boot 1000] [--name sibling_fidelity]
 
 Sibling branches (``mbpo-ray branches``, collection ``--branches-seed``) start from one recorded state
 and differ only in the policy's sampled actions; LIBERO gave each its own frames and outcome. Every
@@ -17,6 +17,10 @@ recorded actions, greedily and at ``--temperature``. Per step taken in LIBERO:
 * the reward answer: pair accuracy and advantage cosine of the imagined returns against the real ones
   within each group (:func:`mbpo_ray.rl.advantage_fidelity.fidelity`), ROC AUC of P(yes) per step
   against real success.
+
+``--codec TOKENIZER`` adds the ceiling: each branch rendered from its real views' own codes, as a
+perfect world model with that tokenizer would imagine it (kept patches showing the previous frame's
+pixels), so its margin is the most the actions can show through this tokenizer.
 
 Groups whose start state a world model trained on (collection ``--exclude-seed``) are left out; with
 several ``--branches-seed`` collections, a start state is judged once (its first collection's group). With
@@ -193,6 +197,29 @@ def imagine(path: str, sb: Siblings, temperatures: list[float], seed: int, engin
     return out, size
 
 
+def codec_views(tokenizer_dir: str, sb: Siblings) -> tuple[dict[str, np.ndarray], int]:
+    """view -> (B, n, S, S, 3): every branch as a perfect world model with this tokenizer would imagine
+    it (the real views' own codes, kept patches showing the previous imagined frame's pixels, as
+    ``WorldModel.render`` does with ``keep_pixels``); and the tokenizer's image size. Its margin is the
+    most a world model at this resolution can show."""
+    from mbpo_ray.world_model.tokenizer import ImageTokenizer, paste_kept, resize_frames
+
+    tok = ImageTokenizer.load(os.path.expanduser(tokenizer_dir))
+    size = tok.preset.image_size
+    out = {}
+    for v in VIEWS:
+        real = sb.real_at(v, size)
+        cur = resize_frames(sb.start[v], size)
+        cur_codes = tok.encode(cur)
+        frames = np.zeros_like(real)
+        for t in range(real.shape[1]):
+            codes = tok.encode(real[:, t])
+            cur = frames[:, t] = paste_kept(tok.decode(codes), cur, codes, cur_codes)
+            cur_codes = codes
+        out[v] = frames
+    return out, size
+
+
 def compare(margins: dict[str, np.ndarray], first: str, group: np.ndarray, boot: int, seed: int) -> dict:
     """Each model's margin minus the first's on the same (branch, step), with its interval."""
     out = {}
@@ -231,13 +258,17 @@ def main() -> None:
                     help="the `mbpo-ray branches --seed` collection(s) to judge on")
     ap.add_argument("--exclude-seed", type=int, dest="exclude_seed",
                     help="leave out groups from a start state this collection (the training one) also used")
-    ap.add_argument("--world-model", nargs="+", required=True, dest="world_model", metavar="NAME=CKPT")
+    ap.add_argument("--world-model", nargs="*", default=[], dest="world_model", metavar="NAME=CKPT")
+    ap.add_argument("--codec", metavar="TOKENIZER", help="also a row 'codec': the real views' own codes, a "
+                    "perfect world model at this tokenizer (greedy only)")
     ap.add_argument("--temperature", type=float, default=1.0, help="besides greedy (0 for greedy only)")
     ap.add_argument("--gamma", type=float, default=0.99)
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="sibling_fidelity")
     args = ap.parse_args()
+    if not args.world_model and not args.codec:
+        ap.error("nothing to judge: name a --world-model or a --codec tokenizer")
     models = dict(x.split("=", 1) if "=" in x else (os.path.basename(os.path.normpath(x)), x) for x in args.world_model)
     prov = provenance()
     from mbpo_ray.replay import ReplayStore
@@ -255,9 +286,17 @@ def main() -> None:
             for v in VIEWS:
                 rows[name][t][v], margins[f"{name}_{t}_{v}"] = view_report(getattr(ol, v), sb, v, size, args.boot,
                                                                            args.seed)
+    if args.codec:
+        ceiling, size = codec_views(args.codec, sb)
+        real = real or real_report(sb, size)
+        rows["codec"] = {"greedy": {}}
+        for v in VIEWS:
+            rows["codec"]["greedy"][v], margins[f"codec_greedy_{v}"] = view_report(ceiling[v], sb, v, size, args.boot,
+                                                                                 args.seed)
+        models["codec"] = args.codec
     first = next(iter(models))
-    comparisons = {f"{t}_{v}": compare({k: margins[f"{k}_{t}_{v}"] for k in models}, first, sb.group, args.boot,
-                                       args.seed) for t in rows[first] for v in VIEWS}
+    comparisons = {f"{t}_{v}": compare({k: margins[f"{k}_{t}_{v}"] for k in models if t in rows[k]}, first, sb.group,
+                                       args.boot, args.seed) for t in rows[first] for v in VIEWS}
     succ = sb.success.any(1)
     spread = sum(0 < succ[sb.group == g].sum() < (sb.group == g).sum() for g in np.unique(sb.group))
     seeds = args.branches_seed[0] if len(args.branches_seed) == 1 else args.branches_seed
@@ -271,9 +310,10 @@ def main() -> None:
     plot(args.name, rows, real)
     for name, by_t in rows.items():
         for t, r in by_t.items():
+            answer = (f"; reward AUC {r['reward']['auc']}, pair acc {r['reward']['hard']['pair_accuracy']}"
+                      if "reward" in r else "")
             print(f"{name:>10s} {t:>6s}: head margin {r['head']['margin']:+.2f} {r['head']['margin_ci95']}, wrist "
-                  f"{r['wrist']['margin']:+.2f} {r['wrist']['margin_ci95']}; reward AUC {r['reward']['auc']}, "
-                  f"pair acc {r['reward']['hard']['pair_accuracy']}")
+                  f"{r['wrist']['margin']:+.2f} {r['wrist']['margin_ci95']}{answer}")
     print(f"results in {RESULTS}")
 
 

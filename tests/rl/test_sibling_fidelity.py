@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.sibling_fidelity import (
+    codec_views,
     group_mean_ci,
     imagine,
     load_siblings,
@@ -87,3 +88,22 @@ def test_a_world_model_imagines_every_sibling_open_loop(tmp_path, tiny_world_mod
     row, margin = view_report(runs["greedy"].head, sb, "head", size, boot=100, seed=0)
     assert margin.shape == (6, 2) and np.isnan(margin[4, 1]) and len(row["margin_by_step"]) == 2
     assert row["margin_ci95"][0] <= row["margin"] <= row["margin_ci95"][1]
+
+
+def test_the_codec_ceiling_renders_each_branch_from_its_own_real_codes(tmp_path, tiny_world_model):
+    from mbpo_ray.world_model.tokenizer import ImageTokenizer, paste_kept, resize_frames
+
+    sb = load_siblings(_branch_store(tmp_path / "s"), 0)
+    sb.real["head"][0] = sb.start["head"][0]  # branch 0's head view never changes from its start
+    views, size = codec_views(f"{tiny_world_model}/tokenizer", sb)
+    assert size == 16 and views["head"].shape == views["wrist"].shape == (6, 2, 16, 16, 3)
+    start = resize_frames(sb.start["head"][:1], size)
+    assert (views["head"][0] == start).all()  # every code kept: the start view's own pixels, at every step
+    tok = ImageTokenizer.load(f"{tiny_world_model}/tokenizer")
+    real = sb.real_at("wrist", size)
+    first = tok.encode(real[:, 0])
+    expected = paste_kept(tok.decode(first), resize_frames(sb.start["wrist"], size), first,
+                          tok.encode(resize_frames(sb.start["wrist"], size)))
+    assert (views["wrist"][:, 0] == expected).all()
+    row, _ = view_report(views["head"], sb, "head", size, boot=50, seed=0)
+    assert np.isfinite(row["margin"])
