@@ -269,6 +269,8 @@ def main() -> None:
     args = ap.parse_args()
     if not args.world_model and not args.codec:
         ap.error("nothing to judge: name a --world-model or a --codec tokenizer")
+    if args.codec and not os.path.isdir(os.path.expanduser(args.codec)):
+        ap.error(f"--codec {args.codec}: no such folder (a tokenizer saved by train-world-model, e.g. WM_CKPT/tokenizer)")
     models = dict(x.split("=", 1) if "=" in x else (os.path.basename(os.path.normpath(x)), x) for x in args.world_model)
     prov = provenance()
     from mbpo_ray.replay import ReplayStore

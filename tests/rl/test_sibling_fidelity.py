@@ -107,3 +107,15 @@ def test_the_codec_ceiling_renders_each_branch_from_its_own_real_codes(tmp_path,
     assert (views["wrist"][:, 0] == expected).all()
     row, _ = view_report(views["head"], sb, "head", size, boot=50, seed=0)
     assert np.isfinite(row["margin"])
+
+
+def test_nothing_to_judge_or_a_missing_tokenizer_is_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = [str(Path(__file__).parents[2] / "benchmarks" / "sibling_fidelity.py"), "--store", str(tmp_path),
+              "--branches-seed", "1"]
+    for extra, says in (([], "nothing to judge"), (["--codec", str(tmp_path / "none")], "no such folder")):
+        r = subprocess.run([sys.executable, *script, *extra], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr
