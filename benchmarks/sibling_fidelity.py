@@ -220,6 +220,14 @@ def codec_views(tokenizer_dir: str, sb: Siblings) -> tuple[dict[str, np.ndarray]
     return out, size
 
 
+def _codec_run(tokenizer_dir: str, sb: Siblings):
+    """:func:`codec_views` as :func:`imagine` returns a model's runs: greedy only, no answer."""
+    from mbpo_ray.rl.advantage_fidelity import OpenLoop
+
+    views, size = codec_views(tokenizer_dir, sb)
+    return {"greedy": OpenLoop(p_yes=None, p_yes_frames=None, uncertainty=None, **views)}, size
+
+
 def compare(margins: dict[str, np.ndarray], first: str, group: np.ndarray, boot: int, seed: int) -> dict:
     """Each model's margin minus the first's on the same (branch, step), with its interval."""
     out = {}
@@ -278,24 +286,20 @@ def main() -> None:
     t0 = time.time()
     sb = load_siblings(ReplayStore.open(os.path.expanduser(args.store)), args.branches_seed, args.exclude_seed)
     temps = [0.0] + ([args.temperature] if args.temperature > 0 else [])
+    judged = {name: (lambda p=path: imagine(p, sb, temps, args.seed)) for name, path in models.items()}
+    if args.codec:  # the ceiling is judged as one more model that imagined the real codes, greedily, with no answer
+        judged["codec"] = lambda: _codec_run(args.codec, sb)
+        models["codec"] = args.codec
     rows, margins, real = {}, {}, None
-    for name, path in models.items():
-        runs, size = imagine(path, sb, temps, args.seed)
+    for name, run in judged.items():
+        runs, size = run()
         real = real or real_report(sb, size)
         rows[name] = {}
         for t, ol in runs.items():
-            rows[name][t] = {"reward": reward_report(ol.p_yes, sb, args.gamma)}
+            rows[name][t] = {} if ol.p_yes is None else {"reward": reward_report(ol.p_yes, sb, args.gamma)}
             for v in VIEWS:
                 rows[name][t][v], margins[f"{name}_{t}_{v}"] = view_report(getattr(ol, v), sb, v, size, args.boot,
                                                                            args.seed)
-    if args.codec:
-        ceiling, size = codec_views(args.codec, sb)
-        real = real or real_report(sb, size)
-        rows["codec"] = {"greedy": {}}
-        for v in VIEWS:
-            rows["codec"]["greedy"][v], margins[f"codec_greedy_{v}"] = view_report(ceiling[v], sb, v, size, args.boot,
-                                                                                 args.seed)
-        models["codec"] = args.codec
     first = next(iter(models))
     comparisons = {f"{t}_{v}": compare({k: margins[f"{k}_{t}_{v}"] for k in models if t in rows[k]}, first, sb.group,
                                        args.boot, args.seed) for t in rows[first] for v in VIEWS}
