@@ -23,7 +23,8 @@ perfect world model with that tokenizer would imagine it (kept patches showing t
 pixels), so its margin is the most the actions can show through this tokenizer.
 
 Groups whose start state a world model trained on (collection ``--exclude-seed``) are left out; with
-several ``--branches-seed`` collections, a start state is judged once (its first collection's group). With
+several ``--branches-seed`` collections, a start state is judged once, as one group (its first collection's
+branches; a collection that drew it twice gives both draws' branches). With
 several world models, each later one's margin is compared with the first's on the same (branch,
 step), with a 95% bootstrap interval over start states. Writes benchmarks/results/NAME.json, .png.
 """
@@ -71,18 +72,19 @@ class Siblings:
 
 
 def load_siblings(store, seed: int | list[int], exclude_seed: int | None = None) -> Siblings:
-    """Every group of collection ``seed`` (or of each of several, in that order) with at least two
-    branches, in store order; groups whose start state collection ``exclude_seed`` also branched from
-    left out, and a start state an earlier collection of the list already branched from too."""
+    """Every start state of collection ``seed`` (or of each of several, in that order) with at least two
+    branches, in store order, as one group (a collection that drew a start twice gives it one group);
+    starts collection ``exclude_seed`` also branched from left out, and a start an earlier collection of
+    the list already branched from too."""
     from mbpo_ray.replay import frames
-    from mbpo_ray.rl.siblings import collection, sibling_group, start_of
+    from mbpo_ray.rl.siblings import collection, start_of
 
     seen = set() if exclude_seed is None else {start_of(e.episode_id) for e in collection(store.episodes, exclude_seed)}
     groups: dict[str, list] = {}
     for s in [seed] if isinstance(seed, int) else seed:
         mine = [e for e in collection(store.episodes, s) if start_of(e.episode_id) not in seen]
         for e in mine:
-            groups.setdefault(sibling_group(e.episode_id), []).append(e)
+            groups.setdefault(start_of(e.episode_id), []).append(e)
         seen |= {start_of(e.episode_id) for e in mine}
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
@@ -92,7 +94,7 @@ def load_siblings(store, seed: int | list[int], exclude_seed: int | None = None)
     eps = [(g, e) for g, members in enumerate(groups.values()) for e in members]
     n, s, h = max(e.chunks for _, e in eps), store.spec.image_size, store.spec.chunk_size
     b = len(eps)
-    out = Siblings(np.array([g for g, _ in eps]), [start_of(k) for k in groups], [],
+    out = Siblings(np.array([g for g, _ in eps]), list(groups), [],
                    {v: np.zeros((b, s, s, 3), np.uint8) for v in VIEWS},
                    {v: np.zeros((b, n, s, s, 3), np.uint8) for v in VIEWS}, np.zeros((b, n, h, 7), np.float32),
                    np.zeros((b, n), bool), np.zeros((b, n), bool))
@@ -243,6 +245,7 @@ def plot(name: str, rows: dict, real: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     keys = [(wm, t) for wm in rows for t in rows[wm]]
@@ -251,6 +254,7 @@ def plot(name: str, rows: dict, real: dict) -> None:
             r = rows[wm][t][v]
             ax.plot(range(1, len(r["margin_by_step"]) + 1), r["margin_by_step"], marker="o", label=f"{wm} {t}")
         ax.axhline(0, color="grey", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("imagined step (chunk)")
         ax.set_ylabel("own - sibling PSNR (dB)")
         ax.set_title(f"{v}: does the imagined frame follow this branch's actions?\n"

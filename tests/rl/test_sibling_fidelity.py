@@ -19,13 +19,14 @@ from mbpo_ray.replay import EpisodeBuilder, ReplayStore
 from tests.conftest import random_obs
 from tests.rl.conftest import INSTRUCTIONS, SPEC
 
+PLAN = [(0, "e0:1", 0, [2, 2, 2]), (0, "e1:2", 1, [2, 1, 2]), (1, "e0:1", 0, [2, 2]), (1, "e2:0", 1, [2, 2])]
 
-def _branch_store(path) -> ReplayStore:
+
+def _branch_store(path, plan=PLAN) -> ReplayStore:
     """Collection 0: groups from starts e0:1 and e1:2 (3 branches each, e1:2's second succeeds at its
     first step); collection 1: one group from e0:1 (its start is collection 0's too) and one from e2:0."""
     store = ReplayStore.create(str(path), SPEC)
     rng = np.random.default_rng(0)
-    plan = [(0, "e0:1", 0, [2, 2, 2]), (0, "e1:2", 1, [2, 1, 2]), (1, "e0:1", 0, [2, 2]), (1, "e2:0", 1, [2, 2])]
     for seed, start, g, lengths in plan:
         first = random_obs(rng, SPEC)
         for k, n in enumerate(lengths):
@@ -54,6 +55,13 @@ def test_siblings_are_read_by_group_and_a_training_collection_s_starts_left_out(
     assert load_siblings(store, [1, 0]).start_ids == ["e0:1", "e2:0", "e1:2"]  # the first collection keeps it
     with pytest.raises(SystemExit, match="no sibling groups of collection seed 3"):
         load_siblings(store, 3)
+
+
+def test_a_start_drawn_twice_by_one_collection_is_one_group(tmp_path):
+    twice = PLAN[:2] + [(0, "e2:0", 2, [2, 2]), (0, "e0:1", 3, [2, 2])]  # e0:1 drawn again, after e2:0
+    sb = load_siblings(_branch_store(tmp_path / "s", twice), 0)
+    assert sb.start_ids == ["e0:1", "e1:2", "e2:0"]
+    assert sb.group.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2]  # the bootstrap resamples three starts
 
 
 def test_the_margin_is_positive_when_frames_follow_the_actions_and_negative_when_swapped():
