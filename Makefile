@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity wm-levers wm-levers-wide wm-change-dose clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity wm-levers wm-levers-wide wm-change-dose wm-data-scale clean
 
 install: $(STAMP)
 
@@ -351,6 +351,27 @@ $(WMC16)/wm/best.json: $(RECIPE)/wm/wm/best.json
 	$(BIN)/mbpo-ray train-world-model $(RECIPE)/demos --tokenizer $(RECIPE)/wm/tokenizer --out $(WMC16)/wm --world_model.steps=2000 --world_model.max_minutes=45 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20 --world_model.change_weight=16
 wm-change-dose: install $(WMC)/wm/best.json $(WMC16)/wm/best.json $(SIB)/heldout/.more.done
 	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --temperature 0 --world-model recipe=$(RECIPE)/wm/wm change=$(WMC)/wm change16=$(WMC16)/wm --name sibling_fidelity_change_dose
+
+# Does the world model follow the actions better with more data of the same kind? 400 more sampled
+# rollouts of the recipe's SFT policy (init states 0-49 of tasks 0-3, sampling seeds 8 and 9, about 14 min
+# each here), each seed into its own copy of the recipe's store, the copies merged (repeated episodes
+# kept once); the recipe's world model trained again on the merged store with the same tokenizer,
+# settings and time limit (stopped by patience); both judged on the held-out siblings
+# (sibling_fidelity_data_scale.json, .png). About 90 min here.
+WMD := $(RECIPE)/wm_more_data
+$(WMD)/part%/.done: $(RECIPE)/sft/.rollouts.done
+	rm -rf $(WMD)/part$* $(WMD)/eval$*
+	mkdir -p $(WMD) && cp -r $(RECIPE)/demos $(WMD)/part$*
+	$(BIN)/mbpo-ray eval $(RECIPE)/sft/policy --tasks 0-3 --episodes-per-task 50 --workers 2 --sample --seed $* --to-store $(WMD)/part$* --out $(WMD)/eval$*
+	touch $@
+$(WMD)/store/store.json: $(WMD)/part8/.done $(WMD)/part9/.done
+	rm -rf $(WMD)/store
+	$(BIN)/mbpo-ray replay merge $(WMD)/part8 $(WMD)/part9 --out $(WMD)/store
+$(WMD)/wm/best.json: $(WMD)/store/store.json $(RECIPE)/wm/wm/best.json
+	rm -rf $(WMD)/wm
+	$(BIN)/mbpo-ray train-world-model $(WMD)/store --tokenizer $(RECIPE)/wm/tokenizer --out $(WMD)/wm --world_model.steps=2000 --world_model.max_minutes=45 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
+wm-data-scale: install $(WMD)/wm/best.json $(SIB)/heldout/.more.done
+	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm more_data=$(WMD)/wm --name sibling_fidelity_data_scale
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
