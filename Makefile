@@ -356,8 +356,9 @@ wm-change-dose: install $(WMC)/wm/best.json $(WMC16)/wm/best.json $(SIB)/heldout
 # rollouts of the recipe's SFT policy (init states 0-49 of tasks 0-3, sampling seeds 8 and 9, about 14 min
 # each here), each seed into its own copy of the recipe's store, the copies merged (repeated episodes
 # kept once); the recipe's world model trained again on the merged store with the same tokenizer,
-# settings and time limit (stopped by patience); both judged on the held-out siblings
-# (sibling_fidelity_data_scale.json, .png). About 90 min here.
+# settings and time limit (stopped by patience or the limit); both judged on the held-out siblings
+# (sibling_fidelity_data_scale.json, .png) and by their loss on the episodes neither trained on
+# (world_model_common_heldout.json, .png). About 95 min here.
 WMD := $(RECIPE)/wm_more_data
 $(WMD)/part%/.done: $(RECIPE)/sft/.rollouts.done
 	rm -rf $(WMD)/part$* $(WMD)/eval$*
@@ -372,6 +373,7 @@ $(WMD)/wm/best.json: $(WMD)/store/store.json $(RECIPE)/wm/wm/best.json
 	$(BIN)/mbpo-ray train-world-model $(WMD)/store --tokenizer $(RECIPE)/wm/tokenizer --out $(WMD)/wm --world_model.steps=2000 --world_model.max_minutes=45 --world_model.checkpoint_every=100 --world_model.patience=3 --world_model.reward_weight=20
 wm-data-scale: install $(WMD)/wm/best.json $(SIB)/heldout/.more.done
 	$(BIN)/python benchmarks/sibling_fidelity.py --store $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm more_data=$(WMD)/wm --name sibling_fidelity_data_scale
+	$(BIN)/python benchmarks/common_heldout.py --store $(WMD)/store --world-model recipe=$(RECIPE)/wm/wm more_data=$(WMD)/wm --name world_model_common_heldout
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
