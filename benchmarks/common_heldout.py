@@ -47,8 +47,12 @@ def common_heldout(store, checkpoints: dict[str, str]) -> dict[str, list[str]]:
     return out
 
 
-def losses(ckpt: str, store, ids: list[str]) -> dict[str, float]:
-    """``ckpt``'s mean cross-entropy per part on the transitions of episodes ``ids``."""
+def losses(ckpt: str, store, ids: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """``ckpt``'s mean cross-entropy per part on the transitions of episodes ``ids`` (by source): over
+    all of them (in source order) and per source, the model loaded and the episodes tokenized once."""
+    import copy
+
+    import numpy as np
     from transformers import AutoModelForCausalLM
 
     from mbpo_ray.world_model.data import load_episodes
@@ -57,10 +61,23 @@ def losses(ckpt: str, store, ids: list[str]) -> dict[str, float]:
     from mbpo_ray.world_model.train import TokenData, heldout_losses
 
     layout = TokenLayout.load(Path(ckpt) / "layout.json")
-    data = TokenData(load_episodes(store, ids), ImageTokenizer.load(Path(ckpt) / "tokenizer"), layout)
+    every = [i for v in ids.values() for i in v]
+    data = TokenData(load_episodes(store, every), ImageTokenizer.load(Path(ckpt) / "tokenizer"), layout)
     model = AutoModelForCausalLM.from_pretrained(Path(ckpt) / "model")
-    out = heldout_losses(model, data, layout)
-    return {"transitions": int(len(data.rows)), **{k: round(out[k], 4) for k in PARTS}}
+    source = np.array([src for src, v in ids.items() for _ in v])[data.ep.row_episode[data.rows]]
+
+    def judged(part: TokenData) -> dict[str, float]:
+        out = heldout_losses(model, part, layout)
+        return {"transitions": int(len(part.rows)), **{k: round(out[k], 4) for k in PARTS}}
+
+    def of(src: str) -> TokenData:  # the source's transitions, in order, without tokenizing them again
+        keep = np.flatnonzero(source == src)
+        part = copy.copy(data)
+        part.rows = data.rows[keep]
+        part.prompts, part.targets = [data.prompts[i] for i in keep], [data.targets[i] for i in keep]
+        return part
+
+    return {"all": judged(data), **{src: judged(of(src)) for src in ids}}
 
 
 def plot(name: str, rows: dict) -> None:
@@ -98,10 +115,9 @@ def main() -> None:
     t0 = time.time()
     store = ReplayStore.open(os.path.expanduser(args.store))
     ids = common_heldout(store, models)
-    every = [i for src in ids.values() for i in src]
     rows = {}
     for name, ckpt in models.items():
-        rows[name] = {"all": losses(ckpt, store, every), **{src: losses(ckpt, store, v) for src, v in ids.items()}}
+        rows[name] = losses(ckpt, store, ids)
         print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in rows[name]["all"].items()), flush=True)
     result = {"episodes": {src: len(v) for src, v in ids.items()}, "models": {k: no_home(v) for k, v in models.items()},
               "losses": rows,

@@ -42,9 +42,11 @@ def test_only_episodes_no_model_trained_on_are_judged_by_each_model(tmp_path, ti
     b = _trained_on(tiny_world_model, tmp_path / "b", ["e0", "e1"])
     assert common_heldout(store, {"a": a}) == {"demo": ["e1"], "real": ["e3"]}
     assert common_heldout(store, {"a": a, "b": b}) == {"real": ["e3"]}
-    out = losses(a, store, ["e3"])
+    out = losses(a, store, {"real": ["e3"]})["real"]
     assert out["transitions"] == 3 and all(math.isfinite(out[k]) and out[k] > 0 for k in ("head", "wrist", "reward"))
-    assert losses(b, store, ["e3"]) == out  # the same weights on the same episodes
+    assert losses(b, store, {"real": ["e3"]})["real"] == out  # the same weights on the same episodes
+    both = losses(a, store, {"demo": ["e1"], "real": ["e3"]})
+    assert both["real"] == out and both["all"]["transitions"] == 6  # a source judged alone or beside another
 
 
 def test_nothing_left_to_judge_or_no_split_is_one_clear_error(tmp_path, tiny_world_model):
