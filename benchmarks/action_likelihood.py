@@ -40,43 +40,69 @@ from benchmarks.sibling_fidelity import Siblings, compare, group_mean_ci, load_s
 PARTS = ("head", "wrist", "reward")
 
 
+def pair_sequences(ckpt: str, sb: Siblings) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """(prompts, targets, pairs (P, 2), codes): for every (i, j) of one group, branch i's real first
+    transition as the checkpoint's layout and tokenizer write it, with branch j's first action chunk in
+    the prompt; and the codes (B, 2, codes_per_view) of each branch's real next head and wrist views."""
+    from pathlib import Path
+
+    from mbpo_ray.world_model.layout import TokenLayout
+    from mbpo_ray.world_model.tokenizer import ImageTokenizer
+
+    layout = TokenLayout.load(Path(ckpt) / "layout.json")
+    tok = ImageTokenizer.load(Path(ckpt) / "tokenizer")
+    start = {v: tok.encode(sb.start[v]) for v in ("head", "wrist")}
+    nxt = {v: tok.encode(sb.real[v][:, 0]) for v in ("head", "wrist")}
+    ok = sb.valid[:, 0]
+    pairs = np.array([(i, j) for i in np.flatnonzero(ok) for j in np.flatnonzero(ok & (sb.group == sb.group[i]))],
+                     dtype=np.int64).reshape(-1, 2)
+    prompts = [layout.prompt(sb.instruction[i], start["head"][i], start["wrist"][i], sb.actions[j, 0]) for i, j in pairs]
+    targets = [layout.target(nxt["head"][i], nxt["wrist"][i], bool(sb.success[i, 0]), start["head"][i],
+                             start["wrist"][i]) for i, _ in pairs]
+    b = len(sb.group)
+    return prompts, targets, pairs, np.stack([nxt["head"].reshape(b, -1), nxt["wrist"].reshape(b, -1)], 1)
+
+
+def sequence_nll(model, layout, prompts: list, targets: list, batch: int = 64) -> np.ndarray:
+    """(N, 3): each sequence's target cross-entropy summed over the head codes, the wrist codes and the
+    answer (nats), teacher-forced as the training loss scores it, on the model's device."""
+    import torch
+
+    from mbpo_ray.world_model.train import IGNORE, collate
+
+    device = next(model.parameters()).device
+    out = []
+    for k in range(0, len(prompts), batch):
+        ids, labels, seg = (x.to(device) for x in collate(prompts[k:k + batch], targets[k:k + batch], layout))
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(input_ids=ids, attention_mask=(ids != layout.sp.pad) | (labels != IGNORE)).logits[:, :-1]
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels[:, 1:], ignore_index=IGNORE,
+                                               reduction="none")
+        out.append(torch.stack([(ce * (seg[:, 1:] == p)).sum(1) for p in range(len(PARTS))], 1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(PARTS)))
+
+
+def pair_matrix(nll: np.ndarray, pairs: np.ndarray, b: int) -> np.ndarray:
+    """NLL[i, j, part] from the per-pair rows, NaN for the (i, j) not scored."""
+    out = np.full((b, b, len(PARTS)), np.nan)
+    out[pairs[:, 0], pairs[:, 1]] = nll
+    return out
+
+
 def pair_nll(ckpt: str, sb: Siblings, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """NLL[i, j, part] (nats, summed over the part's tokens) of branch i's real first transition given
     the start and branch j's first action chunk, for i, j of one group (NaN elsewhere); and the
     codes (B, 2, codes_per_view) of each branch's real next head and wrist views."""
     from pathlib import Path
 
-    import torch
     from transformers import AutoModelForCausalLM
 
     from mbpo_ray.world_model.layout import TokenLayout
-    from mbpo_ray.world_model.tokenizer import ImageTokenizer
-    from mbpo_ray.world_model.train import collate
 
-    layout = TokenLayout.load(Path(ckpt) / "layout.json")
-    tok = ImageTokenizer.load(Path(ckpt) / "tokenizer")
+    prompts, targets, pairs, codes = pair_sequences(ckpt, sb)
     model = AutoModelForCausalLM.from_pretrained(Path(ckpt) / "model").eval()
-    start = {v: tok.encode(sb.start[v]) for v in ("head", "wrist")}
-    nxt = {v: tok.encode(sb.real[v][:, 0]) for v in ("head", "wrist")}
-    b = len(sb.group)
-    ok = sb.valid[:, 0]
-    pairs = [(i, j) for i in np.flatnonzero(ok) for j in np.flatnonzero(ok & (sb.group == sb.group[i]))]
-    nll = np.full((b, b, len(PARTS)), np.nan)
-    for k in range(0, len(pairs), batch):
-        part = pairs[k:k + batch]
-        prompts = [layout.prompt(sb.instruction[i], start["head"][i], start["wrist"][i], sb.actions[j, 0])
-                   for i, j in part]
-        targets = [layout.target(nxt["head"][i], nxt["wrist"][i], bool(sb.success[i, 0]), start["head"][i],
-                                 start["wrist"][i]) for i, _ in part]
-        ids, labels, seg = collate(prompts, targets, layout)
-        with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=(ids != layout.sp.pad) | (labels != -100)).logits[:, :-1]
-            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels[:, 1:], ignore_index=-100,
-                                                   reduction="none")
-        sums = torch.stack([(ce * (seg[:, 1:] == p)).sum(1) for p in range(len(PARTS))], 1).numpy()
-        for (i, j), s in zip(part, sums, strict=True):
-            nll[i, j] = s
-    return nll, np.stack([nxt["head"].reshape(b, -1), nxt["wrist"].reshape(b, -1)], 1)
+    nll = sequence_nll(model, TokenLayout.load(Path(ckpt) / "layout.json"), prompts, targets, batch)
+    return pair_matrix(nll, pairs, len(sb.group)), codes
 
 
 def scores(nll: np.ndarray, group: np.ndarray) -> dict[str, np.ndarray]:

@@ -221,15 +221,22 @@ class TokenLayout:
         return head - self.code_offset, wrist - self.code_offset
 
     # ------------------------------------------------------------------ persistence
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))  # a layout.json without base_vocab loads as 0
+        Path(path).write_text(self.to_json())  # a layout.json without base_vocab loads as 0
 
     @classmethod
-    def load(cls, path: str | Path) -> TokenLayout:
-        data = json.loads(Path(path).read_text())
+    def from_json(cls, text: str) -> TokenLayout:
+        data = json.loads(text)
         for key in ("words", "action_low", "action_high", "sum_low", "sum_high"):
             data[key] = tuple(data.get(key, ()))
         return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenLayout:
+        return cls.from_json(Path(path).read_text())
 
 
 def full_chunk(actions: np.ndarray, chunk_size: int, action_dim: int) -> np.ndarray:
