@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity wm-levers wm-levers-wide wm-change-dose wm-data-scale action-likelihood clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity wm-levers wm-levers-wide wm-change-dose wm-data-scale action-likelihood wm-scale clean
 
 install: $(STAMP)
 
@@ -388,6 +388,20 @@ $(WMD)/long/wm/best.json: $(WMD)/wm/best.json
 action-likelihood: install $(WMD)/long/wm/best.json $(WMC)/wm/best.json $(WMS)/wm/best.json $(WMC1)/wm/best.json $(WMC16)/wm/best.json $(SIB)/wm/wm/best.json $(SIB)/heldout/.more.done
 	$(BIN)/python benchmarks/action_likelihood.py --store $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm change=$(WMC)/wm change_seed1=$(WMC1)/wm change16=$(WMC16)/wm sums=$(WMS)/wm more_data=$(WMD)/wm more_data_long=$(WMD)/long/wm
 	$(BIN)/python benchmarks/action_likelihood.py --store $(SIB)/train --branches-seed 0 --world-model recipe=$(RECIPE)/wm/wm siblings=$(SIB)/wm/wm --name action_likelihood_train_groups
+
+# Do size and compute make the world model follow the actions? The 3x-data world model's training and
+# held-out transitions and the held-out sibling pairs, as token ids (WM_SCALE_DATA, a few MB; about 10
+# min here), then world models of the sizes in WM_SCALE_ARGS trained from scratch on them and judged by
+# held-out loss and the action gain (benchmarks/results/wm_scale.json, .png). On one GPU the default
+# sizes (3.6 M, 26 M and 86 M parameters, 4,000 steps of 64, at most 3 min each) take about 10 min; on this CPU
+# `make wm-scale WM_SCALE_ARGS="--sizes tiny small --steps 2000 --batch 16 --minutes 30"` (about 30 min).
+WM_SCALE_DATA ?= $(CACHE)/wm_scale/data.npz
+WM_SCALE_ARGS ?= --sizes base wide large --steps 4000 --minutes 3
+$(WM_SCALE_DATA): $(WMD)/long/wm/best.json $(SIB)/heldout/.more.done
+	mkdir -p $(dir $@) && rm -f $@
+	$(BIN)/python benchmarks/wm_scale.py export --world-model $(WMD)/long/wm --store $(WMD)/store --siblings $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --out $@
+wm-scale: install $(WM_SCALE_DATA)
+	$(BIN)/python benchmarks/wm_scale.py run --data $(WM_SCALE_DATA) $(WM_SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

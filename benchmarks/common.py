@@ -28,8 +28,8 @@ def provenance() -> dict:
                                 check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root,  # untracked files count
                                     capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
+    except (OSError, subprocess.CalledProcessError):  # a copy of the tree without git: MBPO_COMMIT names it
+        commit, dirty = os.environ.get("MBPO_COMMIT", "unknown"), False
     script = Path(sys.argv[0]).resolve()
     if script.is_relative_to(root):
         script = script.relative_to(root)
