@@ -1,7 +1,7 @@
 """Does the world model's belief about the next frame depend on the actions? Read off its likelihoods.
 
     python benchmarks/action_likelihood.py --store STORE --branches-seed 1 [2 ...] --world-model NAME=WM_CKPT ...
-        [--exclude-seed 0] [--batch 64] [--boot 1000] [--seed 0] [--name action_likelihood]
+        [--exclude-seed 0 [...]] [--batch 64] [--boot 1000] [--seed 0] [--name action_likelihood]
 
 Sibling branches (``mbpo-ray branches``) start from one recorded state and differ only in the policy's
 sampled actions; LIBERO gave each its own next frames. For every branch i of a group and every action
@@ -175,7 +175,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", required=True)
     ap.add_argument("--branches-seed", type=int, nargs="+", required=True, dest="branches_seed")
-    ap.add_argument("--exclude-seed", type=int, dest="exclude_seed")
+    ap.add_argument("--exclude-seed", type=int, nargs="+", dest="exclude_seed",
+                    help="leave out the starts these collections (the training ones) also branched from")
     ap.add_argument("--world-model", nargs="+", required=True, dest="world_model", metavar="NAME=CKPT")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--boot", type=int, default=1000)
@@ -212,7 +213,8 @@ def main() -> None:
     vs_first = {f"{p}_gain": compare({k: per_branch[f"{k}_{p}_gain"] for k in models}, first, sb.group, args.boot,
                                      args.seed) for p in (*PARTS, "views")}
     chance = float(np.mean(1 / sizes))
-    result = {"branches_seed": args.branches_seed, "exclude_seed": args.exclude_seed,
+    excluded = args.exclude_seed[0] if args.exclude_seed and len(args.exclude_seed) == 1 else args.exclude_seed
+    result = {"branches_seed": args.branches_seed, "exclude_seed": excluded,
               "start_states": len(sb.start_ids), "branches": int(ok.sum()), "pairs": int(np.sum(sizes)),
               "chance_pick": round(chance, 4), "codes_differing_between_siblings": differing_codes(codes, sb.group, ok),
               "world_models": {k: no_home(v) for k, v in models.items()}, "models": rows, "gain_vs_first": vs_first,

@@ -71,15 +71,16 @@ class Siblings:
         return self._resized[view, size]
 
 
-def load_siblings(store, seed: int | list[int], exclude_seed: int | None = None) -> Siblings:
+def load_siblings(store, seed: int | list[int], exclude_seed: int | list[int] | None = None) -> Siblings:
     """Every start state of collection ``seed`` (or of each of several, in that order) with at least two
     branches, in store order, as one group (a collection that drew a start twice gives it one group);
-    starts collection ``exclude_seed`` also branched from left out, and a start an earlier collection of
-    the list already branched from too."""
+    starts collection ``exclude_seed`` (or any of several) also branched from left out, and a start an
+    earlier collection of the list already branched from too."""
     from mbpo_ray.replay import frames
     from mbpo_ray.rl.siblings import collection, start_of
 
-    seen = set() if exclude_seed is None else {start_of(e.episode_id) for e in collection(store.episodes, exclude_seed)}
+    excluded = [] if exclude_seed is None else [exclude_seed] if isinstance(exclude_seed, int) else list(exclude_seed)
+    seen = {start_of(e.episode_id) for x in excluded for e in collection(store.episodes, x)}
     groups: dict[str, list] = {}
     for s in [seed] if isinstance(seed, int) else seed:
         mine = [e for e in collection(store.episodes, s) if start_of(e.episode_id) not in seen]
@@ -89,7 +90,7 @@ def load_siblings(store, seed: int | list[int], exclude_seed: int | None = None)
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     if not groups:
         raise SystemExit(f"no sibling groups of collection seed {seed} in the store"
-                         + (f" outside collection {exclude_seed}'s starts" if exclude_seed is not None else "")
+                         + (f" outside the starts of collection(s) {excluded}" if excluded else "")
                          + ": run `mbpo-ray branches STORE --policy CKPT --seed SEED` first")
     eps = [(g, e) for g, members in enumerate(groups.values()) for e in members]
     n, s, h = max(e.chunks for _, e in eps), store.spec.image_size, store.spec.chunk_size

@@ -50,6 +50,9 @@ def test_siblings_are_read_by_group_and_a_training_collection_s_starts_left_out(
     assert sb.actions.shape == (6, 2, 2, 7) and sb.real["wrist"].shape == (6, 2, 32, 32, 3)
     held_out = load_siblings(store, 1, exclude_seed=0)
     assert held_out.start_ids == ["e2:0"] and len(held_out.group) == 2
+    assert load_siblings(store, 1, exclude_seed=[0]).start_ids == ["e2:0"]
+    with pytest.raises(SystemExit, match=r"outside the starts of collection\(s\) \[0, 1\]"):
+        load_siblings(store, 1, exclude_seed=[0, 1])  # every start of collection 1 was a training one
     both = load_siblings(store, [0, 1])  # collection 1's group from e0:1 is a start collection 0 judged already
     assert both.start_ids == ["e0:1", "e1:2", "e2:0"] and both.group.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
     assert load_siblings(store, [1, 0]).start_ids == ["e0:1", "e2:0", "e1:2"]  # the first collection keeps it
