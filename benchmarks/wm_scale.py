@@ -200,8 +200,11 @@ def plot(name: str, rows: dict, reference: dict | None) -> None:
     items = list(rows.items()) + ([("reference", reference)] if reference else [])
     for k, view in enumerate(("head", "wrist")):
         x = [r["params"] for _, r in items]
-        axes[0].plot(x, [r["heldout"][view] for _, r in items], "o-" if k == 0 else "s-", label=f"{view} held out")
-        axes[0].plot(x, [r["train"][view] for _, r in items], "o:" if k == 0 else "s:", label=f"{view} training")
+        line = [r["params"] for r in rows.values()]  # the sizes trained here; the reference as a cross
+        axes[0].plot(line, [r["heldout"][view] for r in rows.values()], "o-" if k == 0 else "s-", label=f"{view} held out")
+        axes[0].plot(line, [r["train"][view] for r in rows.values()], "o:" if k == 0 else "s:", label=f"{view} training")
+        if reference:
+            axes[0].plot([reference["params"]] * 2, [reference["heldout"][view], reference["train"][view]], "kx")
         gains = [r["action"][view]["gain_nats"] for _, r in items]
         cis = np.array([r["action"][view]["gain_ci95"] for _, r in items]).T
         axes[1].errorbar(np.array(x) * (1.03 if k else 1.0), gains, yerr=[np.subtract(gains, cis[0]),
