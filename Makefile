@@ -406,9 +406,9 @@ sibling-dose: install $(SIBM)/wm/best.json $(SIB)/wm/wm/best.json
 # Do size and compute make the world model follow the actions? The 3x-data world model's training and
 # held-out transitions and the held-out sibling pairs, as token ids (WM_SCALE_DATA, a few MB; about 10
 # min here), then world models of the sizes in WM_SCALE_ARGS trained from scratch on them and judged by
-# held-out loss and the action gain (benchmarks/results/wm_scale.json, .png). On one GPU the default
-# sizes (3.6 M, 26 M and 86 M parameters, 4,000 steps of 64, at most 3 min each) take about 10 min; on this CPU
-# `make wm-scale WM_SCALE_ARGS="--sizes tiny small --steps 2000 --batch 16 --minutes 30"` (about 30 min).
+# held-out loss and the action gain (benchmarks/results/wm_scale.json, .png). The default sizes (3.6 M,
+# 26 M and 86 M parameters, 4,000 steps of 64, at most 3 min each) are meant for one GPU (not yet run on
+# one); on a CPU only the small ones are practical: WM_SCALE_ARGS="--sizes tiny small --batch 16".
 WM_SCALE_DATA ?= $(CACHE)/wm_scale/data.npz
 WM_SCALE_ARGS ?= --sizes base wide large --steps 4000 --minutes 3
 $(WM_SCALE_DATA): $(WMD)/long/wm/best.json $(SIB)/heldout/.more.done
