@@ -41,17 +41,10 @@ from benchmarks.sibling_fidelity import Siblings, compare, group_mean_ci, load_s
 PARTS = ("head", "wrist", "reward")
 
 
-def pair_sequences(ckpt: str, sb: Siblings) -> tuple[list, list, np.ndarray, np.ndarray]:
+def pair_sequences(layout, tok, sb: Siblings) -> tuple[list, list, np.ndarray, np.ndarray]:
     """(prompts, targets, pairs (P, 2), codes): for every (i, j) of one group, branch i's real first
-    transition as the checkpoint's layout and tokenizer write it, with branch j's first action chunk in
+    transition as ``layout`` and the tokenizer ``tok`` write it, with branch j's first action chunk in
     the prompt; and the codes (B, 2, codes_per_view) of each branch's real next head and wrist views."""
-    from pathlib import Path
-
-    from mbpo_ray.world_model.layout import TokenLayout
-    from mbpo_ray.world_model.tokenizer import ImageTokenizer
-
-    layout = TokenLayout.load(Path(ckpt) / "layout.json")
-    tok = ImageTokenizer.load(Path(ckpt) / "tokenizer")
     start = {v: tok.encode(sb.start[v]) for v in ("head", "wrist")}
     nxt = {v: tok.encode(sb.real[v][:, 0]) for v in ("head", "wrist")}
     ok = sb.valid[:, 0]
@@ -99,10 +92,12 @@ def pair_nll(ckpt: str, sb: Siblings, batch: int = 64) -> tuple[np.ndarray, np.n
     from transformers import AutoModelForCausalLM
 
     from mbpo_ray.world_model.layout import TokenLayout
+    from mbpo_ray.world_model.tokenizer import ImageTokenizer
 
-    prompts, targets, pairs, codes = pair_sequences(ckpt, sb)
+    layout = TokenLayout.load(Path(ckpt) / "layout.json")
+    prompts, targets, pairs, codes = pair_sequences(layout, ImageTokenizer.load(Path(ckpt) / "tokenizer"), sb)
     model = AutoModelForCausalLM.from_pretrained(Path(ckpt) / "model").eval()
-    nll = sequence_nll(model, TokenLayout.load(Path(ckpt) / "layout.json"), prompts, targets, batch)
+    nll = sequence_nll(model, layout, prompts, targets, batch)
     return pair_matrix(nll, pairs, len(sb.group)), codes
 
 
@@ -192,7 +187,6 @@ def main() -> None:
             ap.error(f"--world-model {k}={v}: not a world-model checkpoint (no layout.json and model/ there)")
     prov = provenance()
     from mbpo_ray.replay import ReplayStore
-    from mbpo_ray.world_model.layout import TokenLayout
 
     t0 = time.time()
     sb = load_siblings(ReplayStore.open(os.path.expanduser(args.store)), args.branches_seed, args.exclude_seed)
@@ -204,8 +198,7 @@ def main() -> None:
         nll, c = pair_nll(ckpt, sb, args.batch)
         codes = c if codes is None else codes  # the siblings' codes through the first model's tokenizer
         sc = scores(nll, sb.group)
-        rows[name] = report(sc, sb.group, TokenLayout.load(os.path.join(ckpt, "layout.json")).codes_per_view,
-                            args.boot, args.seed)
+        rows[name] = report(sc, sb.group, c.shape[-1], args.boot, args.seed)  # c: (B, 2, codes per view)
         per_branch.update({f"{name}_{k}": v for k, v in sc.items()})
         print(f"  {name}: head gain {rows[name]['head']['gain_nats']:+.3f} nats, wrist "
               f"{rows[name]['wrist']['gain_nats']:+.3f}, pick {rows[name]['views']['pick_accuracy']:.3f} "

@@ -61,17 +61,16 @@ def per_code(nll: np.ndarray, codes_per_view: int) -> dict[str, float]:
             for k, p in enumerate(PARTS)}
 
 
-def judge(model, layout, data, boot: int, seed: int) -> dict:
-    """Held-out and training cross-entropy, and the action gain on the sibling pairs, of one model."""
+def judge(model, layout, sets: dict, pairs: np.ndarray, group: np.ndarray, boot: int, seed: int) -> dict:
+    """Held-out and training cross-entropy, and the action gain on the sibling pairs, of one model;
+    ``sets``: name -> (prompts, targets) of the training and held-out transitions and the pairs."""
     out = {}
     for name in ("heldout", "train"):
-        prompts, targets = unpack(data, name)
+        prompts, targets = sets[name]
         if name == "train":  # a fixed sample is enough to see memorisation
             prompts, targets = prompts[:2000], targets[:2000]
         out[name] = per_code(sequence_nll(model, layout, prompts, targets), layout.codes_per_view)
-    prompts, targets = unpack(data, "pairs")
-    group = data["group"]
-    nll = pair_matrix(sequence_nll(model, layout, prompts, targets), data["pairs"], len(group))
+    nll = pair_matrix(sequence_nll(model, layout, *sets["pairs"]), pairs, len(group))
     out["action"] = report(scores(nll, group), group, layout.codes_per_view, boot, seed)
     return out
 
@@ -98,27 +97,29 @@ def export(args) -> None:
     layout, tok = TokenLayout.load(ckpt / "layout.json"), ImageTokenizer.load(ckpt / "tokenizer")
     split = json.loads((ckpt / "split.json").read_text())
     store = ReplayStore.open(os.path.expanduser(args.store))
-    arrays = {}
+    sets = {}
     for name in ("train", "heldout"):
         td = TokenData(load_episodes(store, split[name]), tok, layout)
-        arrays.update({f"{name}_{k}": v for k, v in pack(td.prompts, td.targets).items()})
+        sets[name] = td.prompts, td.targets
         print(f"  {name}: {len(td.rows)} transitions of {len(split[name])} episodes", flush=True)
     sb = load_siblings(ReplayStore.open(os.path.expanduser(args.siblings)), args.branches_seed, args.exclude_seed)
-    prompts, targets, pairs, _ = pair_sequences(str(ckpt), sb)
-    arrays.update({f"pairs_{k}": v for k, v in pack(prompts, targets).items()})
-    arrays.update(pairs=pairs, group=sb.group)
+    prompts, targets, pairs, _ = pair_sequences(layout, tok, sb)
+    sets["pairs"] = prompts, targets
+    arrays = {f"{name}_{k}": v for name in SETS for k, v in pack(*sets[name]).items()}
     model = AutoModelForCausalLM.from_pretrained(ckpt / "model").eval()
     meta = {"world_model": no_home(str(ckpt)), "store": no_home(args.store), "siblings": no_home(args.siblings),
             "branches_seed": args.branches_seed, "exclude_seed": args.exclude_seed, "start_states": len(sb.start_ids),
-            "transitions": {k: int(len(arrays[f"{k}_prompt_len"])) for k in SETS},
+            "transitions": {k: len(sets[k][0]) for k in SETS},
             "params": sum(p.numel() for p in model.parameters()), **prov}
-    meta["reference"] = judge(model, layout, {**arrays}, args.boot, args.seed)
-    np.savez_compressed(args.out, layout=np.array(layout.to_json()), meta=np.array(json.dumps(meta)), **arrays)
+    meta["reference"] = judge(model, layout, sets, pairs, sb.group, args.boot, args.seed)
+    np.savez_compressed(args.out, layout=np.array(layout.to_json()), meta=np.array(json.dumps(meta)), pairs=pairs,
+                        group=sb.group, **arrays)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in meta["transitions"].items()))
 
 
 def load_data(path: str):
-    """(arrays, layout, meta) of an ``export`` file; a clear error when it is not one."""
+    """(sets: name -> (prompts, targets), pairs, group, layout, meta) of an ``export`` file, each set
+    unpacked once; a clear error when it is not one."""
     from mbpo_ray.world_model.layout import TokenLayout
 
     try:
@@ -130,30 +131,27 @@ def load_data(path: str):
     missing = [f"{s}_{k}" for s in SETS for k in ("tokens", "offsets", "prompt_len") if f"{s}_{k}" not in data]
     if missing or "pairs" not in data or "group" not in data:
         raise SystemExit(f"--data {path}: not a file written by `wm_scale.py export` (missing {missing or 'pairs'})")
-    return data, layout, meta
+    return {name: unpack(data, name) for name in SETS}, data["pairs"], data["group"], layout, meta
 
 
-def train_size(size: str, data, layout, args, device) -> tuple[object, dict]:
-    """A world model of ``size`` trained from scratch on the exported training transitions; the weights
-    with the lowest held-out loss, and how the training went."""
+def train_size(size: str, sets: dict, layout, args, device) -> tuple[object, dict]:
+    """A world model of ``size`` trained from scratch on the exported training transitions (``sets`` as
+    :func:`load_data` gives them); the weights with the lowest held-out loss, and how the training went."""
     import math
 
     import torch
 
     from mbpo_ray.config import WorldModelConfig
-    from mbpo_ray.world_model.train import build_backbone, collate, segment_losses
+    from mbpo_ray.world_model.train import build_backbone, collate, optimizer, segment_losses
 
     torch.manual_seed(args.seed)
     h, n_layers, heads, ffn = SIZES[size]
     model = build_backbone(WorldModelConfig(hidden_size=h, num_layers=n_layers, num_heads=heads,
                                             intermediate_size=ffn), layout).to(device)
     lr = args.lr * min(1.0, 256 / h)  # wider models take smaller steps
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warm = min(100, max(1, args.steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm)
-                                              * max(0.05, 0.5 * (1 + math.cos(math.pi * s / args.steps))))
-    prompts, targets = unpack(data, "train")
-    held = unpack(data, "heldout")
+    opt, sched = optimizer(model, lr, min(100, max(1, args.steps // 10)), args.steps)
+    prompts, targets = sets["train"]
+    held = sets["heldout"]
     rng = np.random.default_rng(args.seed)
     best, best_step, best_state, curve, t0, step = math.inf, 0, None, {}, time.time(), 0
 
@@ -186,7 +184,8 @@ def train_size(size: str, data, layout, args, device) -> tuple[object, dict]:
     info = {"params": sum(p.numel() for p in model.parameters()), "shape": dict(zip(("hidden", "layers", "heads", "mlp"),
             SIZES[size], strict=True)), "steps": step, "stopped_by": "steps" if step >= args.steps else "minutes",
             "minutes": round(minutes, 2), "lr": lr, "best_step": best_step, "heldout_loss_by_step": curve,
-            "tokens_seen": int(step * args.batch * np.mean(np.diff(data["train_offsets"])))}
+            "tokens_seen": int(step * args.batch * np.mean([len(p) + len(t) for p, t in zip(prompts, targets,
+                                                                                           strict=True)]))}
     return model.eval(), info
 
 
@@ -226,12 +225,12 @@ def run(args) -> None:
     import torch
 
     prov = provenance()
-    data, layout, meta = load_data(args.data)
+    sets, pairs, group, layout, meta = load_data(args.data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = {}
     for size in args.sizes:
-        model, info = train_size(size, data, layout, args, device)
-        rows[size] = {**info, **judge(model, layout, data, args.boot, args.seed)}
+        model, info = train_size(size, sets, layout, args, device)
+        rows[size] = {**info, **judge(model, layout, sets, pairs, group, args.boot, args.seed)}
         a = rows[size]["action"]
         print(f"{size}: {info['params'] / 1e6:.1f} M params, held-out head / wrist {rows[size]['heldout']['head']} / "
               f"{rows[size]['heldout']['wrist']}, gain head {a['head']['gain_nats']:+.3f} wrist "

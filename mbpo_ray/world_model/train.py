@@ -140,6 +140,14 @@ def prepare(store: ReplayStore, tokenizer: ImageTokenizer, cfg: WorldModelConfig
     return layout, train, held
 
 
+def optimizer(model, lr: float, warmup_steps: int, steps: int):
+    """(AdamW, its schedule): the world model's, a linear warm-up, then cosine decay to 5% at ``steps``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps)
+                                              * max(0.05, 0.5 * (1 + math.cos(math.pi * s / steps))))
+    return opt, sched
+
+
 def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldModelConfig, seed: int = 0,
                       resume: bool = False) -> dict:
     from accelerate import Accelerator
@@ -160,9 +168,7 @@ def train_world_model(store_uri: str, tokenizer_dir: str, out: str, cfg: WorldMo
             tokenizer.save(out_p / "tokenizer", {"pretrained_vq": True})
     (out_p / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     model = build_backbone(cfg, layout) if not (out_p / "model").exists() else _load(out_p / "model")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
-                                              * max(0.05, 0.5 * (1 + math.cos(math.pi * s / cfg.steps))))
+    opt, sched = optimizer(model, cfg.lr, cfg.warmup_steps, cfg.steps)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     model, opt, sched = acc.prepare(model, opt, sched)
     step, best, stale = 0, float("inf"), 0
