@@ -1,7 +1,7 @@
 """Does a larger world model, trained longer, follow the actions? Token-only, so one GPU answers in minutes.
 
     python benchmarks/wm_scale.py export --world-model CKPT --store STORE --siblings SIB_STORE
-        --branches-seed 1 [2 ...] [--exclude-seed 0] --out DATA.npz
+        --branches-seed 1 [2 ...] [--exclude-seed 0 [1 ...]] --out DATA.npz
     python benchmarks/wm_scale.py run --data DATA.npz [--sizes base wide large] [--steps 4000] [--minutes 3]
         [--batch 64] [--lr 1e-3] [--eval-every 250] [--seed 0] [--name wm_scale]
 
@@ -256,7 +256,7 @@ def main() -> None:
     ex.add_argument("--store", required=True)
     ex.add_argument("--siblings", required=True)
     ex.add_argument("--branches-seed", type=int, nargs="+", required=True, dest="branches_seed")
-    ex.add_argument("--exclude-seed", type=int, dest="exclude_seed")
+    ex.add_argument("--exclude-seed", type=int, nargs="+", dest="exclude_seed")
     ex.add_argument("--out", required=True)
     rn = sub.add_parser("run", help="train world models of several sizes on an export and judge them")
     rn.add_argument("--data", required=True)
