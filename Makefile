@@ -438,13 +438,14 @@ wm-scale: install $(WM_SCALE_DATA)
 # branches among its training transitions) and the pairs of collections 4-5, whose starts it never saw
 # (WM_SCALE_SIB_DATA; the reference row is the long-trained one of sibling-dose-long;
 # benchmarks/results/wm_scale_siblings.json, .png). Do larger world models carry what the siblings
-# teach to new starts?
+# teach to new starts? The CPU row (wm_scale_siblings_cpu.json): WM_SCALE_ARGS="--sizes small --steps 1500
+# --minutes 27 --eval-every 250 --name wm_scale_siblings_cpu".
 WM_SCALE_SIB_DATA ?= $(CACHE)/wm_scale/siblings.npz
 $(WM_SCALE_SIB_DATA): $(SIBM)/long/best.json
 	mkdir -p $(dir $@) && rm -f $@
 	$(BIN)/python benchmarks/wm_scale.py export --world-model $(SIBM)/long --store $(SIBM)/store --siblings $(SIB)/heldout --branches-seed 4 5 --exclude-seed 0 1 2 3 --out $@
 wm-scale-siblings: install $(WM_SCALE_SIB_DATA)
-	$(BIN)/python benchmarks/wm_scale.py run --data $(WM_SCALE_SIB_DATA) $(WM_SCALE_ARGS) --name wm_scale_siblings
+	$(BIN)/python benchmarks/wm_scale.py run --data $(WM_SCALE_SIB_DATA) --name wm_scale_siblings $(WM_SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
