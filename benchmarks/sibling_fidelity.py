@@ -58,6 +58,7 @@ class Siblings:
     actions: np.ndarray  # (B, n, H, 7)
     valid: np.ndarray  # (B, n) steps LIBERO ran
     success: np.ndarray  # (B, n) the step that ended in success
+    proprio: np.ndarray | None = None  # (B, n + 1, 8) the robot's pose at the start and after each step
     _resized: dict = field(default_factory=dict, repr=False)
 
     def real_at(self, view: str, size: int) -> np.ndarray:
@@ -98,9 +99,9 @@ def load_siblings(store, seed: int | list[int], exclude_seed: int | list[int] | 
     out = Siblings(np.array([g for g, _ in eps]), list(groups), [],
                    {v: np.zeros((b, s, s, 3), np.uint8) for v in VIEWS},
                    {v: np.zeros((b, n, s, s, 3), np.uint8) for v in VIEWS}, np.zeros((b, n, h, 7), np.float32),
-                   np.zeros((b, n), bool), np.zeros((b, n), bool))
+                   np.zeros((b, n), bool), np.zeros((b, n), bool), np.zeros((b, n + 1, store.spec.proprio_dim), np.float32))
     for i, (_, e) in enumerate(eps):
-        t = store.read_episode(e.episode_id, ["head", "wrist", "actions", "success", "instruction"])
+        t = store.read_episode(e.episode_id, ["head", "wrist", "actions", "success", "instruction", "proprio"])
         k = e.chunks
         for v in VIEWS:
             f = frames(t, v, s)
@@ -108,6 +109,7 @@ def load_siblings(store, seed: int | list[int], exclude_seed: int | list[int] | 
         out.actions[i, :k] = np.stack(t.column("actions").to_pylist()[:k]).reshape(k, h, 7)
         out.valid[i, :k] = True
         out.success[i, :k] = t.column("success").to_pylist()[:k]
+        out.proprio[i, :k + 1] = np.stack(t.column("proprio").to_pylist()[:k + 1])
         out.instruction.append(t.column("instruction")[0].as_py())
     return out
 

@@ -48,6 +48,8 @@ def test_siblings_are_read_by_group_and_a_training_collection_s_starts_left_out(
     assert sb.success[4].tolist() == [True, False] and sb.success.sum() == 1
     assert (sb.start["head"][0] == sb.start["head"][1]).all()  # siblings share their start view
     assert sb.actions.shape == (6, 2, 2, 7) and sb.real["wrist"].shape == (6, 2, 32, 32, 3)
+    assert sb.proprio.shape == (6, 3, 8) and (sb.proprio[0, 0] == sb.proprio[1, 0]).all()  # the pose too
+    assert (sb.proprio[4, 2] == 0).all() and (sb.proprio[4, 1] != 0).any()  # up to the branch's own end
     held_out = load_siblings(store, 1, exclude_seed=0)
     assert held_out.start_ids == ["e2:0"] and len(held_out.group) == 2
     assert load_siblings(store, 1, exclude_seed=[0]).start_ids == ["e2:0"]
