@@ -407,18 +407,16 @@ sibling-dose: install $(SIBM)/wm/best.json $(SIB)/wm/wm/best.json
 # Did the 118-start world model above fit the sibling groups it trained on (collections 0-3)? Not as the
 # 48-start one did (action_likelihood_dose_train_groups.json), so the same data trained longer: a
 # 3,500-step schedule, 80 min at most, patience 10 (about 80 min here). Its weights with the lowest
-# held-out loss (long) and its last weights, the most fitted to its training groups (long_last: the
-# resume state's weights in the checkpoint's place), judged on the held-out collections 4-5 and on
+# held-out loss (long) and its last weights, the most fitted to its training groups (long:last: the
+# resume state's weights), judged on the held-out collections 4-5 and on
 # the training groups beside the 30-minute one (action_likelihood_sibling_dose_long.json,
 # action_likelihood_dose_train_groups_long.json; about 25 min).
 $(SIBM)/long/best.json: $(SIBM)/wm/best.json
-	rm -rf $(SIBM)/long $(SIBM)/long_last
+	rm -rf $(SIBM)/long
 	$(BIN)/mbpo-ray train-world-model $(SIBM)/store --tokenizer $(RECIPE)/wm/tokenizer --out $(SIBM)/long --world_model.steps=3500 --world_model.max_minutes=80 --world_model.checkpoint_every=100 --world_model.patience=10 --world_model.reward_weight=20
-$(SIBM)/long_last/best.json: $(SIBM)/long/best.json
-	rm -rf $(SIBM)/long_last && cp -r $(SIBM)/long $(SIBM)/.long_last && cp $(SIBM)/.long_last/state/model.safetensors $(SIBM)/.long_last/model/model.safetensors && mv $(SIBM)/.long_last $(SIBM)/long_last
-sibling-dose-long: install $(SIBM)/long_last/best.json $(SIB)/wm/wm/best.json
-	$(BIN)/python benchmarks/action_likelihood.py --store $(SIB)/heldout --branches-seed 4 5 --exclude-seed 0 1 2 3 --world-model siblings_more=$(SIBM)/wm siblings_more_long=$(SIBM)/long siblings_more_long_last=$(SIBM)/long_last recipe=$(RECIPE)/wm/wm --name action_likelihood_sibling_dose_long
-	$(BIN)/python benchmarks/action_likelihood.py --store $(SIB)/heldout --branches-seed 0 1 2 3 --world-model siblings_more=$(SIBM)/wm siblings_more_long=$(SIBM)/long siblings_more_long_last=$(SIBM)/long_last --name action_likelihood_dose_train_groups_long
+sibling-dose-long: install $(SIBM)/long/best.json $(SIB)/wm/wm/best.json
+	$(BIN)/python benchmarks/action_likelihood.py --store $(SIB)/heldout --branches-seed 4 5 --exclude-seed 0 1 2 3 --world-model siblings_more=$(SIBM)/wm siblings_more_long=$(SIBM)/long siblings_more_long_last=$(SIBM)/long:last recipe=$(RECIPE)/wm/wm --name action_likelihood_sibling_dose_long
+	$(BIN)/python benchmarks/action_likelihood.py --store $(SIB)/heldout --branches-seed 0 1 2 3 --world-model siblings_more=$(SIBM)/wm siblings_more_long=$(SIBM)/long siblings_more_long_last=$(SIBM)/long:last --name action_likelihood_dose_train_groups_long
 
 # Do size and compute make the world model follow the actions? The 3x-data world model's training and
 # held-out transitions and the held-out sibling pairs, as token ids (WM_SCALE_DATA, a few MB; about 10

@@ -1,6 +1,6 @@
 """Does the world model's belief about the next frame depend on the actions? Read off its likelihoods.
 
-    python benchmarks/action_likelihood.py --store STORE --branches-seed 1 [2 ...] --world-model NAME=WM_CKPT ...
+    python benchmarks/action_likelihood.py --store STORE --branches-seed 1 [2 ...] --world-model NAME=WM_CKPT[:last] ...
         [--exclude-seed 0 [...]] [--batch 64] [--boot 1000] [--seed 0] [--name action_likelihood]
 
 Sibling branches (``mbpo-ray branches``) start from one recorded state and differ only in the policy's
@@ -15,6 +15,9 @@ answer, given the shared start and a_j. Per branch and view:
   gains the more, the more the siblings' real frames differ.
 * ``pick_accuracy``: how often a_i, among the group's chunks, gives x_i the lowest NLL (chance: one
   over the group's size): can the model tell which actions led to this frame?
+
+``WM_CKPT:last`` judges a checkpoint's last weights (its resume state, the most fitted to its training
+data) instead of the served ones with the lowest held-out loss.
 
 Unlike the PSNR margin of ``sibling_fidelity.py`` nothing is sampled or decoded: every number is an
 exact likelihood of the real codes, so small differences between world models show without sampling
@@ -83,20 +86,25 @@ def pair_matrix(nll: np.ndarray, pairs: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
+def checkpoint_weights(spec: str) -> tuple[str, str]:
+    """``CKPT`` or ``CKPT:last`` -> (CKPT, "best" | "last"): a checkpoint's served weights, or its last."""
+    return (spec[: -len(":last")], "last") if spec.endswith(":last") else (spec, "best")
+
+
 def pair_nll(ckpt: str, sb: Siblings, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """NLL[i, j, part] (nats, summed over the part's tokens) of branch i's real first transition given
     the start and branch j's first action chunk, for i, j of one group (NaN elsewhere); and the
     codes (B, 2, codes_per_view) of each branch's real next head and wrist views."""
     from pathlib import Path
 
-    from transformers import AutoModelForCausalLM
-
     from mbpo_ray.world_model.layout import TokenLayout
     from mbpo_ray.world_model.tokenizer import ImageTokenizer
+    from mbpo_ray.world_model.train import load_trained
 
+    ckpt, weights = checkpoint_weights(ckpt)
     layout = TokenLayout.load(Path(ckpt) / "layout.json")
     prompts, targets, pairs, codes = pair_sequences(layout, ImageTokenizer.load(Path(ckpt) / "tokenizer"), sb)
-    model = AutoModelForCausalLM.from_pretrained(Path(ckpt) / "model").eval()
+    model = load_trained(ckpt, weights).eval()
     nll = sequence_nll(model, layout, prompts, targets, batch)
     return pair_matrix(nll, pairs, len(sb.group)), codes
 
@@ -183,8 +191,11 @@ def main() -> None:
         ap.error("--world-model takes NAME=CKPT pairs")
     models = {k: os.path.expanduser(v) for k, v in (x.split("=", 1) for x in args.world_model)}
     for k, v in models.items():
-        if not os.path.isfile(os.path.join(v, "layout.json")) or not os.path.isdir(os.path.join(v, "model")):
+        path, weights = checkpoint_weights(v)
+        if not os.path.isfile(os.path.join(path, "layout.json")) or not os.path.isdir(os.path.join(path, "model")):
             ap.error(f"--world-model {k}={v}: not a world-model checkpoint (no layout.json and model/ there)")
+        if weights == "last" and not os.path.isfile(os.path.join(path, "state", "model.safetensors")):
+            ap.error(f"--world-model {k}={v}: no state/model.safetensors there, so no last weights")
     prov = provenance()
     from mbpo_ray.replay import ReplayStore
 

@@ -242,3 +242,22 @@ def _load(path: Path):
 
     return AutoModelForCausalLM.from_pretrained(path)
 
+
+
+def load_trained(ckpt: str | Path, weights: str = "best"):
+    """A checkpoint's model in transformers: ``best``, the served weights (``OUT/model``, lowest held-out
+    loss), or ``last``, the latest weights of its resume state (``OUT/state``: the most fitted to the
+    training data, for a judge that asks what training longer did)."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights={weights!r}: choose 'best' or 'last'")
+    model = _load(ckpt / "model")
+    if weights == "last":
+        state = ckpt / "state" / "model.safetensors"
+        if not state.is_file():
+            raise FileNotFoundError(f"{ckpt}: no state/model.safetensors (written by `train-world-model` at each "
+                                    "evaluation): its last weights are not there; judge its best weights instead")
+        model.load_state_dict(load_file(state))
+    return model

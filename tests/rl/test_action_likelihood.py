@@ -62,3 +62,22 @@ def test_pair_likelihoods_are_the_training_loss_of_each_pairing(tmp_path, tiny_w
     assert np.isclose(nll[4, 3, 0] / layout.codes_per_view, float(ref["head"]), atol=1e-4)
     assert np.isclose(nll[4, 3, 2], float(ref["reward"]), atol=1e-4)
     assert not np.isclose(nll[4, 3, 1], nll[4, 4, 1])  # other actions, another likelihood
+
+
+def test_a_checkpoint_s_last_weights_are_judged_when_named(tmp_path, tiny_world_model):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from benchmarks.action_likelihood import checkpoint_weights
+
+    assert checkpoint_weights("a/wm:last") == ("a/wm", "last") and checkpoint_weights("a/wm") == ("a/wm", "best")
+    wm = tmp_path / "wm"
+    shutil.copytree(tiny_world_model, wm)
+    (wm / "state").mkdir()
+    weights = {k: v * 0.5 for k, v in load_file(wm / "model" / "model.safetensors").items()}
+    save_file(weights, wm / "state" / "model.safetensors")  # other "last" weights than the served ones
+    sb = load_siblings(_branch_store(tmp_path / "s"), 0)
+    best, last = pair_nll(str(wm), sb)[0], pair_nll(f"{wm}:last", sb)[0]
+    same = sb.group[:, None] == sb.group[None, :]
+    assert not np.allclose(best[same], last[same]) and np.allclose(best[same], pair_nll(tiny_world_model, sb)[0][same])

@@ -53,6 +53,7 @@ def test_pipeline(store, tmp_path, capsys):
     assert len(split["heldout"]) == 2 and len(split["train"]) == 4
     assert (ckpt / "model" / "model.safetensors").is_file() and any((ckpt / "tb").iterdir())
     assert json.loads((ckpt / "best.json").read_text())["step"] in (5, 10)
+    _best_and_last_weights(ckpt)
 
     policy = tmp_path / "policy"
     save_policy(build_policy(tiny_policy_config(), ActionBins.fit(np.random.default_rng(0).uniform(-1, 1, (99, 7)), 4)),
@@ -79,6 +80,24 @@ def test_pipeline(store, tmp_path, capsys):
         assert -1 <= q[view]["ssim"] <= 1
     assert q["reward"]["transitions"] == 6 and 0 <= q["reward"]["accuracy"] <= 1
     assert (report / "branch_grid.png").is_file()
+
+
+def _best_and_last_weights(ckpt):
+    """``load_trained``: the served weights, or the resume state's last ones; clear errors otherwise."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mbpo_ray.world_model.train import load_trained
+
+    state, served = load_file(ckpt / "state" / "model.safetensors"), load_file(ckpt / "model" / "model.safetensors")
+    last, best = load_trained(ckpt, "last").state_dict(), load_trained(ckpt).state_dict()
+    assert all(torch.equal(last[k], state[k]) for k in state) and all(torch.equal(best[k], served[k]) for k in served)
+    with pytest.raises(ValueError, match="choose 'best' or 'last'"):
+        load_trained(ckpt, "first")
+    (ckpt / "state" / "model.safetensors").rename(ckpt / "state" / "moved")
+    with pytest.raises(FileNotFoundError, match="its last weights are not there"):
+        load_trained(ckpt, "last")
+    (ckpt / "state" / "moved").rename(ckpt / "state" / "model.safetensors")
 
 
 def test_missing_checkpoint(store, tmp_path, capsys):
