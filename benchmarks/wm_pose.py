@@ -42,7 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from benchmarks.action_likelihood import pair_matrix, pair_sequences, report, scores, sequence_nll  # noqa: E402
-from benchmarks.common import no_home, provenance, save_figure, write_result  # noqa: E402
+from benchmarks.action_likelihood import plot as likelihood_plot  # noqa: E402
+from benchmarks.common import no_home, provenance, write_result  # noqa: E402
 from benchmarks.sibling_fidelity import compare, load_siblings  # noqa: E402
 from benchmarks.wm_scale import SIZES, per_code, train_size  # noqa: E402
 from mbpo_ray.world_model.layout import TokenLayout, _bins, _ranges  # noqa: E402
@@ -183,33 +184,12 @@ def judge_model(name: str, model, lay, sets: dict, ps: dict, sb, args) -> tuple[
 
 
 def plot(name: str, rows: dict, chance: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bars = [("plain", rows["plain"]["action"])] if "plain" in rows else []
+    """``action_likelihood.py``'s bars: the plain model, the pose model under its own and the real next pose."""
+    bars = {"plain": rows["plain"]["action"]} if "plain" in rows else {}
     if "pose" in rows:
-        bars += [("pose, its own next pose", rows["pose"]["action_greedy"]),
-                 ("pose, the real next pose", rows["pose"]["action_real"])]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.8 / max(len(bars), 1)
-    for j, (label, a) in enumerate(bars):
-        for ax, key in zip(axes, ("gain_nats", "pick_accuracy"), strict=True):
-            ci = "gain_ci95" if key == "gain_nats" else "pick_ci95"
-            vals = [a[p][key] for p in ("head", "wrist", "views")]
-            cis = np.array([a[p][ci] for p in ("head", "wrist", "views")]).T
-            ax.bar(np.arange(3) + j * width, vals, width, label=label,
-                   yerr=[np.subtract(vals, cis[0]), np.subtract(cis[1], vals)], capsize=2)
-    for ax, ylabel in zip(axes, ("NLL(x | sibling's actions) - NLL(x | own actions) (nats)",
-                                 "own actions give the real frame the lowest NLL"), strict=True):
-        ax.set_xticks(np.arange(3) + width * (len(bars) - 1) / 2, ["head codes", "wrist codes", "both views"])
-        ax.set_ylabel(ylabel, fontsize=8)
-        ax.legend(fontsize=7)
-    axes[1].axhline(chance, color="grey", lw=0.8, ls="--")
-    fig.suptitle("held-out sibling branches: does generating the pose first make the frames follow the actions?",
-                 fontsize=9)
-    save_figure(fig, name)
+        bars.update({"pose, its own next pose": rows["pose"]["action_greedy"],
+                     "pose, the real next pose": rows["pose"]["action_real"]})
+    likelihood_plot(name, bars, chance)
 
 
 def run(args) -> None:
