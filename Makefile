@@ -422,10 +422,10 @@ sibling-dose-long: install $(SIBM)/long/best.json $(SIB)/wm/wm/best.json
 # held-out transitions and the held-out sibling pairs, as token ids (WM_SCALE_DATA, a few MB; about 10
 # min here), then world models of the sizes in WM_SCALE_ARGS trained from scratch on them and judged by
 # held-out loss and the action gain (benchmarks/results/wm_scale.json, .png). The default sizes (3.6 M,
-# 26 M and 86 M parameters, 4,000 steps of 64, at most 3 min each) are meant for one GPU (not yet run on
+# 26 M and 86 M parameters, 4,000 steps of 64, at most 2.5 min each) are meant for one GPU (not yet run on
 # one); on a CPU only the small ones are practical: WM_SCALE_ARGS="--sizes tiny small --batch 16".
 WM_SCALE_DATA ?= $(CACHE)/wm_scale/data.npz
-WM_SCALE_ARGS ?= --sizes base wide large --steps 4000 --minutes 3
+WM_SCALE_ARGS ?= --sizes base wide large --steps 4000 --minutes 2.5
 $(WM_SCALE_DATA): $(WMD)/long/wm/best.json $(SIB)/heldout/.more.done
 	mkdir -p $(dir $@) && rm -f $@
 	$(BIN)/python benchmarks/wm_scale.py export --world-model $(WMD)/long/wm --store $(WMD)/store --siblings $(SIB)/heldout --branches-seed 1 2 3 4 5 --exclude-seed 0 --out $@
