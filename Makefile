@@ -447,7 +447,7 @@ wm-scale-siblings: install $(WM_SCALE_SIB_DATA)
 
 # Does generating the robot's next pose before the frames make the world model follow the actions?
 # Two 3.6 M world models trained from scratch on the 118-start model's transitions (same initialisation,
-# batches and 800 steps of 32, about 35 min each here), with and without the pose in the layout, judged
+# batches and 800 steps of 32, about 40 min each here), with and without the pose in the layout, judged
 # on the sibling pairs of collections 4-5 (benchmarks/results/wm_pose.json, .png).
 wm-pose: install $(SIBM)/long/best.json
 	$(BIN)/python benchmarks/wm_pose.py --world-model $(SIBM)/long --store $(SIBM)/store --siblings $(SIB)/heldout --branches-seed 4 5 --exclude-seed 0 1 2 3
