@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 
-.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity wm-levers wm-levers-wide wm-change-dose wm-data-scale action-likelihood sibling-dose sibling-dose-long wm-scale wm-scale-siblings wm-pose clean
+.PHONY: install sysdeps run test test-all lint bench recipe-data advantage-fidelity critic-fidelity simulator-ceiling branch-signal online-baseline self-imitation self-imitation-loop critic-curve wm-onpolicy wm-onpolicy-long advantage-fidelity-onpolicy reward-ceiling reward-resolution failure-modes prefix-signal imagined-long imagined-sil sibling-fidelity wm-levers wm-levers-wide wm-change-dose wm-data-scale action-likelihood sibling-dose sibling-dose-long wm-scale wm-scale-siblings wm-pose clean
 
 install: $(STAMP)
 
@@ -258,6 +258,12 @@ reward-ceiling: wm-onpolicy
 	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL)
 	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --views stored --label state --name reward_ceiling_state_label
 	$(BIN)/python benchmarks/reward_ceiling.py --world-model $(RECIPE)/wm_all/wm --store $(ALL_REAL) --views crop resized --name reward_ceiling_crop
+
+# Does more resolution let one frame show success? The recipe's demonstrations and SFT rollouts restored
+# in LIBERO and rendered again at 512 px; the frame reward on the plate's window at 32, 64 and 128
+# pixels, every observation judged out of fold (benchmarks/results/reward_resolution.json, .png)
+reward-resolution: install $(RECIPE)/sft/.rollouts.done
+	$(BIN)/python benchmarks/reward_resolution.py --store $(RECIPE)/demos --work $(CACHE)/reward_resolution
 
 # How the policy's sampled episodes ended (goal, on the target off centre, lifted, elsewhere: LIBERO's
 # state at each episode's last observation), the recipe's SFT rollouts and each round of the seed-1
