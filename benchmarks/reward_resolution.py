@@ -78,6 +78,8 @@ def render_task(store_uri: str, suite: str, task: int, episodes: list[str], rend
     """Every observation after a chunk of ``episodes`` (one task), restored and rendered at ``render``
     pixels: the head view's target window at that resolution, the wrist view at :data:`WRIST`, the
     stored frames' window and wrist view, the goal state and the chunk's recorded success."""
+    from tqdm import tqdm
+
     from mbpo_ray.config import EnvConfig
     from mbpo_ray.envs.goal_state import goal_of, head_pixels, measure
     from mbpo_ray.envs.libero_env import EnvError, LiberoEnv
@@ -91,7 +93,7 @@ def render_task(store_uri: str, suite: str, task: int, episodes: list[str], rend
     with LiberoEnv(EnvConfig(suite=suite, task_id=task, image_size=render)) as env:
         env.reset(0, render=False)
         goal = goal_of(env)
-        for eid in episodes:
+        for eid in tqdm(episodes, desc=f"render {suite}/{task} at {render} px", unit="ep", dynamic_ncols=True):
             ep = load_episodes(store, [eid])
             rows, success = observation_labels(ep)
             states = store.read_episode(eid, ["sim_state"]).column("sim_state").to_pylist()
