@@ -261,7 +261,8 @@ reward-ceiling: wm-onpolicy
 
 # Does more resolution let one frame show success? The recipe's demonstrations and SFT rollouts restored
 # in LIBERO and rendered again at 512 px; the frame reward on the plate's window at 32, 64 and 128
-# pixels, every observation judged out of fold (benchmarks/results/reward_resolution.json, .png)
+# pixels, every observation judged out of fold (benchmarks/results/reward_resolution.json, .png; about
+# 75 min here, 18 of them rendering; the renders are kept in the cache and reused)
 reward-resolution: install $(RECIPE)/sft/.rollouts.done
 	$(BIN)/python benchmarks/reward_resolution.py --store $(RECIPE)/demos --work $(CACHE)/reward_resolution
 
